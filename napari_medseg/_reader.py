@@ -1,0 +1,66 @@
+"""napari reader contribution: NIfTI, NRRD, MHA/MHD, DICOM files and folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from .io.dicom import looks_like_dicom
+
+_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima")
+_FOLDER_PROBE = 64  # files inspected before deciding a folder is not ours
+
+
+def napari_get_reader(path: str | list[str]) -> Callable | None:
+    """Return :func:`read_layers` if ``path`` is something this plugin reads, else None."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(_handles(Path(p)) for p in paths):
+        return None
+    return read_layers
+
+
+def _handles(path: Path) -> bool:
+    if path.is_dir():
+        return _folder_is_ours(path)
+    name = path.name.lower()
+    if name.endswith(_SUFFIXES):
+        return True
+    return path.is_file() and "." not in path.name and looks_like_dicom(path)
+
+
+def _folder_is_ours(folder: Path) -> bool:
+    """Empty folders (to say so clearly) and folders with DICOM-looking files."""
+    seen = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if looks_like_dicom(Path(root) / name):
+                return True
+            seen += 1
+            if seen >= _FOLDER_PROBE:
+                return False
+    return seen == 0
+
+
+def read_layers(path: str | list[str]) -> list[tuple]:
+    """Read each path into an image layer; errors name the file and the problem."""
+    from ._layers import image_layer_data
+    from .io import read_volume
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers = []
+    for item in paths:
+        volume = read_volume(item)
+        data = image_layer_data(volume)
+        _notify(data[1]["metadata"]["medseg"]["warnings"], data[1]["name"])
+        layers.append(data)
+    return layers
+
+
+def _notify(warnings: list[str], name: str) -> None:
+    if not warnings:
+        return
+    from napari.utils.notifications import show_warning
+
+    for warning in warnings:
+        show_warning(f"{name}: {warning}")

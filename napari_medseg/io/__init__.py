@@ -1,0 +1,15 @@
+"""Reading and writing volumes with their geometry (the only layer that knows file formats)."""
+
+from .errors import VolumeReadError, VolumeWriteError
+from .reader import SUPPORTED_SUFFIXES, file_format, read_volume
+from .writer import WRITABLE_SUFFIXES, write_volume
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "WRITABLE_SUFFIXES",
+    "VolumeReadError",
+    "VolumeWriteError",
+    "file_format",
+    "read_volume",
+    "write_volume",
+]

@@ -1,0 +1,253 @@
+"""NIfTI-1 header access and a writer that keeps geometry exact.
+
+NIfTI stores geometry as float32 (sform rows, quaternion, pixdim) in RAS+, so a double
+geometry cannot survive a NIfTI file bit-exactly on its own. The writer therefore
+(1) copies the source file's own geometry fields verbatim when the output shares the
+source's grid, so every tool sees the very same header, and (2) stores the exact
+double geometry as JSON in a NIfTI extension, which :func:`exact_geometry` returns only
+when it agrees with the float32 header (a file edited by another tool falls back to
+its header).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..types import Geometry
+
+HEADER_SIZE = 348
+EXTENSION_CODE = 40  # NIFTI_ECODE range above 32 is free for applications; 40 = ours
+EXTENSION_TAG = "napari-medseg-geometry"
+GEOMETRY_FIELDS = ("qform_code", "sform_code", "quatern", "qoffset", "pixdim", "srow")
+
+_DTYPE_CODES = {
+    np.dtype(np.uint8): (2, 8),
+    np.dtype(np.int16): (4, 16),
+    np.dtype(np.int32): (8, 32),
+    np.dtype(np.float32): (16, 32),
+    np.dtype(np.float64): (64, 64),
+    np.dtype(np.int8): (256, 8),
+    np.dtype(np.uint16): (512, 16),
+    np.dtype(np.uint32): (768, 32),
+    np.dtype(np.int64): (1024, 64),
+    np.dtype(np.uint64): (1280, 64),
+}
+# ITK reads NIfTI in LPS: physical_lps = FLIP @ physical_ras (x and y negated).
+_RAS_FROM_LPS_XYZ = np.diag([-1.0, -1.0, 1.0])
+
+
+def _open(path: Path, mode: str):
+    return gzip.open(path, mode, compresslevel=4) if path.name.endswith(".gz") else open(path, mode)
+
+
+def read_header(path: str | Path) -> dict[str, Any] | None:
+    """Raw NIfTI-1 fields needed for geometry and sizing, or None if not NIfTI-1.
+
+    Returns a dict with ``dim`` (8 ints), ``datatype``, ``bitpix``, ``vox_offset`` and the
+    geometry fields, plus ``extensions``: a list of (code, bytes).
+    """
+    path = Path(path)
+    with _open(path, "rb") as handle:
+        raw = handle.read(HEADER_SIZE + 4)
+        if len(raw) < HEADER_SIZE:
+            return None
+        for endian in "<>":
+            if struct.unpack(endian + "i", raw[:4])[0] == HEADER_SIZE:
+                break
+        else:
+            return None
+        if raw[344:347] not in (b"n+1", b"ni1"):
+            return None
+        unpack = lambda fmt, offset: struct.unpack_from(endian + fmt, raw, offset)  # noqa: E731
+        header = {
+            "endian": endian,
+            "dim": list(unpack("8h", 40)),
+            "datatype": unpack("h", 70)[0],
+            "bitpix": unpack("h", 72)[0],
+            "pixdim": list(unpack("8f", 76)),
+            "vox_offset": unpack("f", 108)[0],
+            "qform_code": unpack("h", 252)[0],
+            "sform_code": unpack("h", 254)[0],
+            "quatern": list(unpack("3f", 256)),
+            "qoffset": list(unpack("3f", 268)),
+            "srow": list(unpack("12f", 280)),
+            "extensions": [],
+        }
+        has_extension = len(raw) >= HEADER_SIZE + 4 and raw[HEADER_SIZE] != 0
+        if has_extension and raw[344:347] == b"n+1":
+            remaining = int(header["vox_offset"]) - HEADER_SIZE - 4
+            if 0 < remaining < 1 << 24:
+                blob = handle.read(remaining)
+                offset = 0
+                while offset + 8 <= len(blob):
+                    size, code = struct.unpack_from(endian + "2i", blob, offset)
+                    if size < 8 or offset + size > len(blob):
+                        break
+                    header["extensions"].append((code, blob[offset + 8 : offset + size]))
+                    offset += size
+    return header
+
+
+def geometry_fields(header: dict[str, Any]) -> dict[str, Any]:
+    """The subset of a header that fixes the geometry (copied verbatim on write)."""
+    return {key: header[key] for key in GEOMETRY_FIELDS}
+
+
+def exact_geometry(header: dict[str, Any], file_geometry: Geometry) -> Geometry | None:
+    """The exact geometry stored by our writer, if present and consistent with the file."""
+    for code, payload in header.get("extensions", []):
+        if code != EXTENSION_CODE:
+            continue
+        try:
+            data = json.loads(payload.rstrip(b"\0").decode("utf-8"))
+            if data.get("tag") != EXTENSION_TAG:
+                continue
+            stored = Geometry(data["spacing"], data["origin"], data["direction"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+        return stored if geometries_close(stored, file_geometry) else None
+    return None
+
+
+def geometries_close(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> bool:
+    """True when two geometries agree to within float32 header precision."""
+    scale = max(1.0, *np.abs(a.origin), *np.abs(b.origin))
+    return bool(
+        np.allclose(a.spacing, b.spacing, rtol=tolerance, atol=0)
+        and np.abs(np.subtract(a.origin, b.origin)).max() <= tolerance * scale
+        and np.abs(a.direction_matrix - b.direction_matrix).max() <= tolerance
+    )
+
+
+def _quaternion_from_rotation(rotation: np.ndarray) -> tuple[np.ndarray, float]:
+    """(b, c, d) and qfac for a 3x3 orthonormal RAS matrix (nifti1_io's algorithm)."""
+    r = rotation.copy()
+    qfac = 1.0
+    if np.linalg.det(r) < 0:
+        r[:, 2] = -r[:, 2]
+        qfac = -1.0
+    a = 1.0 + r[0, 0] + r[1, 1] + r[2, 2]
+    if a > 0.5:
+        a = 0.5 * np.sqrt(a)
+        b = 0.25 * (r[2, 1] - r[1, 2]) / a
+        c = 0.25 * (r[0, 2] - r[2, 0]) / a
+        d = 0.25 * (r[1, 0] - r[0, 1]) / a
+    else:
+        xd = 1.0 + r[0, 0] - (r[1, 1] + r[2, 2])
+        yd = 1.0 + r[1, 1] - (r[0, 0] + r[2, 2])
+        zd = 1.0 + r[2, 2] - (r[0, 0] + r[1, 1])
+        if xd > 1.0:
+            b = 0.5 * np.sqrt(xd)
+            c = 0.25 * (r[0, 1] + r[1, 0]) / b
+            d = 0.25 * (r[0, 2] + r[2, 0]) / b
+            a = 0.25 * (r[2, 1] - r[1, 2]) / b
+        elif yd > 1.0:
+            c = 0.5 * np.sqrt(yd)
+            b = 0.25 * (r[0, 1] + r[1, 0]) / c
+            d = 0.25 * (r[1, 2] + r[2, 1]) / c
+            a = 0.25 * (r[0, 2] - r[2, 0]) / c
+        else:
+            d = 0.5 * np.sqrt(zd)
+            b = 0.25 * (r[0, 2] + r[2, 0]) / d
+            c = 0.25 * (r[1, 2] + r[2, 1]) / d
+            a = 0.25 * (r[1, 0] - r[0, 1]) / d
+        if a < 0:
+            b, c, d = -b, -c, -d
+    return np.array([b, c, d]), qfac
+
+
+def fields_from_geometry(geometry: Geometry) -> dict[str, Any]:
+    """NIfTI geometry fields (float32 precision) for a geometry; codes 1 (scanner)."""
+    spacing_xyz = np.asarray(geometry.spacing[::-1])
+    origin_xyz = np.asarray(geometry.origin[::-1])
+    direction_xyz = geometry.direction_matrix[::-1, ::-1]
+    rotation_ras = _RAS_FROM_LPS_XYZ @ direction_xyz
+    quatern, qfac = _quaternion_from_rotation(rotation_ras)
+    affine = np.zeros((3, 4))
+    affine[:, :3] = rotation_ras * spacing_xyz[None, :]
+    affine[:, 3] = _RAS_FROM_LPS_XYZ @ origin_xyz
+    return {
+        "qform_code": 1,
+        "sform_code": 1,
+        "quatern": list(quatern),
+        "qoffset": list(affine[:, 3]),
+        "pixdim": [qfac, *spacing_xyz, 1.0, 1.0, 1.0, 1.0],
+        "srow": list(affine.ravel()),
+    }
+
+
+def write_nifti(
+    path: str | Path,
+    array: np.ndarray,
+    geometry: Geometry,
+    source_fields: dict[str, Any] | None = None,
+) -> None:
+    """Write a NIfTI-1 single file (gzip when the name ends in .gz), not atomically.
+
+    Args:
+        path: destination (.nii or .nii.gz).
+        array: (z, y, x) or (z, y, x, C); channels are stored as the 5th NIfTI axis.
+        geometry: the grid, stored exactly in an extension and in float32 header fields.
+        source_fields: header geometry fields of the file this grid came from; used
+            verbatim so other tools see the source's exact header.
+    """
+    path = Path(path)
+    dtype = np.dtype(array.dtype).newbyteorder("=")
+    if dtype not in _DTYPE_CODES:
+        raise ValueError(f"cannot write dtype {array.dtype} to NIfTI")
+    datatype, bitpix = _DTYPE_CODES[dtype]
+    nz, ny, nx = array.shape[:3]
+    if array.ndim == 4:
+        dims = [5, nx, ny, nz, 1, array.shape[3], 1, 1]
+        data = np.moveaxis(array, 3, 0)  # NIfTI order: x fastest, then y, z, t, component
+        intent_code = 1007  # NIFTI_INTENT_VECTOR
+    else:
+        dims = [3, nx, ny, nz, 1, 1, 1, 1]
+        data = array
+        intent_code = 0
+    fields = dict(source_fields) if source_fields else fields_from_geometry(geometry)
+    fields["pixdim"] = list(fields["pixdim"])[:4] + [1.0, 1.0, 1.0, 1.0]
+
+    payload = json.dumps(
+        {
+            "tag": EXTENSION_TAG,
+            "spacing": list(geometry.spacing),
+            "origin": list(geometry.origin),
+            "direction": [list(row) for row in geometry.direction],
+        }
+    ).encode("utf-8")
+    extension_size = 8 + len(payload)
+    extension_size += (-extension_size) % 16
+    payload = payload.ljust(extension_size - 8, b"\0")
+    vox_offset = HEADER_SIZE + 4 + extension_size
+
+    header = bytearray(HEADER_SIZE)
+    struct.pack_into("<i", header, 0, HEADER_SIZE)
+    header[38:39] = b"r"
+    struct.pack_into("<8h", header, 40, *dims)
+    struct.pack_into("<h", header, 68, intent_code)
+    struct.pack_into("<hh", header, 70, datatype, bitpix)
+    struct.pack_into("<8f", header, 76, *fields["pixdim"])
+    struct.pack_into("<f", header, 108, float(vox_offset))
+    struct.pack_into("<ff", header, 112, 1.0, 0.0)  # scl_slope, scl_inter
+    header[123] = 2 | 8  # mm and seconds
+    description = b"napari-medseg"
+    header[148 : 148 + len(description)] = description
+    struct.pack_into("<hh", header, 252, int(fields["qform_code"]), int(fields["sform_code"]))
+    struct.pack_into("<3f", header, 256, *fields["quatern"])
+    struct.pack_into("<3f", header, 268, *fields["qoffset"])
+    struct.pack_into("<12f", header, 280, *fields["srow"])
+    header[344:348] = b"n+1\0"
+
+    with _open(path, "wb") as handle:
+        handle.write(bytes(header))
+        handle.write(struct.pack("<4B", 1, 0, 0, 0))
+        handle.write(struct.pack("<2i", extension_size, EXTENSION_CODE))
+        handle.write(payload)
+        handle.write(np.ascontiguousarray(data, dtype=dtype.newbyteorder("<")).tobytes())

@@ -1,0 +1,235 @@
+"""Read any supported file or DICOM folder into a :class:`~napari_medseg.types.Volume`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..types import Geometry, Volume
+from . import dicom, nifti
+from ._sitk import geometry_from_sitk, quiet_itk
+from .errors import VolumeReadError
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + tuple(dicom.DICOM_SUFFIXES)
+GEOMETRY_KEY = "medseg_geometry"
+# Fraction of available memory one volume may take once decoded (the array is copied
+# at least once on its way to napari).
+_MEMORY_FRACTION = 0.5
+
+
+def file_format(path: str | Path) -> str | None:
+    """'nifti', 'itk', 'dicom' or None, from the name (and magic bytes for DICOM)."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(ITK_SUFFIXES):
+        return "itk"
+    if path.suffix.lower() in dicom.DICOM_SUFFIXES:
+        return "dicom"
+    if path.is_file() and dicom.looks_like_dicom(path):
+        return "dicom"
+    return None
+
+
+def read_volume(path: str | Path, *, series_uid: str | None = None, keep_channels: bool = False) -> Volume:
+    """Read a volume with its geometry.
+
+    Args:
+        path: a NIfTI/NRRD/MHA/MHD file, a DICOM file (single or multi-frame), or a
+            folder holding DICOM series (searched recursively).
+        series_uid: which series of a DICOM folder; default the one with most slices.
+        keep_channels: keep vector images as (z, y, x, C); otherwise the first
+            component is taken with a warning.
+
+    Returns:
+        A Volume with the array in (z, y, x) order and spacing/origin/direction in the
+        same order; ``meta["warnings"]`` lists what was fixed while reading.
+
+    Raises:
+        VolumeReadError: the path is missing, empty, corrupt, too large or unsupported.
+    """
+    with quiet_itk():
+        return _read_volume(Path(path), series_uid, keep_channels)
+
+
+def _read_volume(path: Path, series_uid: str | None, keep_channels: bool) -> Volume:
+    if not path.exists():
+        raise VolumeReadError(path, "no such file or folder")
+    notes: list[str] = []
+    meta: dict = {"source": str(path)}
+    if path.is_dir():
+        image, extra = dicom.read_series(path, series_uid)
+        meta["format"] = "dicom"
+    else:
+        if path.stat().st_size == 0:
+            raise VolumeReadError(path, "the file is empty (0 bytes)")
+        kind = file_format(path)
+        if kind is None:
+            raise VolumeReadError(
+                path, f"unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)} or a DICOM folder"
+            )
+        meta["format"] = kind
+        if kind == "dicom":
+            image, extra = dicom.read_file(path)
+        else:
+            image, extra = _read_itk_file(path)
+    notes.extend(extra.pop("warnings", []))
+    meta.update(extra)
+
+    image = _to_3d(image, path, notes, keep_channels)
+    geometry = geometry_from_sitk(image)
+    array = sitk.GetArrayFromImage(image)
+    array = _replace_non_finite(array, notes)
+
+    if meta["format"] == "nifti":
+        geometry = _nifti_exact_geometry(path, geometry, meta)
+    elif meta["format"] == "itk":
+        geometry = _stored_exact_geometry(extra.get("metadata", {}), geometry)
+    meta.pop("metadata", None)
+
+    for note in notes:
+        logger.warning("%s: %s", path, note)
+    meta["warnings"] = notes
+    modality = (meta.pop("modality", "") or "unknown").upper() if meta.get("modality") else "unknown"
+    return Volume(array=array, geometry=geometry, modality=modality, meta=meta)
+
+
+def _read_itk_file(path: Path) -> tuple[sitk.Image, dict]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise VolumeReadError(path, f"not a valid {_format_name(path)} file ({dicom._itk_message(exc)})") from exc
+    size = reader.GetSize()
+    components = reader.GetNumberOfComponents()
+    _check_size(path, size, components, reader.GetPixelID())
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise VolumeReadError(
+            path, f"the {_format_name(path)} file is truncated or corrupt ({dicom._itk_message(exc)})"
+        ) from exc
+    metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+    modality = metadata.get("Modality", metadata.get("modality", ""))
+    if modality.startswith("MET_MOD_"):
+        modality = modality[len("MET_MOD_") :]
+    return image, {"metadata": metadata, "modality": modality}
+
+
+def _format_name(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "NIfTI"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "NRRD"
+    return "MetaImage"
+
+
+def available_memory_bytes() -> int:
+    """Memory the process can still use (MemAvailable on Linux; physical pages otherwise)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
+
+
+def _check_size(path: Path, size: tuple[int, ...], components: int, pixel_id: int) -> None:
+    if any(s <= 0 for s in size):
+        raise VolumeReadError(path, f"the header declares an empty image of size {size}")
+    n_bytes = int(np.prod(size, dtype=np.float64)) * components * _bytes_per_component(pixel_id)
+    available = available_memory_bytes()
+    if n_bytes > _MEMORY_FRACTION * available:
+        raise VolumeReadError(
+            path,
+            f"the header declares {'x'.join(map(str, size))} voxels ({n_bytes / 2**30:.1f} GiB), "
+            f"more than this machine can hold ({available / 2**30:.1f} GiB available); "
+            "the header is corrupt or the image is too large",
+        )
+
+
+def _bytes_per_component(pixel_id: int) -> int:
+    image = sitk.Image([1] * 2, pixel_id)
+    return max(1, sitk.GetArrayViewFromImage(image).dtype.itemsize)
+
+
+def _to_3d(image: sitk.Image, path: Path, notes: list[str], keep_channels: bool) -> sitk.Image:
+    dim = image.GetDimension()
+    if dim == 2:
+        image = sitk.JoinSeries(image)
+    elif dim == 4:
+        size = list(image.GetSize())
+        notes.append(f"4D image with {size[3]} volumes: only the first is read")
+        size[3] = 0
+        image = sitk.Extract(image, size, [0, 0, 0, 0])
+    elif dim != 3:
+        raise VolumeReadError(path, f"{dim}D images are not supported")
+    components = image.GetNumberOfComponentsPerPixel()
+    if components > 1 and not keep_channels:
+        kind = "RGB" if components in (3, 4) and "RGB" in image.GetPixelIDTypeAsString().upper() else "vector"
+        notes.append(f"{kind} image with {components} components per voxel: only the first is read")
+        image = sitk.VectorIndexSelectionCast(image, 0)
+    return image
+
+
+def _replace_non_finite(array: np.ndarray, notes: list[str]) -> np.ndarray:
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    finite = np.isfinite(array)
+    if finite.all():
+        return array
+    n_bad = int((~finite).sum())
+    if not finite.any():
+        notes.append(f"all {array.size} voxels are NaN or infinite: replaced by 0")
+        return np.zeros_like(array)
+    low, high = array[finite].min(), array[finite].max()
+    array = array.copy()
+    array[np.isnan(array)] = low
+    array[np.isposinf(array)] = high
+    array[np.isneginf(array)] = low
+    notes.append(f"{n_bad} NaN or infinite voxels replaced by the finite minimum/maximum ({low:g}/{high:g})")
+    return array
+
+
+def _nifti_exact_geometry(path: Path, geometry: Geometry, meta: dict) -> Geometry:
+    try:
+        header = nifti.read_header(path)
+    except (OSError, EOFError):
+        return geometry
+    if header is None:
+        return geometry
+    exact = nifti.exact_geometry(header, geometry)
+    if exact is not None:
+        geometry = exact
+    meta["nifti_fields"] = nifti.geometry_fields(header)
+    meta["nifti_fields_geometry"] = geometry
+    return geometry
+
+
+def _stored_exact_geometry(metadata: dict, geometry: Geometry) -> Geometry:
+    text = metadata.get(GEOMETRY_KEY)
+    if not text:
+        return geometry
+    try:
+        data = json.loads(text)
+        stored = Geometry(data["spacing"], data["origin"], data["direction"])
+    except (ValueError, KeyError, TypeError):
+        return geometry
+    return stored if nifti.geometries_close(stored, geometry) else geometry
