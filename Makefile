@@ -41,7 +41,12 @@ test: setup
 	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -p no:xvfb tests
 
 demo: setup
-	$(PY) -m napari_medseg.demo
+	@if [ -n "$$DISPLAY" ]; then \
+		$(PY) -m napari_medseg.demo; \
+	else \
+		echo "no display: running the demo headless under Xvfb, outputs in demo-output/"; \
+		xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m napari_medseg.demo --headless --out demo-output; \
+	fi
 
 bench: setup
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

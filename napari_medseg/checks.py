@@ -67,11 +67,14 @@ def _negative_fraction(volume: Volume) -> float:
 
 
 def contrast_limits(volume: Volume) -> tuple[float, float]:
-    """Display window: CT soft tissue (W 400, L 40), otherwise 0.5–99.5 percentiles."""
+    """Display window: CT soft tissue (W 400, L 40), else 0.5–99.5 percentiles of the foreground."""
     low, high = intensity_range(volume)
     if guess_modality(volume).rstrip("?") == "CT":
         return (-160.0, 240.0)
     sample = _sample(volume.array).astype(np.float64)
+    foreground = sample[sample > low]
+    if foreground.size > 0.05 * sample.size:  # ignore the empty background around the head
+        sample = foreground
     lo, hi = np.percentile(sample, [0.5, 99.5])
     if hi <= lo:
         lo, hi = low, high if high > low else low + 1.0

@@ -94,6 +94,33 @@ def read_header(path: str | Path) -> dict[str, Any] | None:
     return header
 
 
+def check_complete(path: str | Path, header: dict[str, Any]) -> str | None:
+    """None if the file holds all the voxel data its header declares, else the problem.
+
+    ITK silently zero-fills truncated NIfTI data, so the length is checked here by
+    streaming through the (decompressed) file once.
+    """
+    path = Path(path)
+    dims = header["dim"]
+    n_dims = dims[0]
+    if not 1 <= n_dims <= 7:
+        return f"invalid number of dimensions {n_dims} in the header"
+    n_voxels = 1
+    for size in dims[1 : n_dims + 1]:
+        n_voxels *= max(int(size), 1)
+    expected = int(header["vox_offset"]) + n_voxels * max(int(header["bitpix"]), 8) // 8
+    total = 0
+    try:
+        with _open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                total += len(chunk)
+                if total >= expected:
+                    return None
+    except (EOFError, OSError, gzip.BadGzipFile) as exc:
+        return f"the compressed stream is cut short or corrupt ({exc})"
+    return f"the file holds {total} bytes but its header declares {expected}: it is truncated"
+
+
 def geometry_fields(header: dict[str, Any]) -> dict[str, Any]:
     """The subset of a header that fixes the geometry (copied verbatim on write)."""
     return {key: header[key] for key in GEOMETRY_FIELDS}

@@ -114,6 +114,8 @@ def _read_itk_file(path: Path) -> tuple[sitk.Image, dict]:
     size = reader.GetSize()
     components = reader.GetNumberOfComponents()
     _check_size(path, size, components, reader.GetPixelID())
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        _check_nifti_complete(path)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -125,6 +127,16 @@ def _read_itk_file(path: Path) -> tuple[sitk.Image, dict]:
     if modality.startswith("MET_MOD_"):
         modality = modality[len("MET_MOD_") :]
     return image, {"metadata": metadata, "modality": modality}
+
+
+def _check_nifti_complete(path: Path) -> None:
+    try:
+        header = nifti.read_header(path)
+    except (OSError, EOFError) as exc:
+        raise VolumeReadError(path, f"the NIfTI file is truncated or corrupt ({exc})") from exc
+    problem = nifti.check_complete(path, header) if header is not None else None
+    if problem:
+        raise VolumeReadError(path, f"the NIfTI file is truncated or corrupt: {problem}")
 
 
 def _format_name(path: Path) -> str:

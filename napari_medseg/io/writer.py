@@ -23,6 +23,8 @@ def output_dtype(array: np.ndarray, kind: str = "auto") -> np.dtype:
     """uint8/uint16 for labels (integer or bool arrays), float32 for images."""
     if kind not in ("auto", "labels", "image"):
         raise ValueError(f"kind {kind!r} must be 'auto', 'labels' or 'image'")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+        raise ValueError(f"arrays of dtype {array.dtype} cannot be written; use real numbers")
     is_labels = kind == "labels" or (
         kind == "auto" and (np.issubdtype(array.dtype, np.integer) or array.dtype == bool)
     )

@@ -1,0 +1,49 @@
+"""Shared fixtures: paths to the real test data carried by installed packages and shared/."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from tests._paths import ARTIFACTS, SHARED_DATA
+
+
+def _pydicom_files() -> Path:
+    import pydicom
+
+    return Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def _pydicom_data_files() -> Path:
+    return Path(metadata.distribution("pydicom-data").locate_file("data_store/data"))
+
+
+@pytest.fixture(scope="session")
+def pydicom_files() -> Path:
+    """pydicom's own test files (CT_small.dcm, MR_small.dcm, dicomdirtests/, ...)."""
+    return _pydicom_files()
+
+
+@pytest.fixture(scope="session")
+def pydicom_data_files() -> Path:
+    """The pydicom-data wheel's files (emri_small.dcm, eCT_Supplemental.dcm, ...)."""
+    path = _pydicom_data_files()
+    assert path.is_dir(), f"pydicom-data files not found at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The project's shared validation data (dev subject, full-head scans)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared validation data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests keep screenshots and other artifacts for people to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
