@@ -18,6 +18,7 @@ _LAZY = {
     "VolumeWriteError": ("napari_medseg.io", "VolumeWriteError"),
     "Volume": ("napari_medseg.types", "Volume"),
     "Geometry": ("napari_medseg.types", "Geometry"),
+    "load_model": ("napari_medseg.models.catalog", "load_model"),
 }
 
 __all__ = ["__version__", *_LAZY]

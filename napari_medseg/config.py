@@ -1,0 +1,321 @@
+"""Configuration as data: the frozen dataclass saved as ``config.json`` beside a model's weights.
+
+A :class:`ModelConfig` says which architecture to build (a key of the model registry, never
+a dotted import path), with which keyword arguments, and how the model expects its input:
+orientation, spacing, intensity normalisation, patch size. It is plain data (no numpy, no
+torch) so that it can be read, validated and listed without loading a deep-learning stack.
+
+Example:
+    >>> cfg = ModelConfig(architecture="unet", spatial_dims=2, in_channels=3,
+    ...                   class_names=("background", "brain"))
+    >>> ModelConfig.from_json(cfg.to_json()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["ModelConfig", "DEFAULT_PALETTE"]
+
+# Reserved: these come from the config's own fields, never from ``arch_kwargs``.
+_RESERVED_ARCH_KWARGS = ("spatial_dims", "in_channels", "out_channels")
+
+#: Colours given to classes 1, 2, ... when a config names no colours (background is transparent).
+DEFAULT_PALETTE = (
+    "#e6194bff", "#3cb44bff", "#ffe119ff", "#4363d8ff", "#f58231ff", "#911eb4ff",
+    "#46f0f0ff", "#f032e6ff", "#bcf60cff", "#fabebeff", "#008080ff", "#e6beffff",
+)  # fmt: skip
+_BACKGROUND_COLOR = "#00000000"
+_HEX_COLOR = re.compile(r"^#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*$")
+_ORIENTATION_PAIRS = ("LR", "PA", "SI")
+
+
+def _freeze(value: Any, where: str) -> Any:
+    """A read-only, JSON-compatible copy: mappings become mapping proxies, lists tuples."""
+    if isinstance(value, Mapping):
+        frozen = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where} key {key!r} must be a string")
+            frozen[key] = _freeze(item, f"{where}[{key!r}]")
+        return MappingProxyType(frozen)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(item, f"{where}[{i}]") for i, item in enumerate(value))
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} value {value!r} must be finite")
+        return value
+    raise ValueError(f"{where} value {value!r} of type {type(value).__name__} is not JSON data")
+
+
+def _thaw(value: Any) -> Any:
+    """Plain dicts and lists again, ready for ``json.dumps``."""
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} {value!r} must be an integer")
+    try:
+        return int(value.__index__())
+    except (AttributeError, TypeError):
+        raise ValueError(f"{name} {value!r} must be an integer") from None
+
+
+def _as_str(name: str, value: Any, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        raise ValueError(f"{name} {value!r} must be a non-empty string")
+    return value
+
+
+def _as_tuple(name: str, value: Any) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} {value!r} must be a sequence")
+    return tuple(value)
+
+
+def _check_color(index: int, color: Any) -> Any:
+    if isinstance(color, str):
+        if not _HEX_COLOR.match(color):
+            raise ValueError(f"class_colors[{index}] {color!r} must be '#rrggbb' or '#rrggbbaa'")
+        return color
+    try:
+        rgba = tuple(float(c) for c in color)
+    except (TypeError, ValueError):
+        raise ValueError(f"class_colors[{index}] {color!r} must be a hex string or RGBA") from None
+    if len(rgba) != 4 or not all(0.0 <= c <= 1.0 for c in rgba):
+        raise ValueError(f"class_colors[{index}] {color!r} must be 4 floats in [0, 1]")
+    return rgba
+
+
+def _hex_to_rgba(color: str) -> tuple[float, float, float, float]:
+    digits = color[1:] + ("ff" if len(color) == 7 else "")
+    r, g, b, a = (int(digits[i : i + 2], 16) / 255.0 for i in range(0, 8, 2))
+    return (r, g, b, a)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """How to build a segmentation model and what input it expects.
+
+    Attributes:
+        architecture: registry key, e.g. ``"unet"`` or ``"transunet"``.
+        spatial_dims: 2 (the model sees slices) or 3 (the model sees volumes).
+        in_channels: input channels; for a 2D model fed with neighbouring slices as
+            channels, the number of slices (e.g. 3: the slice and one on each side).
+        class_names: output classes in logit order; index 0 is background.
+        arch_kwargs: extra keyword arguments of the architecture (e.g. ``features``);
+            ``spatial_dims``, ``in_channels`` and ``out_channels`` come from this config.
+        class_colors: one colour per class, ``"#rrggbb[aa]"`` or RGBA floats in [0, 1];
+            empty means a default palette with a transparent background.
+        modality: imaging modality the model was trained on, DICOM style (``"MR"``, ``"CT"``).
+        canonical_orientation: the orientation the model's input grid must have, as a
+            three-letter code in SimpleITK's ``DICOMOrient`` convention: letter i names the
+            anatomical direction (L/R, P/A, S/I) toward which image axis i increases, with the
+            axes in SimpleITK's (x, y, z) order, i.e. the array's last, middle and first axis.
+            ``"LPS"`` (the default) is the identity direction: array (z, y, x) runs toward
+            superior, posterior and left.
+        target_spacing: voxel size (mm) the model works at, in (z, y, x) order.
+        normalization: intensity normalisation, e.g.
+            ``{"method": "percentile", "low": 0.5, "high": 99.5}``.
+        patch_size: training/inference window in array order, one int per spatial dim;
+            empty means the whole slice (2D) or the whole volume (3D).
+        dropout_sites: module names (e.g. ``"decoder"``) under which MC dropout may be
+            switched on; every dropout module inside a named module counts.
+        gradcam_layer: module name Grad-CAM hooks by default; empty means the
+            architecture's ``default_gradcam_layer``.
+        extra: free-form JSON data for later additions (e.g. an OOD threshold).
+    """
+
+    architecture: str
+    spatial_dims: int
+    in_channels: int
+    class_names: tuple[str, ...]
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    class_colors: tuple[Any, ...] = ()
+    modality: str = "MR"
+    canonical_orientation: str = "LPS"
+    target_spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    normalization: Mapping[str, Any] = field(
+        default_factory=lambda: {"method": "percentile", "low": 0.5, "high": 99.5}
+    )
+    patch_size: tuple[int, ...] = ()
+    dropout_sites: tuple[str, ...] = ()
+    gradcam_layer: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._set("architecture", _as_str("architecture", self.architecture))
+        dims = _as_int("spatial_dims", self.spatial_dims)
+        if dims not in (2, 3):
+            raise ValueError(f"spatial_dims {self.spatial_dims!r} must be 2 or 3")
+        self._set("spatial_dims", dims)
+        channels = _as_int("in_channels", self.in_channels)
+        if channels < 1:
+            raise ValueError(f"in_channels {self.in_channels!r} must be at least 1")
+        self._set("in_channels", channels)
+        self._check_classes()
+        self._check_arch_kwargs()
+        self._set("modality", _as_str("modality", self.modality))
+        self._check_orientation()
+        self._check_spacing_and_patch()
+        if not isinstance(self.normalization, Mapping) or not isinstance(
+            self.normalization.get("method"), str
+        ):
+            raise ValueError(
+                f"normalization {self.normalization!r} must be a mapping with a 'method' string"
+            )
+        self._set("normalization", _freeze(self.normalization, "normalization"))
+        sites = _as_tuple("dropout_sites", self.dropout_sites)
+        for site in sites:
+            if not isinstance(site, str) or not _MODULE_NAME.match(site):
+                raise ValueError(f"dropout_sites entry {site!r} is not a module name")
+        self._set("dropout_sites", sites)
+        layer = _as_str("gradcam_layer", self.gradcam_layer, empty=True)
+        if layer and not _MODULE_NAME.match(layer):
+            raise ValueError(f"gradcam_layer {layer!r} is not a module name")
+        if not isinstance(self.extra, Mapping):
+            raise ValueError(f"extra {self.extra!r} must be a mapping")
+        self._set("extra", _freeze(self.extra, "extra"))
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # frozen: only __post_init__ normalises fields
+
+    def _check_classes(self) -> None:
+        names = _as_tuple("class_names", self.class_names)
+        if len(names) < 2:
+            raise ValueError(f"class_names {names!r} must name background and at least one class")
+        for name in names:
+            _as_str("class name", name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"class_names {names!r} must be unique")
+        colors = _as_tuple("class_colors", self.class_colors)
+        if not colors:
+            palette = DEFAULT_PALETTE
+            colors = (_BACKGROUND_COLOR,) + tuple(
+                palette[i % len(palette)] for i in range(len(names) - 1)
+            )
+        if len(colors) != len(names):
+            raise ValueError(
+                f"class_colors {colors!r} has {len(colors)} entries; class_names has {len(names)}"
+            )
+        self._set("class_names", names)
+        self._set("class_colors", tuple(_check_color(i, c) for i, c in enumerate(colors)))
+
+    def _check_arch_kwargs(self) -> None:
+        if not isinstance(self.arch_kwargs, Mapping):
+            raise ValueError(f"arch_kwargs {self.arch_kwargs!r} must be a mapping")
+        reserved = sorted(set(self.arch_kwargs) & set(_RESERVED_ARCH_KWARGS))
+        if reserved:
+            raise ValueError(
+                f"arch_kwargs keys {reserved} are set by the config's own fields "
+                "(spatial_dims, in_channels, class_names)"
+            )
+        self._set("arch_kwargs", _freeze(self.arch_kwargs, "arch_kwargs"))
+
+    def _check_orientation(self) -> None:
+        code = _as_str("canonical_orientation", self.canonical_orientation).upper()
+        ok = len(code) == 3 and all(
+            sum(letter in pair for letter in code) == 1 for pair in _ORIENTATION_PAIRS
+        )
+        if not ok:
+            raise ValueError(
+                f"canonical_orientation {self.canonical_orientation!r} must be 3 letters, "
+                "one from each of L/R, P/A, S/I (e.g. 'LPS')"
+            )
+        self._set("canonical_orientation", code)
+
+    def _check_spacing_and_patch(self) -> None:
+        spacing = _as_tuple("target_spacing", self.target_spacing)
+        try:
+            spacing = tuple(float(s) for s in spacing)
+        except (TypeError, ValueError):
+            raise ValueError(f"target_spacing {self.target_spacing!r} must be numbers") from None
+        if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+            raise ValueError(
+                f"target_spacing {self.target_spacing!r} must be 3 finite positive values "
+                "(mm, z y x)"
+            )
+        self._set("target_spacing", spacing)
+        patch = tuple(
+            _as_int("patch_size entry", p) for p in _as_tuple("patch_size", self.patch_size)
+        )
+        if patch and (len(patch) != self.spatial_dims or min(patch) < 1):
+            raise ValueError(
+                f"patch_size {self.patch_size!r} must be {self.spatial_dims} positive ints "
+                "(spatial_dims) or empty"
+            )
+        self._set("patch_size", patch)
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # Mapping proxies do not pickle; rebuild from plain data (worker processes, deepcopy).
+        return (type(self).from_dict, (self.to_dict(),))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output channels (logits), background included."""
+        return len(self.class_names)
+
+    def rgba_colors(self) -> tuple[tuple[float, float, float, float], ...]:
+        """Class colours as RGBA floats in [0, 1], one per class."""
+        return tuple(_hex_to_rgba(c) if isinstance(c, str) else c for c in self.class_colors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-ready dict (lists instead of tuples)."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Build and validate a config from a dict such as :meth:`to_dict` returns.
+
+        Raises:
+            ValueError: unknown or missing keys, or a field with a bad value (named).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"model config {data!r} must be a mapping")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known), key=str)
+        if unknown:
+            raise ValueError(f"unknown model config key(s) {unknown}; known keys: {known}")
+        required = [
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        ]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"model config is missing required key(s) {missing}")
+        return cls(**data)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The config as JSON text (sorted keys, stable across runs)."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        """Parse and validate JSON text.
+
+        Raises:
+            ValueError: invalid JSON, or any :meth:`from_dict` error.
+        """
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as err:
+            raise ValueError(f"model config is not valid JSON: {err}") from None
+        return cls.from_dict(data)
+
