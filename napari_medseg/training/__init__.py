@@ -1,0 +1,1 @@
+"""Training: synthetic data for the default model, augmentation, losses, fine-tuning."""
