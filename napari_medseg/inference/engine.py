@@ -1,0 +1,162 @@
+"""Whole-volume segmentation: preprocess, predict, post-process, map back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..preprocess import prepare, restore
+from ..types import Volume
+from .control import ProgressCallback, StopCheck
+from .device import autocast_dtype, select_device
+from .refine import em_refine, largest_component
+from .slices import predict_slices
+from .windows import predict_windows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Segmentation:
+    """A segmentation on the input's own grid.
+
+    Attributes:
+        labels: (z, y, x) uint8 class indices.
+        probabilities: (z, y, x, K) float32, summing to 1 over K.
+        class_names: K names, background first.
+        timings: seconds per stage ("preprocess", "network", "postprocess", "restore", "total").
+        device: where the network ran; ``precision``: autocast dtype or "fp32".
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
+    postprocess: dict[str, Any] = field(default_factory=dict)
+
+
+def context_offsets(config) -> tuple[int, ...]:
+    """Slice offsets (in model-grid slices) stacked as channels by a 2D model."""
+    offsets_mm = config.extra.get("context_offsets_mm")
+    if not offsets_mm:
+        if config.in_channels != 1:
+            raise ValueError(f"model has {config.in_channels} input channels but no context_offsets_mm")
+        return (0,)
+    spacing = config.target_spacing[0]
+    offsets = tuple(int(round(o / spacing)) for o in offsets_mm)
+    if len(offsets) != config.in_channels:
+        raise ValueError(f"context_offsets_mm {offsets_mm} do not match in_channels {config.in_channels}")
+    return offsets
+
+
+def predict_probabilities(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    device: torch.device,
+    amp: torch.dtype | None,
+    batch_size: int | None = None,
+    overlap: float = 0.5,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+) -> np.ndarray:
+    """Network probabilities (K, z, y, x) on the model grid (2D slices or 3D windows)."""
+    config = model.config
+    if config.spatial_dims == 2:
+        return predict_slices(
+            model, image, offsets=context_offsets(config), batch_size=batch_size or 8,
+            device=device, amp=amp, progress=progress, should_stop=should_stop,
+        )  # fmt: skip
+    patch = tuple(config.patch_size) or image.shape
+    return predict_windows(
+        model, image, patch=patch, overlap=overlap, batch_size=batch_size or 2,
+        device=device, amp=amp, progress=progress, should_stop=should_stop,
+    )  # fmt: skip
+
+
+def postprocess(image: np.ndarray, probabilities: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    """Largest brain component and per-scan EM refinement, as the bundle asks."""
+    if not settings:
+        return probabilities
+    out = probabilities
+    mask = None
+    if settings.get("largest_component"):
+        mask = largest_component(np.argmax(probabilities, axis=0) > 0)
+    em = settings.get("em_refine")
+    if em:
+        if mask is None:
+            mask = np.argmax(probabilities, axis=0) > 0
+        out = em_refine(image, probabilities, mask, iterations=int(em.get("iterations", 12)),
+                        prior_weight=float(em.get("prior_weight", 1.0)))  # fmt: skip
+    elif mask is not None:
+        out = probabilities.copy()
+        out[0][~mask] = 1.0
+        out[1:, ~mask] = 0.0
+    return out
+
+
+def segment(
+    volume: Volume,
+    model: torch.nn.Module,
+    *,
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    postprocessing: bool = True,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+) -> Segmentation:
+    """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
+
+    Raises:
+        Cancelled: ``should_stop()`` returned True between batches.
+    """
+    config = model.config
+    torch_device = select_device(device)
+    amp = autocast_dtype(torch_device, precision)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    timings["preprocess"] = time.perf_counter() - start
+
+    mark = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    model.to(torch_device)
+    try:
+        probabilities = predict_probabilities(
+            model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size,
+            progress=progress, should_stop=should_stop,
+        )  # fmt: skip
+    finally:
+        model.train(was_training)
+    timings["network"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    settings = dict(config.extra.get("postprocess", {})) if postprocessing else {}
+    probabilities = postprocess(prepared.image, probabilities, settings)
+    timings["postprocess"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    restored = restore(probabilities, prepared)
+    del probabilities
+    labels = np.argmax(restored, axis=-1).astype(np.uint8)
+    timings["restore"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - start
+    logger.info("segmented %s in %.1f s on %s", volume.shape, timings["total"], torch_device)
+    return Segmentation(
+        labels=labels,
+        probabilities=restored,
+        class_names=tuple(config.class_names),
+        timings=timings,
+        device=str(torch_device),
+        precision=str(amp).replace("torch.", "") if amp else "fp32",
+        postprocess=settings,
+    )
