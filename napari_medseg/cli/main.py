@@ -7,10 +7,11 @@ import logging
 import sys
 from typing import Sequence
 
+from . import evaluate as evaluate_command
 from . import info as info_command
 
 # Each command module offers add_parser(subparsers) and run(args) -> int.
-COMMANDS = [info_command]
+COMMANDS = [info_command, evaluate_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
