@@ -9,9 +9,11 @@ from typing import Sequence
 
 from . import evaluate as evaluate_command
 from . import info as info_command
+from . import models as models_command
+from . import segment as segment_command
 
 # Each command module offers add_parser(subparsers) and run(args) -> int.
-COMMANDS = [info_command, evaluate_command]
+COMMANDS = [info_command, segment_command, models_command, evaluate_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI reports every failure the same way
+        from ..control import Cancelled
+
+        if isinstance(exc, Cancelled):
+            print(f"medseg {args.command}: cancelled", file=sys.stderr)
+            return 130
+        if not isinstance(exc, (ValueError, FileNotFoundError, OSError)):
+            raise
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

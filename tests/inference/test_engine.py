@@ -1,0 +1,92 @@
+"""The inference engine with tiny real networks: shapes, invariance, progress, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.inference import Cancelled, segment
+from napari_medseg.inference.slices import context_stack, predict_slices
+from napari_medseg.inference.windows import gaussian_importance, predict_windows, window_starts
+from napari_medseg.types import Geometry, Volume
+from tests.tiny_models import tiny_model
+
+
+def _head(shape=(12, 20, 18)) -> np.ndarray:
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    radius = np.sqrt(z**2 + y**2 + x**2)
+    return (np.where(radius < 0.8, 100 + 50 * (radius < 0.5), 0) + np.random.default_rng(0).random(shape)).astype(np.float32)
+
+
+def test_context_stack_zero_outside_volume():
+    volume = torch.arange(4, dtype=torch.float32)[:, None, None].repeat(1, 2, 2)
+    stack = context_stack(volume, torch.tensor([0, 3]), (-1, 0, 1))
+    assert stack[0, 0].sum() == 0 and stack[0, 1, 0, 0] == 0 and stack[0, 2, 0, 0] == 1
+    assert stack[1, 2].sum() == 0 and stack[1, 0, 0, 0] == 2
+
+
+def test_predict_slices_shapes_progress_and_cancel():
+    model = tiny_model()
+    image = np.random.default_rng(0).random((7, 19, 23)).astype(np.float32)
+    calls = []
+    probabilities = predict_slices(model, image, offsets=(-2, 0, 2), batch_size=3, progress=lambda d, t: calls.append((d, t)))
+    assert probabilities.shape == (4, 7, 19, 23)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    assert calls == [(3, 7), (6, 7), (7, 7)]
+    with pytest.raises(Cancelled):
+        predict_slices(model, image, offsets=(-2, 0, 2), batch_size=3, should_stop=lambda: True)
+
+
+def test_window_helpers():
+    assert window_starts(10, 4, 0.5) == [0, 2, 4, 6]
+    assert window_starts(11, 4, 0.5) == [0, 2, 4, 6, 7]
+    assert window_starts(3, 4, 0.5) == [0]
+    weight = gaussian_importance((5, 7, 9))
+    assert weight.shape == (5, 7, 9) and weight.max() == 1.0 and weight.min() > 0
+
+
+def test_predict_windows_3d_odd_shape():
+    model = tiny_model(spatial_dims=3)
+    image = np.random.default_rng(0).random((21, 17, 19)).astype(np.float32)
+    probabilities = predict_windows(model, image, patch=(16, 16, 16), overlap=0.5)
+    assert probabilities.shape == (4, 21, 17, 19)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_flipped_and_permuted_copy_gets_the_same_labels(spatial_dims):
+    """The model sees the same canonical grid whatever the storage order of the scan."""
+    model = tiny_model(spatial_dims=spatial_dims)
+    original = Volume(_head(), Geometry((1.0, 1.0, 1.0), (5.0, -3.0, 2.0), np.diag([1.0, -1.0, -1.0])))
+    permutation = (2, 0, 1)
+    array = np.flip(np.transpose(original.array, permutation), axis=1).copy()
+    direction = original.direction[:, list(permutation)]
+    direction[:, 1] *= -1
+    first = [0, 0, 0]
+    first[permutation[1]] = original.shape[permutation[1]] - 1
+    origin = tuple(original.geometry.index_to_physical(first)[0])
+    copy = Volume(array, Geometry((1.0, 1.0, 1.0), origin, direction))
+
+    a = segment(original, model, device="cpu", precision="fp32")
+    b = segment(copy, model, device="cpu", precision="fp32")
+    mapped_back = np.transpose(np.flip(b.labels, axis=1), np.argsort(permutation))
+    np.testing.assert_array_equal(mapped_back, a.labels)
+    assert a.labels.shape == original.shape and b.labels.shape == copy.shape
+    np.testing.assert_allclose(a.probabilities.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_segment_restores_training_mode_and_reports_timings():
+    model = tiny_model()
+    model.train()
+    volume = Volume(_head(), Geometry((1.0, 1.0, 1.0), (0, 0, 0)))
+    result = segment(volume, model, device="cpu", precision="fp32")
+    assert model.training
+    assert set(result.timings) >= {"preprocess", "network", "postprocess", "restore", "total"}
+    assert result.labels.dtype == np.uint8 and result.device == "cpu" and result.precision == "fp32"
+
+
+def test_segment_cancel():
+    volume = Volume(_head(), Geometry((1.0, 1.0, 1.0), (0, 0, 0)))
+    with pytest.raises(Cancelled):
+        segment(volume, tiny_model(), device="cpu", should_stop=lambda: True)
