@@ -1,0 +1,101 @@
+"""``medseg segment`` and ``medseg models`` end to end with a tiny real bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_medseg.cli import main
+from napari_medseg.io import read_volume, write_volume
+from napari_medseg.types import Geometry
+from tests.tiny_models import tiny_bundle
+
+
+@pytest.fixture
+def oblique_scan(tmp_path):
+    angle = 0.2
+    direction = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in (14, 22, 20)], indexing="ij")
+    array = (100 * (z**2 + y**2 + x**2 < 0.6)).astype(np.int16)
+    return write_volume(tmp_path / "scan.nii.gz", array, Geometry((1.2, 0.9, 1.0), (3.0, -4.0, 5.0), direction))
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return tiny_bundle(tmp_path / "models", postprocess={"largest_component": True})
+
+
+def test_segment_writes_outputs_with_input_geometry(oblique_scan, bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(oblique_scan), "-o", str(out), "--model", str(bundle), "--device", "cpu"]) == 0
+    source = read_volume(oblique_scan)
+    seg = read_volume(out / "scan_seg.nii.gz")
+    prob = read_volume(out / "scan_prob.nii.gz", keep_channels=True)
+    assert seg.geometry == source.geometry and prob.geometry == source.geometry
+    assert seg.array.dtype == np.uint8 and prob.array.shape == (*source.shape, 4)
+    np.testing.assert_allclose(prob.array.sum(axis=-1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(seg.array, prob.array.argmax(axis=-1))
+    report = json.loads((out / "scan_report.json").read_text())
+    assert report["model"]["name"] == "tiny-unet" and report["model"]["weights_sha256"]
+    assert report["classes"] == ["background", "CSF", "grey matter", "white matter"]
+    assert set(report["volume_ml"]) == {"CSF", "grey matter", "white matter"}
+    voxel_ml = 1.2 * 0.9 * 1.0 / 1000
+    for k, name in enumerate(report["classes"][1:], start=1):
+        assert report["volume_ml"][name] == pytest.approx((seg.array == k).sum() * voxel_ml)
+        for row in report["components"][name]:
+            assert len(row["centroid_mm_zyx"]) == 3
+    assert {"preprocess", "network", "total"} <= set(report["timings_s"]) and report["device"] == "cpu"
+    assert str(out / "scan_seg.nii.gz") in capsys.readouterr().out
+
+
+def test_segment_dicom_folder_stem(pydicom_files, bundle, tmp_path):
+    out = tmp_path / "dicom-out"
+    folder = pydicom_files / "dicomdirtests" / "98892001" / "CT5N"
+    assert main(["segment", str(folder), "-o", str(out), "--model", str(bundle), "--quiet"]) == 0
+    assert (out / "CT5N_seg.nii.gz").is_file() and (out / "CT5N_report.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["segment", "{missing}", "-o", "{out}", "--model", "{bundle}"], "no such file or folder"),
+        (["segment", "{scan}", "-o", "{out}", "--model", "{missing}"], "no such bundle folder"),
+        (["segment", "{scan}", "-o", "{out}", "--model", "no-such-model"], "unknown model; available"),
+    ],
+)
+def test_segment_errors_exit_nonzero(arguments, message, oblique_scan, bundle, tmp_path):
+    values = {"missing": tmp_path / "missing.nii.gz", "out": tmp_path / "o", "bundle": bundle, "scan": oblique_scan}
+    argv = [a.format(**values) for a in arguments]
+    result = subprocess.run([sys.executable, "-m", "napari_medseg.cli.main", *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_not_a_bundle_is_refused(oblique_scan, tmp_path):
+    fake = tmp_path / "fake-model"
+    fake.mkdir()
+    (fake / "weights.pt").write_bytes(b"not a checkpoint")
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_medseg.cli.main", "segment", str(oblique_scan), "-o", str(tmp_path / "o"), "--model", str(fake)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "fake-model" in result.stderr
+
+
+def test_models_lists_user_bundles(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    tiny_bundle(tmp_path / "home" / "models", name="my-version")
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    mine = [r for r in rows if r["name"] == "my-version"]
+    assert mine and mine[0]["shipped"] is False and mine[0]["architecture"] == "unet"
+    assert main(["models", "rename", "my-version", "renamed"]) == 0
+    assert main(["models", "delete", "renamed"]) == 0
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert "my-version" not in capsys.readouterr().out
