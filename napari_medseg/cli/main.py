@@ -8,12 +8,13 @@ import sys
 from typing import Sequence
 
 from . import evaluate as evaluate_command
+from . import finetune as finetune_command
 from . import info as info_command
 from . import models as models_command
 from . import segment as segment_command
 
 # Each command module offers add_parser(subparsers) and run(args) -> int.
-COMMANDS = [info_command, segment_command, models_command, evaluate_command]
+COMMANDS = [info_command, segment_command, models_command, evaluate_command, finetune_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,159 @@
+"""``medseg finetune``: fine-tune a bundle on sparse labels and write a new version.
+
+Works alone or under ``torchrun`` (see :mod:`napari_medseg.training.distributed`): every
+process trains, rank 0 alone prints and writes the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+GRID_TOLERANCE = 1e-4
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a model on sparse labels; writes a new bundle (the parent is never modified)",
+        description=(
+            "Fine-tune a model bundle on sparse corrections. SPARSE uses 0 for 'not annotated' and "
+            "k+1 for class k (so background can be painted as 1); values above the model's classes "
+            "need --new-class names. Ctrl-C once stops after the current step and still saves."
+        ),
+    )
+    parser.add_argument("--image", action="append", required=True, type=Path, help="image file (repeat for several)")
+    parser.add_argument("--labels", action="append", required=True, type=Path, help="sparse label file on the image's grid, one per --image")
+    parser.add_argument("--model", required=True, help="parent bundle name or path")
+    parser.add_argument("-o", "--output", type=Path, help="new bundle folder (default: the user models folder)")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=4, help="windows per step (per process)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--new-class", action="append", default=[], metavar="NAME", help="name of label value K+1, K+2, ... (repeat)")
+    parser.add_argument("--forgetting", default="distill", choices=["distill", "l2sp", "distill+l2sp", "none"])
+    parser.add_argument("--distill-weight", type=float, default=1.0)
+    parser.add_argument("--l2sp-weight", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-save-on-stop", action="store_true", help="write nothing when stopped early")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def read_pairs(images: list[Path], labels: list[Path]):
+    """Read image/label pairs, checking each label volume lies on its image's grid.
+
+    Raises:
+        ValueError: unequal counts, or a label volume whose shape or geometry differs from
+            its image's (spacing, origin and direction within 1e-4).
+    """
+    import numpy as np
+
+    from ..io import read_volume
+
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} --image but {len(labels)} --labels: give one --labels per --image")
+    volumes, sparse = [], []
+    for image_path, label_path in zip(images, labels):
+        image = read_volume(image_path)
+        label = read_volume(label_path)
+        if label.shape != image.shape:
+            raise ValueError(f"labels {label_path} have shape {label.shape}, image {image_path} has {image.shape}: not on the same grid")
+        a, b = image.geometry, label.geometry
+        for what, x, y in (("spacing", a.spacing, b.spacing), ("origin", a.origin, b.origin), ("direction", a.direction, b.direction)):
+            if np.abs(np.asarray(x, float) - np.asarray(y, float)).max() > GRID_TOLERANCE:
+                raise ValueError(f"labels {label_path} have {what} {y}, image {image_path} has {x}: not on the same grid (tolerance {GRID_TOLERANCE})")
+        if label.array.ndim != 3:
+            raise ValueError(f"labels {label_path} must be one label volume (z, y, x), not shape {label.array.shape}")
+        volumes.append(image)
+        sparse.append(label.array)
+    return volumes, sparse
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..training import distributed
+    from ..training.finetune import finetune
+    from ..training.versions import save_result
+    from .progress import ProgressBar
+
+    with distributed.session(args.device) as context:
+        main = context is None or context.is_main
+        volumes, sparse = read_pairs(args.image, args.labels)
+        parent = load_model(args.model, device="cpu")
+        stop = _StopFlag()
+        steps = finetune(
+            parent, volumes, sparse, steps=args.steps, lr=args.lr, batch_size=args.batch,
+            new_classes=args.new_class, device=args.device, precision=args.precision,
+            forgetting=args.forgetting, distill_weight=args.distill_weight, l2sp_weight=args.l2sp_weight,
+            seed=args.seed, should_stop=stop,
+        )  # fmt: skip
+        bar = ProgressBar("finetune") if main and not args.quiet else None
+        with stop.on_interrupt():
+            while True:
+                try:
+                    record = next(steps)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                if bar is not None:
+                    bar(record.step, record.total)
+        path = None
+        if main:
+            path = save_result(result, parent, out=args.output, save_on_stop=not args.no_save_on_stop)
+            _summary(result, parent, path)
+    return 0
+
+
+def _summary(result, parent, path) -> None:
+    out = sys.stdout
+    name = getattr(parent, "bundle_path", None)
+    state = "stopped early" if result.stopped else "done"
+    out.write(f"fine-tuned {Path(name).name if name else 'model'}: {result.steps_done}/{result.settings['steps_requested']} steps ({state}) in {result.seconds:.1f} s\n")
+    if result.losses:
+        out.write(f"loss: {result.losses[0]:.4f} -> {result.losses[-1]:.4f}\n")
+    counts = ", ".join(f"{k} {v}" for k, v in result.annotated_counts.items() if v)
+    out.write(f"annotated voxels: {counts}\n")
+    before, after = result.metrics_before, result.metrics_after
+    out.write(f"accuracy on annotated voxels: {before['accuracy']:.3f} -> {after['accuracy']:.3f}\n")
+    for cls, value in after["dice"].items():
+        out.write(f"  Dice {cls}: {before['dice'].get(cls, 0.0):.3f} -> {value:.3f}\n")
+    out.write(f"bundle: {path}\n" if path else "bundle: none written (stopped, --no-save-on-stop)\n")
+    out.flush()
+
+
+class _StopFlag:
+    """``should_stop`` for the engine; the first Ctrl-C sets it, the second interrupts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("medseg finetune: stopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+    @contextmanager
+    def on_interrupt(self) -> Iterator[None]:
+        """Route SIGINT to this flag meanwhile (main thread only; restored on exit)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,583 @@
+"""Fine-tuning a model on sparse corrections: a stoppable generator and a callback wrapper.
+
+``finetune(parent, images, sparse_labels, ...)`` returns a generator: iterate it to train,
+one :class:`FinetuneProgress` per optimizer step; its return value (``StopIteration.value``,
+or use :func:`run_finetune`) is a :class:`FinetuneResult` holding the new model. The parent
+is never modified: the engine trains a deep copy (its output head grown by
+:func:`~napari_medseg.training.heads.grow_head` when ``new_classes`` are given) and keeps
+another frozen copy as the teacher of the forgetting guard.
+
+Each step (see :mod:`~napari_medseg.training.sampling` for the windows):
+
+- supervised loss: partial cross-entropy + partial soft Dice over the annotated voxels only
+  (:func:`~napari_medseg.training.losses.segmentation_loss`); unannotated voxels get no
+  gradient from it;
+- forgetting guard (``forgetting``): ``"distill"`` adds ``distill_weight`` x the KL
+  divergence from the parent's softmax to the model's, over the *unannotated* voxels inside
+  the volume, on the parent's K classes. With new classes the model's distribution over the
+  old classes is taken conditional on "not a new class" (softmax over the old logits), so
+  the guard keeps what the parent knew without forbidding the new class anywhere;
+  ``"l2sp"`` adds ``l2sp_weight`` x the squared distance of the weights to the parent's
+  (L2-SP; the new head rows are free); ``"distill+l2sp"`` both; ``"none"`` neither.
+- AdamW, a linear warm-up of a few steps then a cosine decay to 10% of ``lr``; batch-norm
+  statistics stay frozen at the parent's (small batches).
+
+Under ``torchrun`` (an initialised process group) the model is wrapped in
+DistributedDataParallel, each rank samples with its own seed, the reported losses and the
+metrics are averaged over ranks and a stop request is agreed by all ranks (see
+:mod:`~napari_medseg.training.distributed`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..control import StopCheck
+from ..inference.device import cpu_has_bf16
+from ..inference.engine import context_offsets
+from ..inference.slices import context_stack
+from ..inference.windows import predict_windows
+from ..types import Volume
+from . import distributed
+from .heads import grow_head
+from .losses import segmentation_loss
+from .sampling import (
+    PatchSampler,
+    TrainingCase,
+    augment_batch,
+    check_sparse_labels,
+    default_patch,
+    flip_dim,
+    prepare_case,
+)
+
+__all__ = [
+    "FORGETTING",
+    "FinetuneProgress",
+    "FinetuneResult",
+    "annotated_metrics",
+    "distillation_loss",
+    "finetune",
+    "l2sp_penalty",
+    "run_finetune",
+]
+
+logger = logging.getLogger(__name__)
+
+FORGETTING = ("distill", "l2sp", "distill+l2sp", "none")
+_EVAL_BATCH = 8
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    """One optimizer step done.
+
+    Attributes:
+        step: steps done so far (1-based); ``total``: steps requested.
+        loss: total loss of this step (mean over ranks); ``supervised`` and ``forgetting``
+            are its two parts. ``lr``: the learning rate used; ``elapsed``: seconds since start.
+    """
+
+    step: int
+    total: int
+    loss: float
+    supervised: float
+    forgetting: float
+    lr: float
+    elapsed: float
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tune produced.
+
+    Attributes:
+        model: the fine-tuned model (eval mode, on the training device, ``.config`` with
+            any new classes); not yet saved (see :mod:`~napari_medseg.training.versions`).
+        metrics_before / metrics_after: :func:`annotated_metrics` of the parent and of the
+            new model on the annotated voxels (model grid).
+        steps_done: optimizer steps taken; ``stopped``: True when a stop request ended it.
+        annotated_counts: class name -> annotated voxels (input grids, all images).
+        losses: the loss of every step.
+        settings: the arguments that shaped the run (JSON data).
+        seconds: wall time, preparation and metrics included.
+    """
+
+    model: nn.Module
+    metrics_before: dict[str, Any]
+    metrics_after: dict[str, Any]
+    steps_done: int
+    stopped: bool
+    annotated_counts: dict[str, int]
+    losses: list[float] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def meta(self) -> dict[str, Any]:
+        """``training`` and ``metrics`` entries for the new bundle's ``meta.json``."""
+        training = {
+            "kind": "finetune",
+            "steps": self.steps_done,
+            "stopped": self.stopped,
+            "annotated_voxels": dict(self.annotated_counts),
+            "loss_first": self.losses[0] if self.losses else None,
+            "loss_last": self.losses[-1] if self.losses else None,
+            "seconds": round(self.seconds, 2),
+            **self.settings,
+        }
+        metrics = {"annotated_before": self.metrics_before, "annotated_after": self.metrics_after}
+        return {"training": training, "metrics": metrics}
+
+
+def run_finetune(
+    parent: nn.Module,
+    images: Sequence[Volume],
+    sparse_labels: Sequence[np.ndarray],
+    *,
+    progress: Callable[[FinetuneProgress], None] | None = None,
+    should_stop: StopCheck = None,
+    **options: Any,
+) -> FinetuneResult:
+    """:func:`finetune` run to the end; ``progress(record)`` is called after every step."""
+    steps = finetune(parent, images, sparse_labels, should_stop=should_stop, **options)
+    while True:
+        try:
+            record = next(steps)
+        except StopIteration as done:
+            return done.value
+        if progress is not None:
+            progress(record)
+
+
+def finetune(
+    parent: nn.Module,
+    images: Sequence[Volume],
+    sparse_labels: Sequence[np.ndarray],
+    *,
+    steps: int = 200,
+    lr: float = 1e-3,
+    batch_size: int = 4,
+    new_classes: Sequence[str] = (),
+    new_class_colors: Sequence[str] | None = None,
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+    forgetting: str = "distill",
+    distill_weight: float = 1.0,
+    l2sp_weight: float = 0.01,
+    warmup_steps: int | None = None,
+    patch: Sequence[int] | None = None,
+    context_fraction: float = 0.25,
+    augment: bool = True,
+    class_weights: Sequence[float] | None = None,
+    seed: int = 0,
+    should_stop: StopCheck = None,
+) -> Generator[FinetuneProgress, None, FinetuneResult]:
+    """Fine-tune a copy of ``parent`` on sparse labels; a generator of progress records.
+
+    Arguments are checked here (errors are raised by this call, not by the first ``next``);
+    nothing runs until the generator is iterated.
+
+    Args:
+        parent: a model with ``.config`` (e.g. from :func:`~napari_medseg.models.load_model`);
+            never modified.
+        images: volumes (z, y, x), any orientation and spacing.
+        sparse_labels: one (z, y, x) integer array per image, on the image's grid:
+            0 = not annotated, k + 1 = class k (the parent's classes, then ``new_classes``).
+        steps: optimizer steps.
+        lr: peak learning rate (AdamW).
+        batch_size: windows per step (per process under torchrun).
+        new_classes: names of classes the parent lacks, in order: label value K + 1 + i
+            means ``new_classes[i]`` (K = the parent's class count, background included).
+        new_class_colors: their colours (default: the next free palette colours).
+        device: ``"auto"`` (cuda, mps, cpu), ``"cpu"``, ``"cuda"``...; ignored under
+            torchrun (each process uses its own device).
+        precision: ``"auto"`` (bf16 autocast on CUDA GPUs that support it, else fp32),
+            ``"bf16"`` or ``"fp32"``.
+        forgetting: one of :data:`FORGETTING` (see the module docstring).
+        distill_weight, l2sp_weight: weights of the forgetting terms.
+        warmup_steps: linear warm-up steps (default: steps // 10, between 1 and 10).
+        patch: training window, (py, px) for 2D or (pz, py, px) for 3D models (default
+            :func:`~napari_medseg.training.sampling.default_patch`).
+        context_fraction: share of windows drawn at random rather than on a stroke.
+        augment: light bias-field / gamma / noise / left-right flip augmentation.
+        class_weights: cross-entropy weight per class (old and new classes).
+        seed: seeds sampling, augmentation and the new head rows.
+        should_stop: called before every step; True ends the run cleanly (the result is
+            still returned, with ``stopped=True``).
+
+    Yields:
+        :class:`FinetuneProgress` after each step.
+
+    Returns:
+        :class:`FinetuneResult` (the generator's return value).
+
+    Raises:
+        ValueError: mismatched inputs, labels outside the class range, no strokes, a bad
+            option (the message quotes it).
+    """
+    config = getattr(parent, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ValueError(f"parent model {type(parent).__name__} has no .config (a ModelConfig)")
+    images, sparse_labels = list(images), list(sparse_labels)
+    if not images or len(images) != len(sparse_labels):
+        raise ValueError(f"{len(images)} images and {len(sparse_labels)} label volumes: give one label volume per image (at least one)")
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
+            raise ValueError(f"{name} {value!r} must be a {'non-negative' if name == 'steps' else 'positive'} int")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr {lr!r} must be a positive number")
+    if forgetting not in FORGETTING:
+        raise ValueError(f"forgetting {forgetting!r} must be one of {FORGETTING}")
+    for name, value in (("distill_weight", distill_weight), ("l2sp_weight", l2sp_weight)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} {value!r} must be a non-negative number")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision {precision!r} must be auto, bf16 or fp32")
+    num_classes = config.num_classes + len(tuple(new_classes))
+    if class_weights is not None and len(class_weights) != num_classes:
+        raise ValueError(f"class_weights {list(class_weights)} must have {num_classes} entries (one per class)")
+    if patch is not None and (len(patch) != config.spatial_dims or min(patch) < 1):
+        raise ValueError(f"patch {tuple(patch)} must be {config.spatial_dims} positive sizes")
+    if config.spatial_dims == 2:
+        context_offsets(config)  # raises for a 2D config without usable offsets
+    sparse_labels = [
+        check_sparse_labels(labels, image.shape, num_classes, where=f"labels of image {i}")
+        for i, (image, labels) in enumerate(zip(images, sparse_labels))
+    ]
+    settings = {
+        "steps_requested": steps,
+        "lr": float(lr),
+        "batch_size": batch_size,
+        "new_classes": list(new_classes),
+        "forgetting": {"method": forgetting, "distill_weight": float(distill_weight), "l2sp_weight": float(l2sp_weight)},
+        "context_fraction": float(context_fraction),
+        "augment": bool(augment),
+        "seed": int(seed),
+        "images": len(images),
+    }
+    return _run(
+        parent, images, sparse_labels, settings=settings, new_class_colors=new_class_colors, device=device,
+        precision=precision, warmup_steps=warmup_steps, patch=patch, class_weights=class_weights,
+        should_stop=should_stop,
+    )  # fmt: skip
+
+
+def _run(
+    parent: nn.Module,
+    images: list[Volume],
+    sparse_labels: list[np.ndarray],
+    *,
+    settings: dict[str, Any],
+    new_class_colors,
+    device,
+    precision: str,
+    warmup_steps: int | None,
+    patch,
+    class_weights,
+    should_stop: StopCheck,
+) -> Generator[FinetuneProgress, None, FinetuneResult]:
+    started = time.perf_counter()
+    context = distributed.current(device)
+    if context is not None:
+        torch_device = context.device
+    else:
+        from ..models.bundle import resolve_device
+
+        torch_device = resolve_device(device)
+    rank = context.rank if context else 0
+    seed, steps = settings["seed"], settings["steps_requested"]
+    forgetting = settings["forgetting"]
+    method = forgetting["method"]
+
+    k_old = parent.config.num_classes
+    teacher = copy.deepcopy(parent).to(torch_device).eval().requires_grad_(False)
+    student = copy.deepcopy(parent)
+    student = grow_head(student, settings["new_classes"], colors=new_class_colors, seed=seed)
+    for attribute in ("bundle_meta", "bundle_path"):  # the new model is not the parent's bundle
+        if hasattr(student, attribute):
+            delattr(student, attribute)
+    student.to(torch_device).requires_grad_(True)
+    config: ModelConfig = student.config
+
+    cases = [
+        prepare_case(image, labels, config, seed=seed)
+        for image, labels in zip(images, sparse_labels)
+    ]
+    counts = sum(case.counts for case in cases)
+    if not counts.any():
+        raise ValueError("the label volumes hold no annotated voxel (0 = not annotated, k+1 = class k)")
+    offsets = context_offsets(config) if config.spatial_dims == 2 else (0,)
+    window = tuple(patch) if patch is not None else default_patch(config, [tuple(c.labels.shape) for c in cases])
+    sampler = PatchSampler(
+        cases, spatial_dims=config.spatial_dims, patch=window, offsets=offsets,
+        context_fraction=settings["context_fraction"], seed=seed + 7919 * rank,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(2 * seed + 1 + 104729 * rank)
+    flip = flip_dim(config)
+    amp = _autocast_dtype(torch_device, precision)
+    weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=torch_device)
+    settings = {
+        **settings,
+        "patch": list(window),
+        "precision": "bf16" if amp is not None else "fp32",
+        "device": str(torch_device),
+        "world_size": context.world_size if context else 1,
+    }
+
+    metrics_before = annotated_metrics(
+        _annotated_confusion(teacher, cases, config, torch_device, amp, window, context), config.class_names
+    )
+    use_distill = method in ("distill", "distill+l2sp") and forgetting["distill_weight"] > 0
+    if not use_distill:
+        teacher = None  # only needed for the metrics before
+    anchors = _anchors(student, k_old) if method in ("l2sp", "distill+l2sp") and forgetting["l2sp_weight"] > 0 else None
+    optimizer = torch.optim.AdamW(
+        student.parameters(), lr=settings["lr"], weight_decay=0.0 if anchors is not None else 1e-4
+    )
+    warmup = warmup_steps if warmup_steps is not None else max(1, min(10, steps // 10))
+    trained = distributed.wrap(student, context)
+    _train_mode(student)
+
+    losses: list[float] = []
+    stopped = False
+    steps_done = 0
+    for step in range(steps):
+        if distributed.any_rank(should_stop is not None and bool(should_stop()), context):
+            stopped = True
+            break
+        lr = _learning_rate(settings["lr"], step, steps, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = sampler.sample(settings["batch_size"])
+        if settings["augment"]:
+            batch = augment_batch(batch, generator, flip=flip)
+        batch = batch.to(torch_device)
+        with torch.autocast(torch_device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            output = trained(batch.image)
+            outputs = output if isinstance(output, (tuple, list)) else (output,)
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(batch.image)
+        supervised = _supervised_loss(outputs, batch, weights)
+        guard = outputs[0].new_zeros(()).float()
+        if teacher_logits is not None:
+            mask = batch.valid & ~batch.annotated
+            guard = guard + forgetting["distill_weight"] * distillation_loss(outputs[0][:, :k_old], teacher_logits, mask)
+        if anchors is not None:
+            guard = guard + forgetting["l2sp_weight"] * l2sp_penalty(student, anchors)
+        loss = supervised + guard
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        parts = torch.stack([loss.detach(), supervised.detach(), guard.detach()]).float()
+        parts = distributed.all_reduce(parts, context, op="mean").cpu().tolist()
+        losses.append(parts[0])
+        steps_done = step + 1
+        yield FinetuneProgress(
+            step=steps_done, total=steps, loss=parts[0], supervised=parts[1], forgetting=parts[2],
+            lr=lr, elapsed=time.perf_counter() - started,
+        )  # fmt: skip
+
+    student.eval()
+    metrics_after = annotated_metrics(
+        _annotated_confusion(student, cases, config, torch_device, amp, window, context), config.class_names
+    )
+    del trained, teacher, optimizer
+    result = FinetuneResult(
+        model=student,
+        metrics_before=metrics_before,
+        metrics_after=metrics_after,
+        steps_done=steps_done,
+        stopped=stopped,
+        annotated_counts={name: int(n) for name, n in zip(config.class_names, counts)},
+        losses=losses,
+        settings=settings,
+        seconds=time.perf_counter() - started,
+    )
+    logger.info(
+        "fine-tuned %d/%d steps in %.1f s: accuracy on annotated voxels %.3f -> %.3f",
+        steps_done, steps, result.seconds, metrics_before["accuracy"], metrics_after["accuracy"],
+    )  # fmt: skip
+    return result
+
+
+# --- losses of the forgetting guard -------------------------------------------------------
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean KL(teacher || student) of the softmax distributions over the voxels in ``mask``.
+
+    Args:
+        student_logits, teacher_logits: (B, K, *S); the student's old-class logits only.
+        mask: (B, *S) bool (unannotated voxels inside the volume).
+
+    Returns:
+        A scalar (0 with a graph when ``mask`` is empty).
+    """
+    teacher = torch.softmax(teacher_logits.float(), dim=1)
+    log_student = torch.log_softmax(student_logits.float(), dim=1)
+    kl = (torch.special.xlogy(teacher, teacher) - teacher * log_student).sum(dim=1)
+    weight = mask.to(kl.dtype)
+    return (kl * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def l2sp_penalty(model: nn.Module, anchors: dict[str, tuple[torch.Tensor, int | None]]) -> torch.Tensor:
+    """Sum of squared differences between ``model``'s parameters and their anchors.
+
+    ``anchors`` maps a parameter name to (the parent's value, rows): with rows set, only
+    the first ``rows`` entries along axis 0 are compared (the old classes of a grown head).
+    """
+    total = None
+    for name, parameter in model.named_parameters():
+        if name not in anchors:
+            continue
+        anchor, rows = anchors[name]
+        current = parameter if rows is None else parameter[:rows]
+        term = (current.float() - anchor).pow(2).sum()
+        total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())
+
+
+def _anchors(student: nn.Module, k_old: int) -> dict[str, tuple[torch.Tensor, int | None]]:
+    """The starting weights (= the parent's); grown head parameters keep their old rows."""
+    k_new = student.config.num_classes
+    heads = set()
+    if k_new != k_old:
+        from .heads import head_parameters
+
+        heads = set(head_parameters(student, 1))
+    return {
+        name: (p.detach().float().clone()[: k_old if name in heads else None], k_old if name in heads else None)
+        for name, p in student.named_parameters()
+    }
+
+
+def _supervised_loss(outputs: Sequence[torch.Tensor], batch, weights: torch.Tensor | None) -> torch.Tensor:
+    """Partial CE + Dice on the annotated voxels; deep-supervision outputs weighted 1/2^i."""
+    total = None
+    norm = 0.0
+    for i, logits in enumerate(outputs):
+        term = segmentation_loss(logits.float(), batch.target, batch.annotated, weights) / 2**i
+        total = term if total is None else total + term
+        norm += 1 / 2**i
+    return total / norm
+
+
+# --- metrics on the annotated voxels ------------------------------------------------------
+def annotated_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy and per-class Dice over annotated voxels from a (K, K) confusion matrix.
+
+    ``confusion[t, p]`` counts annotated voxels of class t predicted as p. Dice is given for
+    the classes with annotated voxels: 2 |P_k ∩ T_k| / (|P_k| + |T_k|), both counted over the
+    annotated voxels only. ``mean_dice`` averages those.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    total = int(confusion.sum())
+    truth, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    dice = {
+        name: float(2 * confusion[k, k] / (truth[k] + predicted[k]))
+        for k, name in enumerate(class_names)
+        if truth[k] > 0
+    }
+    return {
+        "voxels": total,
+        "accuracy": float(np.trace(confusion) / total) if total else float("nan"),
+        "dice": dice,
+        "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
+    }
+
+
+@torch.inference_mode()
+def _annotated_confusion(
+    model: nn.Module,
+    cases: Sequence[TrainingCase],
+    config: ModelConfig,
+    device: torch.device,
+    amp: torch.dtype | None,
+    patch: tuple[int, ...],
+    context,
+) -> np.ndarray:
+    """(K, K) confusion over the annotated voxels (summed over ranks, each doing a share).
+
+    2D models predict the annotated slices (whole slices, 2.5D stacks); 3D models predict
+    the annotations' bounding box with half a window of margin, by sliding windows.
+    """
+    k = config.num_classes
+    rank, world = (context.rank, context.world_size) if context else (0, 1)
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(k * k, dtype=torch.int64)
+    try:
+        if config.spatial_dims == 2:
+            offsets = context_offsets(config)
+            units = [(c, z) for c, case in enumerate(cases) for z in torch.nonzero(case.labels.flatten(1).any(1)).flatten().tolist()]
+            mine = units[rank::world]
+            for start in range(0, len(mine), _EVAL_BATCH):
+                chunk = mine[start : start + _EVAL_BATCH]
+                for c in sorted({c for c, _ in chunk}):
+                    index = torch.tensor([z for cc, z in chunk if cc == c])
+                    stack = context_stack(cases[c].image, index, offsets).to(device)
+                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                        logits = model(stack)
+                    confusion += _count(cases[c].labels[index], logits.argmax(1).cpu(), k)
+        else:
+            for case in cases[rank::world]:
+                where = torch.nonzero(case.labels)
+                if not len(where):
+                    continue
+                low = [max(0, int(v) - p // 2) for v, p in zip(where.min(0).values, patch)]
+                high = [min(n, int(v) + 1 + p // 2) for v, n, p in zip(where.max(0).values, case.labels.shape, patch)]
+                box = tuple(slice(a, b) for a, b in zip(low, high))
+                probabilities = predict_windows(
+                    model, case.image[box].numpy(), patch=patch, overlap=0.25, device=device, amp=amp
+                )
+                confusion += _count(case.labels[box], torch.from_numpy(probabilities.argmax(0)), k)
+    finally:
+        model.train(was_training)
+    return distributed.all_reduce(confusion, context).reshape(k, k).numpy()
+
+
+def _count(sparse: torch.Tensor, predicted: torch.Tensor, k: int) -> torch.Tensor:
+    annotated = sparse > 0
+    truth = sparse[annotated].long() - 1
+    return torch.bincount(truth * k + predicted[annotated].long(), minlength=k * k)
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _learning_rate(peak: float, step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _train_mode(model: nn.Module) -> None:
+    """Training mode, except batch-norm layers keep the parent's running statistics."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 autocast (no loss scaling needed) on GPUs and CPUs with bf16 units, else fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return None

@@ -1,0 +1,86 @@
+"""``medseg finetune`` end to end with a tiny real bundle and toy files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medseg.cli import main
+from napari_medseg.io import write_volume
+from napari_medseg.models import load_model
+from napari_medseg.models.bundle import read_meta
+from napari_medseg.types import Geometry
+from tests.tiny_models import tiny_bundle
+from tests.training import single_thread, strokes, toy_volume  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture
+def files(tmp_path):
+    volume, truth = toy_volume()
+    geometry = Geometry((1.0, 1.0, 1.0), (2.0, -3.0, 4.0))
+    image = write_volume(tmp_path / "scan.nii.gz", volume.array, geometry)
+    sparse = strokes(truth)
+    labels = write_volume(tmp_path / "strokes.nii.gz", sparse, geometry)
+    sparse[2, 9:12, 20:24] = 5
+    lesion = write_volume(tmp_path / "lesion.nii.gz", sparse, geometry)
+    shifted = write_volume(tmp_path / "shifted.nii.gz", strokes(truth), Geometry((1.0, 1.0, 1.0), (2.0, -3.0, 4.5)))
+    return {"image": image, "labels": labels, "lesion": lesion, "shifted": shifted}
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return tiny_bundle(tmp_path / "models")
+
+
+def test_finetune_writes_a_new_bundle_and_a_summary(files, bundle, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    argv = ["finetune", "--image", str(files["image"]), "--labels", str(files["labels"]), "--model", str(bundle),
+            "-o", str(out), "--steps", "4", "--lr", "0.01", "--batch", "2", "--device", "cpu", "--seed", "1"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "finetune: 100%" in captured.err  # the progress bar (not a terminal: every 10%)
+    text = captured.out
+    assert "4/4 steps (done)" in text and "loss:" in text and "->" in text
+    assert "accuracy on annotated voxels:" in text and "Dice white matter" in text
+    assert text.strip().endswith(f"bundle: {out}")
+    meta = read_meta(out)
+    assert meta["version"] == 2 and meta["training"]["steps"] == 4 and meta["training"]["seed"] == 1
+    assert meta["training"]["annotated_voxels"]["CSF"] == 192
+    assert load_model(out).config.class_names == ("background", "CSF", "grey matter", "white matter")
+
+
+def test_new_class_and_default_location(files, bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    argv = ["finetune", "--image", str(files["image"]), "--labels", str(files["lesion"]), "--model", str(bundle),
+            "--steps", "2", "--new-class", "lesion", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    written = list((tmp_path / "home" / "models").iterdir())
+    assert len(written) == 1 and written[0].name.startswith("tiny-unet-ft-")
+    assert load_model(written[0].name).config.class_names[-1] == "lesion"
+    assert "Dice lesion" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("labels", "extra", "message"),
+    [
+        ("shifted", [], "not on the same grid"),
+        ("lesion", [], "--new-class"),
+        ("labels", ["--image", "{image}"], "one --labels per --image"),
+    ],
+)
+def test_bad_inputs_exit_2_with_a_clear_message(files, bundle, tmp_path, capsys, labels, extra, message):
+    argv = ["finetune", "--image", str(files["image"]), "--labels", str(files[labels]), "--model", str(bundle),
+            "-o", str(tmp_path / "never"), "--steps", "1", "--device", "cpu", "--quiet"]  # fmt: skip
+    argv += [a.format(image=files["image"]) for a in extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_label_shape_mismatch_is_reported(files, bundle, tmp_path, capsys):
+    small = write_volume(tmp_path / "small.nii.gz", np.zeros((4, 32, 32), np.uint8), Geometry((1.0,) * 3, (2.0, -3.0, 4.0)))
+    argv = ["finetune", "--image", str(files["image"]), "--labels", str(small), "--model", str(bundle), "--quiet"]
+    assert main(argv) == 2
+    assert "not on the same grid" in capsys.readouterr().err

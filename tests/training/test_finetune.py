@@ -1,0 +1,187 @@
+"""The fine-tuning engine on a toy problem: progress, stop, learning, forgetting, new classes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.inference import segment
+from napari_medseg.models import build_model
+from napari_medseg.training.finetune import (
+    FinetuneProgress,
+    FinetuneResult,
+    annotated_metrics,
+    finetune,
+    run_finetune,
+)
+from tests.tiny_models import tiny_config, tiny_model
+from tests.training import single_thread, strokes, toy_volume  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+logger = logging.getLogger(__name__)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _labels(model, volume):
+    return segment(volume, model, device="cpu", precision="fp32", postprocessing=False).labels
+
+
+@pytest.fixture(scope="module")
+def pretrained_parent():
+    """A tiny U-Net that already segments the toy (trained densely on another toy volume)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        volume, truth = toy_volume(seed=1)
+        return run_finetune(
+            tiny_model(0), [volume], [truth + 1], steps=30, lr=1e-2, device="cpu", forgetting="none", precision="fp32"
+        ).model
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_generator_yields_progress_and_returns_the_result_without_touching_the_parent():
+    volume, truth = toy_volume()
+    parent = tiny_model(0)
+    before = _state(parent)
+    records = []
+    steps = finetune(parent, [volume], [strokes(truth)], steps=3, batch_size=2, device="cpu")
+    with pytest.raises(StopIteration) as done:
+        while True:
+            records.append(next(steps))
+    result = done.value.value
+    assert [r.step for r in records] == [1, 2, 3] and all(r.total == 3 for r in records)
+    assert all(isinstance(r, FinetuneProgress) and np.isfinite(r.loss) and r.lr > 0 for r in records)
+    assert isinstance(result, FinetuneResult) and result.steps_done == 3 and not result.stopped
+    assert result.losses == [r.loss for r in records]
+    assert result.model is not parent and not result.model.training
+    assert not hasattr(result.model, "bundle_meta")
+    for key, value in before.items():
+        assert torch.equal(parent.state_dict()[key], value)
+    assert not parent.training and all(p.requires_grad for p in parent.parameters())
+    assert result.annotated_counts == {"background": 320, "CSF": 192, "grey matter": 0, "white matter": 192}
+    meta = result.meta()
+    assert meta["training"]["steps"] == 3 and meta["training"]["forgetting"]["method"] == "distill"
+    assert set(meta["metrics"]) == {"annotated_before", "annotated_after"}
+
+
+def test_stop_request_ends_cleanly_after_the_current_step():
+    volume, truth = toy_volume()
+    seen = []
+    result = run_finetune(
+        tiny_model(0), [volume], [strokes(truth)], steps=50, batch_size=2, device="cpu",
+        progress=seen.append, should_stop=lambda: len(seen) >= 2,
+    )  # fmt: skip
+    assert result.stopped and result.steps_done == 2 and len(seen) == 2
+    assert result.metrics_after["voxels"] == result.metrics_before["voxels"] > 0
+    assert _labels(result.model, volume).shape == volume.shape
+    none = run_finetune(tiny_model(0), [volume], [strokes(truth)], steps=5, device="cpu", should_stop=lambda: True)
+    assert none.stopped and none.steps_done == 0 and none.losses == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_metrics_improve_on_the_annotated_voxels_of_a_toy_problem(precision):
+    volume, truth = toy_volume()
+    result = run_finetune(
+        tiny_model(0), [volume], [strokes(truth)], steps=10, lr=1e-2, device="cpu", seed=0, precision=precision
+    )
+    assert result.settings["precision"] == precision
+    before, after = result.metrics_before, result.metrics_after
+    logger.info("toy (%s): accuracy %.3f -> %.3f", precision, before["accuracy"], after["accuracy"])
+    assert before["voxels"] == after["voxels"] == 704
+    assert after["accuracy"] > before["accuracy"] + 0.3
+    assert after["mean_dice"] > before["mean_dice"]
+    assert set(after["dice"]) == {"background", "CSF", "white matter"}  # only annotated classes
+    assert result.losses[-1] < result.losses[0]
+
+
+def test_distillation_keeps_predictions_away_from_the_strokes(pretrained_parent):
+    """Measured: argmax agreement with the parent on unannotated voxels, 10 steps at lr 1e-2."""
+    volume, truth = toy_volume()
+    sparse = strokes(truth)
+    reference = _labels(pretrained_parent, volume)
+    unannotated = sparse == 0
+    agreement = {}
+    for method in ("none", "distill", "l2sp"):
+        result = run_finetune(
+            pretrained_parent, [volume], [sparse], steps=10, lr=1e-2, device="cpu", forgetting=method,
+            l2sp_weight=0.1, seed=0, precision="fp32",
+        )  # fmt: skip
+        agreement[method] = float((_labels(result.model, volume) == reference)[unannotated].mean())
+        assert result.metrics_after["accuracy"] > 0.9
+    logger.warning("agreement with the parent on unannotated voxels: %s", str(agreement))
+    assert agreement["distill"] > agreement["none"] + 0.02
+    assert agreement["l2sp"] >= agreement["none"]
+
+
+def test_l2sp_keeps_weights_near_the_parent():
+    volume, truth = toy_volume()
+    parent = tiny_model(0)
+
+    def distance(method):
+        model = run_finetune(parent, [volume], [strokes(truth)], steps=5, lr=1e-2, device="cpu", forgetting=method).model
+        return sum(float((a - b).detach().pow(2).sum()) for a, b in zip(model.parameters(), parent.parameters()))
+
+    assert distance("l2sp") < distance("none")
+
+
+def test_new_class_from_strokes_grows_the_head():
+    volume, truth = toy_volume()
+    sparse = strokes(truth)
+    sparse[2, 9:12, 20:24] = 5  # value K + 1: the new class "lesion"
+    with pytest.raises(ValueError, match="new_classes"):
+        finetune(tiny_model(0), [volume], [sparse], steps=1)
+    parent = tiny_model(0)
+    result = run_finetune(
+        parent, [volume], [sparse], steps=4, lr=1e-2, new_classes=["lesion"], device="cpu", forgetting="distill+l2sp"
+    )
+    assert result.model.config.class_names[-1] == "lesion" and result.model.config.num_classes == 5
+    assert parent.config.num_classes == 4 and result.model.decoder.head.out_channels == 5
+    assert result.annotated_counts["lesion"] == 12
+    assert result.metrics_before["dice"]["lesion"] == 0.0 and "lesion" in result.metrics_after["dice"]
+
+
+@pytest.mark.parametrize("deep_supervision", [False, True])
+def test_3d_models_and_deep_supervision_train_through_the_same_path(deep_supervision):
+    volume, truth = toy_volume()
+    config = tiny_config(spatial_dims=3)
+    config = dataclasses.replace(config, arch_kwargs={**config.arch_kwargs, "deep_supervision": deep_supervision})
+    torch.manual_seed(0)
+    parent = build_model(config).eval()
+    result = run_finetune(parent, [volume], [strokes(truth)], steps=2, batch_size=2, device="cpu", patch=(8, 16, 16))
+    assert result.steps_done == 2 and result.metrics_after["voxels"] == 704
+    assert result.settings["patch"] == [8, 16, 16]
+
+
+def test_bad_arguments_are_refused_at_call_time():
+    volume, truth = toy_volume()
+    model = tiny_model(0)
+    cases = [
+        (dict(images=[volume], labels=[]), "one label volume per image"),
+        (dict(steps=-1), "steps"),
+        (dict(lr=0), "lr"),
+        (dict(forgetting="ewc"), "forgetting"),
+        (dict(class_weights=[1.0]), "class_weights"),
+        (dict(patch=(8,)), "patch"),
+    ]
+    for options, message in cases:
+        images = options.pop("images", [volume])
+        labels = options.pop("labels", [strokes(truth)])
+        with pytest.raises(ValueError, match=message):
+            finetune(model, images, labels, **options)
+    with pytest.raises(ValueError, match="no annotated voxel"):
+        run_finetune(model, [volume], [np.zeros(volume.shape, np.uint8)], steps=1, device="cpu")
+
+
+def test_annotated_metrics_from_a_confusion_matrix():
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [1, 0, 5]])
+    metrics = annotated_metrics(confusion, ("background", "a", "b"))
+    assert metrics["voxels"] == 10 and metrics["accuracy"] == 0.8
+    assert metrics["dice"] == {"background": 6 / 8, "b": 10 / 11}
