@@ -22,6 +22,15 @@ Each step (see :mod:`~napari_medseg.training.sampling` for the windows):
 - AdamW, a linear warm-up of a few steps then a cosine decay to 10% of ``lr``; batch-norm
   statistics stay frozen at the parent's (small batches).
 
+Measured on toy volumes (tiny U-Nets, fp32, CPU): argmax agreement with the parent on the
+unannotated voxels after 10 steps rose from 0.913 (no guard) to 0.955 with distillation
+(``tests/training/test_finetune.py``). Where the strokes *correct* the parent (a structure it
+called white matter marked as grey matter on 2 of 8 slices, 40 steps), agreement away from
+that structure was 0.955 without a guard, 0.9997 with distillation (weight 1) and 0.988
+with L2-SP (weight 0.01), but the correction spread less to the structure's unannotated
+voxels: Dice 0.91 without a guard, 0.62 with distillation, 0.90 with L2-SP 0.01. The guard
+trades spreading a correction for stability; tune the weights on real corrections.
+
 Under ``torchrun`` (an initialised process group) the model is wrapped in
 DistributedDataParallel, each rank samples with its own seed, the reported losses and the
 metrics are averaged over ranks and a stop request is agreed by all ranks (see
