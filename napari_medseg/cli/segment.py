@@ -24,6 +24,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=None, help="slices (2D) or windows (3D) per forward pass")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a DICOM folder")
     parser.add_argument("--no-postprocess", action="store_true", help="skip the bundle's post-processing")
+    parser.add_argument("--uncertainty", default="none", choices=["none", "mc-dropout", "tta", "ensemble"],
+                        help="also write entropy (total), aleatoric and epistemic maps (nats)")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=10, help="samples for mc-dropout and tta (default 10)")
+    parser.add_argument("--ensemble", nargs="+", default=None, metavar="MODEL",
+                        help="further bundles for --uncertainty ensemble (default: the shipped bundles with the same classes)")  # fmt: skip
+    parser.add_argument("--gradcam", nargs="+", default=[], metavar="CLASS", help="write Grad-CAM maps for these classes (name or index)")
+    parser.add_argument("--gradcam-method", default="gradcam", choices=["gradcam", "gradcam++"])
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -47,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device="cpu")
     args.output.mkdir(parents=True, exist_ok=True)
     progress = None if args.quiet else ProgressBar("segment")
+    ensemble = []
+    if args.uncertainty == "ensemble":
+        ensemble = [load_model(name, device="cpu") for name in (args.ensemble or _default_ensemble(model))]
+        if not ensemble:
+            raise ValueError("--uncertainty ensemble needs further models: pass --ensemble MODEL ...")
     outputs = run_segmentation(
         volume,
         model,
@@ -56,8 +68,25 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         batch_size=args.batch,
         postprocessing=not args.no_postprocess,
+        uncertainty=args.uncertainty,
+        samples=args.samples,
+        ensemble=ensemble,
+        gradcam=args.gradcam,
+        gradcam_method=args.gradcam_method,
         progress=progress,
     )
     for path in outputs.values():
         print(path)
     return 0
+
+
+def _default_ensemble(model) -> list[str]:
+    """Shipped bundles other than ``model`` that predict the same classes."""
+    from ..models import list_bundles
+
+    own = getattr(model, "bundle_path", None)
+    return [
+        str(info.path)
+        for info in list_bundles()
+        if info.shipped and info.classes == tuple(model.config.class_names) and info.path != own
+    ]

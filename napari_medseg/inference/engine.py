@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -112,8 +112,12 @@ def segment(
     postprocessing: bool = True,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
+    inspect: Callable[[np.ndarray, Any], None] | None = None,
 ) -> Segmentation:
     """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
+
+    ``inspect(probabilities, prepared)``, if given, sees the network's own (K, z, y, x)
+    probabilities on the model grid before post-processing (used for the OOD score).
 
     Raises:
         Cancelled: ``should_stop()`` returned True between batches.
@@ -139,6 +143,8 @@ def segment(
         model.train(was_training)
     timings["network"] = time.perf_counter() - mark
 
+    if inspect is not None:
+        inspect(probabilities, prepared)
     mark = time.perf_counter()
     settings = dict(config.extra.get("postprocess", {})) if postprocessing else {}
     probabilities = postprocess(prepared.image, probabilities, settings)

@@ -1,15 +1,33 @@
-"""The MedSeg dock panel.
+"""The MedSeg dock panel: one place from load to export.
 
-Thin by design: it gathers inputs from the viewer, calls the core, and writes results
-back to layers. This first section shows what the core read about the selected image
-(geometry, modality, warnings), the same report as ``medseg info``.
+Thin by design: sections gather inputs from the viewer, start core functions in a
+background job (:mod:`.jobs`), and write results back to layers (:mod:`.layers`). All
+state lives in one :class:`~.session.Session` per viewer.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qtpy.QtWidgets import QComboBox, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .jobs import JobRunner
+from .sections.export import ExportSection
+from .sections.model import ModelSection
+from .sections.quantify import QuantifySection
+from .sections.segment import SegmentSection
+from .session import Session
 
 if TYPE_CHECKING:
     import napari
@@ -21,22 +39,55 @@ class MedSegPanel(QWidget):
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.session = Session(viewer=napari_viewer)
+
+        # image chooser and what was read ---------------------------------------------
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("Image layer to work on")
         self.info_text = QPlainTextEdit()
         self.info_text.setReadOnly(True)
-        self.info_text.setMinimumHeight(160)
+        self.info_text.setMaximumHeight(150)
+        image_box = QGroupBox("Image")
+        image_layout = QVBoxLayout(image_box)
+        image_layout.addWidget(self.image_combo)
+        image_layout.addWidget(self.info_text)
+
+        # job status shared by every section ------------------------------------------
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.stop_button = QPushButton("Stop")
+        self.status_label = QLabel("Ready")
+        self.status_label.setWordWrap(True)
+        self.jobs = JobRunner(self.progress_bar, self.stop_button, self.status_label)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.progress_bar, 1)
+        status_row.addWidget(self.stop_button)
+
+        self.model_section = ModelSection(self.session)
+        self.segment_section = SegmentSection(self)
+        self.quantify_section = QuantifySection(self)
+        self.export_section = ExportSection(self)
+        self.sections = [self.model_section, self.segment_section, self.quantify_section, self.export_section]
+
+        content = QWidget()
+        content_layout = QVBoxLayout(content)
+        content_layout.addWidget(image_box)
+        for section in self.sections:
+            content_layout.addWidget(section)
+        content_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(content)
 
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Image"))
-        layout.addWidget(self.image_combo)
-        layout.addWidget(self.info_text)
-        layout.addStretch(1)
+        layout.addLayout(status_row)
+        layout.addWidget(self.status_label)
+        layout.addWidget(scroll, 1)
 
         self._connect()
         self._on_layers_changed()
 
-    # wiring -----------------------------------------------------------------
+    # wiring -----------------------------------------------------------------------------
     def _connect(self) -> None:
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layers_changed)
@@ -53,16 +104,25 @@ class MedSegPanel(QWidget):
         for emitter in (events.inserted, events.removed, events.reordered):
             emitter.disconnect(self._on_layers_changed)
 
-    # callbacks ----------------------------------------------------------------
+    def controls(self) -> list[QWidget]:
+        """Widgets locked while a job runs."""
+        return [self.image_combo, *self.sections]
+
+    # queries ------------------------------------------------------------------------------
     def image_layers(self) -> list:
         from napari.layers import Image
 
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and "image_layer" not in layer.metadata.get("medseg", {})
+        ]
 
     def selected_image(self):
         name = self.image_combo.currentText()
         return next((layer for layer in self.image_layers() if layer.name == name), None)
 
+    # callbacks ------------------------------------------------------------------------------
     def _on_layers_changed(self, event=None) -> None:
         current = self.image_combo.currentText()
         names = [layer.name for layer in self.image_layers()]
@@ -72,7 +132,8 @@ class MedSegPanel(QWidget):
         if current in names:
             self.image_combo.setCurrentText(current)
         self.image_combo.blockSignals(False)
-        self._on_image_selected(self.image_combo.currentText())
+        if self.image_combo.currentText() != current or event is None:
+            self._on_image_selected(self.image_combo.currentText())
 
     def _on_image_selected(self, name: str) -> None:
         layer = self.selected_image()
@@ -87,8 +148,19 @@ class MedSegPanel(QWidget):
         except ValueError as exc:
             self.info_text.setPlainText(f"{layer.name}: {exc}")
             return
+        stored = layer.metadata.get("medseg", {})
         summary = describe(volume)
-        summary["source"] = summary["source"] or layer.metadata.get("medseg", {}).get("source", layer.name)
-        summary["format"] = layer.metadata.get("medseg", {}).get("format", "layer")
-        summary["warnings"] = layer.metadata.get("medseg", {}).get("warnings", summary["warnings"])
+        summary["source"] = stored.get("source", layer.name)
+        summary["format"] = stored.get("format", "layer")
+        summary["warnings"] = stored.get("warnings", summary["warnings"])
         self.info_text.setPlainText(format_description(summary))
+
+    def on_segmentation(self, image_name: str) -> None:
+        """Called after a segmentation is shown: refresh the volume table."""
+        result = self.session.segmentations.get(image_name)
+        image = next((layer for layer in self.image_layers() if layer.name == image_name), None)
+        if result is None or image is None:
+            return
+        from .._layers import volume_from_layer
+
+        self.quantify_section.update_from_labels(result.labels, volume_from_layer(image).geometry, list(result.class_names))

@@ -1,0 +1,79 @@
+"""Grad-CAM for a whole scan: onto the model's grid, explain, and back onto the scan's grid."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..control import ProgressCallback, StopCheck
+from ..types import Volume
+
+
+def class_index(class_names: Sequence[str], target: str | int) -> int:
+    """Index of a class given by name (case-insensitive) or index; errors list the classes."""
+    names = list(class_names)
+    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+        index = int(target)
+        if 0 <= index < len(names):
+            return index
+        raise ValueError(f"class index {index} is out of range 0..{len(names) - 1} ({names})")
+    lowered = [name.lower() for name in names]
+    if target.lower() in lowered:
+        return lowered.index(target.lower())
+    raise ValueError(f"class {target!r} is not one of the model's classes {names}")
+
+
+def explain_scan(
+    volume: Volume,
+    model,
+    *,
+    target_class: str | int,
+    region: np.ndarray | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    batch_size: int = 8,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+) -> np.ndarray:
+    """Grad-CAM map of ``target_class`` for ``volume``, on the volume's own grid.
+
+    Args:
+        volume: the scan (z, y, x).
+        model: a bundle model (``.config`` gives orientation, spacing, context slices).
+        target_class: class name or index.
+        region: optional boolean (z, y, x) mask on the scan's grid; default: the voxels
+            the model predicts as ``target_class`` (per slice for 2D models).
+        method: "gradcam" or "gradcam++".
+        layer: module name; default the bundle's ``gradcam_layer``.
+
+    Returns:
+        (z, y, x) float32, non-negative, on ``volume``'s grid.
+    """
+    from ..inference import context_offsets
+    from ..preprocess import prepare
+    from ..preprocess.pipeline import resample_array
+    from ..uncertainty.run import restore_map
+    from .gradcam import grad_cam_volume
+
+    config = model.config
+    index = class_index(config.class_names, target_class)
+    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    model_region = None
+    if region is not None:
+        if region.shape != volume.shape:
+            raise ValueError(f"region of shape {region.shape} does not match the scan {volume.shape}")
+        model_region = prepared.reorientation.apply(np.asarray(region, dtype=np.uint8))
+        if prepared.resampled:
+            model_region = resample_array(
+                model_region, prepared.canonical_geometry, prepared.geometry, prepared.image.shape, linear=False
+            )
+        model_region = model_region > 0
+    kwargs = {}
+    if config.spatial_dims == 2:
+        kwargs["context_offsets"] = context_offsets(config)
+    cam = grad_cam_volume(
+        model, prepared.image, target_class=index, layer=layer, region=model_region, method=method,
+        batch=batch_size, progress=progress, should_stop=should_stop, **kwargs,
+    )  # fmt: skip
+    return restore_map(cam.astype(np.float32), prepared)

@@ -1,0 +1,1 @@
+"""One collapsible group per workflow step; each forwards to the core."""

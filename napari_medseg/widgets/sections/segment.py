@@ -1,0 +1,67 @@
+"""Segment: run the active model on the selected image in the background."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QCheckBox, QGroupBox, QPushButton, QVBoxLayout
+
+
+class SegmentSection(QGroupBox):
+    def __init__(self, panel) -> None:
+        super().__init__("Segment")
+        self.panel = panel
+        self.run_button = QPushButton("Segment")
+        self.postprocess_check = QCheckBox("Post-processing (brain component, per-scan EM)")
+        self.postprocess_check.setChecked(True)
+        self.probability_check = QCheckBox("Add probability layers")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.postprocess_check)
+        layout.addWidget(self.probability_check)
+        layout.addWidget(self.run_button)
+        self.run_button.clicked.connect(self._on_run_clicked)
+
+    def _on_run_clicked(self) -> None:
+        self.run()
+
+    def run(self):
+        """Start segmenting the selected image; returns the worker (None if not possible)."""
+        from napari.utils.notifications import show_warning
+
+        panel = self.panel
+        image = panel.selected_image()
+        model = panel.session.model
+        if image is None or model is None:
+            show_warning("Choose an image layer and a model first.")
+            return None
+        from ..._layers import volume_from_layer
+
+        volume = volume_from_layer(image)
+        return panel.jobs.start(
+            "Segment",
+            _segment_job,
+            on_done=lambda result: self._on_segmented(image, result),
+            lock=panel.controls(),
+            volume=volume,
+            model=model,
+            device=panel.session.device,
+            postprocessing=self.postprocess_check.isChecked(),
+        )
+
+    def _on_segmented(self, image, result) -> None:
+        from ..layers import show_map, show_segmentation
+
+        panel = self.panel
+        config = panel.session.model.config
+        panel.session.segmentations[image.name] = result
+        show_segmentation(panel.viewer, image, result.labels, config)
+        if self.probability_check.isChecked():
+            for index, name in enumerate(config.class_names[1:], start=1):
+                show_map(panel.viewer, image, result.probabilities[..., index], f"{image.name} P({name})",
+                         colormap="magma", contrast_limits=(0.0, 1.0), blending="additive")  # fmt: skip
+        panel.on_segmentation(image.name)
+
+
+def _segment_job(volume, model, device, postprocessing, progress=None, should_stop=None):
+    """Runs on a worker thread; must not touch Qt."""
+    from ...inference import segment
+
+    return segment(volume, model, device=device, postprocessing=postprocessing, progress=progress, should_stop=should_stop)
