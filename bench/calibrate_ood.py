@@ -1,0 +1,197 @@
+"""Calibrate a bundle's out-of-distribution threshold on in-distribution images.
+
+    python bench/calibrate_ood.py [--model brain-tissue-unet] [--synthetic 24] [--augmented 6] [--check]
+
+The score is :data:`napari_medseg.uncertainty.ood.MAIN_SCORE` (mean normalised entropy of
+the plain prediction over its predicted foreground, see ``napari_medseg/uncertainty/ood.py``)
+computed, as :func:`~napari_medseg.uncertainty.estimate_uncertainty` does, on the model grid.
+
+In-distribution images (never validation scans):
+
+- ``synthetic``: small volumes of 2.5D slabs drawn by the training synthesiser
+  (:class:`~napari_medseg.training.brain_synth.BrainSynthesizer`, another seed than
+  training), each volume a stack of ``--slices`` slabs; needs the MNI template cache that
+  ``scripts/train_default.py`` fills (skipped with a note otherwise);
+- ``augmented``: the shipped sample volume (MNI ICBM152 T1) and copies with a random gamma,
+  bias field, Rician noise and a +-10% change of voxel size per axis.
+
+Threshold = max(mean + 3 sd, max) over all of them (:func:`calibrate_ood`). The script prints
+JSON whose ``"config_extra_ood"`` is the entry to store as ``config.extra["ood"]`` in the
+bundle's ``config.json``. With ``--check`` it also scores, without using them for the
+threshold, the dev subject (must not be flagged) and a CT-like volume built from the real CT
+``eCT_Supplemental.dcm`` of the pydicom-data wheel (must be flagged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+HEAD_LABELS = REPO / "data" / "full-head-labels" / "labels_1mm.nii.gz"
+TEMPLATE_CACHE = REPO / "data-cache" / "mni152_2009a"
+TEMPLATE_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+
+
+def volume_score(volume, model, device, amp) -> dict:
+    """OOD signals of the plain prediction of ``volume``, on the model grid."""
+    from napari_medseg.inference.engine import predict_probabilities
+    from napari_medseg.preprocess import prepare
+    from napari_medseg.uncertainty import ood_score
+
+    config = model.config
+    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp)
+    return ood_score(probabilities, spacing=prepared.geometry.spacing)
+
+
+def synthetic_scores(model, device, amp, volumes: int, slices: int, seed: int) -> list[float]:
+    import torch
+
+    from napari_medseg.training.brain_atlas import build_atlas
+    from napari_medseg.training.brain_synth import BrainSynthesizer, SynthSettings
+    from napari_medseg.uncertainty import ood_score
+    from napari_medseg.uncertainty.ood import MAIN_SCORE
+
+    files = {key: TEMPLATE_CACHE / name for key, name in TEMPLATE_FILES.items()}
+    if not all(path.is_file() for path in files.values()):
+        print(f"note: template cache {TEMPLATE_CACHE} missing, synthetic source skipped", file=sys.stderr)
+        return []
+    config = model.config
+    offsets = tuple(float(o) for o in config.extra.get("context_offsets_mm", (0.0,)))
+    settings = SynthSettings(offsets_mm=offsets)
+    if len(config.patch_size) == 2:
+        settings = SynthSettings(offsets_mm=offsets, patch=tuple(config.patch_size))
+    atlas = build_atlas(files["t1"], files["gm"], files["wm"], HEAD_LABELS)
+    synthesizer = BrainSynthesizer(atlas, settings, seed=seed)
+    scores = []
+    model.eval().to(device)
+    for _ in range(volumes):
+        probabilities = []
+        for start in range(0, slices, 8):
+            image, _ = synthesizer.sample(min(8, slices - start))
+            with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(image.to(device))
+            probabilities.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        stack = np.concatenate(probabilities).transpose(1, 0, 2, 3)  # (K, slices, H, W)
+        scores.append(float(ood_score(stack, spacing=config.target_spacing)[MAIN_SCORE]))
+    return scores
+
+
+def augmented_volumes(count: int, seed: int):
+    """The sample volume, then ``count`` randomly augmented copies."""
+    import torch
+
+    from napari_medseg.io import read_volume
+    from napari_medseg.resources import sample_volume_path
+    from napari_medseg.training.augment import bias_field, gamma, rician_noise
+    from napari_medseg.types import Geometry, Volume
+
+    volume = read_volume(sample_volume_path())
+    yield "sample", volume
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.from_numpy(volume.array.astype(np.float32))[None]  # (1, z, y, x): z as a field axis
+    for i in range(count):
+        out = gamma(image, 0.3, generator) * bias_field(image.shape, 0.3, generator)
+        out = rician_noise(out, torch.tensor(rng.uniform(0.0, 0.03)), generator)
+        spacing = tuple(float(s * rng.uniform(0.9, 1.1)) for s in volume.spacing)
+        geometry = Geometry(spacing, volume.geometry.origin, volume.geometry.direction)
+        yield f"augmented-{i}", Volume(out[0].numpy(), geometry, modality=volume.modality)
+
+
+def ct_like_volume():
+    """A CT volume in Hounsfield units from the pydicom-data wheel's enhanced CT (2 frames,
+    10 mm apart), each frame repeated to fill 1 mm slices."""
+    from importlib import metadata
+
+    from napari_medseg.io import read_volume
+    from napari_medseg.types import Geometry, Volume
+
+    path = Path(metadata.distribution("pydicom-data").locate_file("data_store/data")) / "eCT_Supplemental.dcm"
+    ct = read_volume(path)
+    repeat = max(1, int(round(ct.spacing[0])))
+    array = np.repeat(ct.array.astype(np.float32), repeat, axis=0)
+    spacing = (ct.spacing[0] / repeat, *ct.spacing[1:])
+    return Volume(array, Geometry(spacing, ct.geometry.origin, ct.geometry.direction), modality="CT")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="brain-tissue-unet", help="bundle name or path")
+    parser.add_argument("--synthetic", type=int, default=24, help="synthetic small volumes")
+    parser.add_argument("--slices", type=int, default=24, help="slabs per synthetic volume")
+    parser.add_argument("--augmented", type=int, default=6, help="augmented copies of the sample volume")
+    parser.add_argument("--sigmas", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=20261)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--check", action="store_true", help="also score the dev subject and a CT volume")
+    args = parser.parse_args()
+
+    from napari_medseg.inference import autocast_dtype, select_device
+    from napari_medseg.models import BundleError, load_model
+    from napari_medseg.uncertainty import ood_calibration, ood_flag
+    from napari_medseg.uncertainty.ood import MAIN_SCORE
+
+    try:
+        model = load_model(args.model, device=args.device)
+    except BundleError as error:
+        sys.exit(f"model {args.model!r} not available ({error}); train the shipped bundles first")
+    device = select_device(args.device)
+    amp = autocast_dtype(device, "auto")
+    started = time.perf_counter()
+
+    synthetic = synthetic_scores(model, device, amp, args.synthetic, args.slices, args.seed)
+    print(f"synthetic: {[round(s, 4) for s in synthetic]}", file=sys.stderr, flush=True)
+    augmented = {}
+    for name, volume in augmented_volumes(args.augmented, args.seed):
+        augmented[name] = volume_score(volume, model, device, amp)
+        print(f"{name}: {augmented[name][MAIN_SCORE]:.4f}", file=sys.stderr, flush=True)
+    scores = synthetic + [signals[MAIN_SCORE] for signals in augmented.values()]
+    sources = f"{len(synthetic)} synthetic volumes of {args.slices} slabs, sample volume + {args.augmented} augmented copies"
+    entry = ood_calibration(scores, sigmas=args.sigmas, source=sources)
+    report = {
+        "model": args.model,
+        "score": MAIN_SCORE,
+        "synthetic": {"n": len(synthetic), "mean": _mean(synthetic), "max": max(synthetic, default=None)},
+        "augmented": {name: {k: _round(v) for k, v in signals.items()} for name, signals in augmented.items()},
+        "config_extra_ood": entry,
+    }
+    if args.check:
+        from napari_medseg.io import read_volume
+
+        checks = {"ct_like (must flag)": ct_like_volume()}
+        dev = SHARED / "dev-subject" / "t1.nii.gz"
+        if dev.is_file():
+            checks["dev_subject (must not flag)"] = read_volume(dev)
+        report["checks"] = {}
+        for name, volume in checks.items():
+            signals = volume_score(volume, model, device, amp)
+            report["checks"][name] = {
+                **{k: _round(v) for k, v in signals.items()},
+                "flag": ood_flag(signals[MAIN_SCORE], entry["threshold"]),
+            }
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report, indent=2))
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 6) if values else None
+
+
+def _round(value):
+    return round(value, 6) if isinstance(value, float) else value
+
+
+if __name__ == "__main__":
+    main()

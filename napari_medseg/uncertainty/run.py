@@ -1,0 +1,257 @@
+"""Whole-volume uncertainty: sample, accumulate per batch, decompose, map back to the scan.
+
+Memory stays bounded whatever the sample count: the S samples of one batch of slices (or
+one window batch) are reduced at once to their mean probabilities and mean entropy, and
+only these two running maps, plus the plain prediction used for the OOD score, are kept
+over the volume. No array of S full-volume samples ever exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..inference.control import ProgressCallback, StopCheck
+from ..inference.device import autocast_dtype, select_device
+from ..preprocess import Prepared, prepare, restore
+from ..preprocess.pipeline import resample_array
+from ..types import Volume
+from .decompose import entropy, moments, split_entropy
+from .ood import OODResult, assess_ood
+from .mc_sampling import MCDropoutSampler
+from .samplers import EnsembleSampler, Sampler
+from .tta import TTASampler
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("mc-dropout", "tta", "ensemble")
+
+__all__ = ["METHODS", "UncertaintyResult", "estimate_uncertainty", "make_sampler", "restore_map"]
+
+
+@dataclass
+class UncertaintyResult:
+    """Uncertainty maps on the input's own grid (the scan's geometry), in nats.
+
+    Attributes:
+        total: (z, y, x) float32, entropy of the mean prediction.
+        aleatoric: (z, y, x) float32, mean entropy of the samples.
+        epistemic: (z, y, x) float32, mutual information; ``total == aleatoric + epistemic``.
+        mean_probabilities: (z, y, x, K) float32, the mean of the samples.
+        method: ``"mc-dropout"``, ``"tta"`` or ``"ensemble"``, what produced the samples.
+        samples: S, samples per voxel.
+        ood: the image-level out-of-distribution assessment (see :mod:`.ood`).
+        class_names: K names, background first.
+        timings: seconds per stage ("preprocess", "sampling", "restore", "total").
+        device, precision: where and how the networks ran.
+    """
+
+    total: np.ndarray
+    aleatoric: np.ndarray
+    epistemic: np.ndarray
+    mean_probabilities: np.ndarray
+    method: str
+    samples: int
+    ood: OODResult
+    class_names: tuple[str, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(z, y, x) uint8 arg-max of the mean probabilities, NOT post-processed.
+
+        The bundle's post-processing (largest component, EM refinement) is the caller's
+        choice: :func:`~napari_medseg.inference.segment` applies it to a plain pass.
+        """
+        return np.argmax(self.mean_probabilities, axis=-1).astype(np.uint8)
+
+    def report(self) -> dict[str, Any]:
+        """Method, sample count, OOD assessment and timings as JSON-ready data."""
+        return {
+            "method": self.method,
+            "samples": self.samples,
+            "ood": self.ood.as_dict(),
+            "timings": dict(self.timings),
+            "device": self.device,
+            "precision": self.precision,
+        }
+
+
+def make_sampler(
+    method: str,
+    models: Sequence[nn.Module],
+    samples: int = 10,
+    *,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+) -> Sampler:
+    """The sampler for ``method``; ``mc-dropout`` and ``tta`` take exactly one model.
+
+    For ``ensemble`` the sample count is the number of models (``samples`` is ignored).
+    ``options`` are further keyword arguments of the sampler class, e.g. ``{"sites":
+    ("decoder.levels.3",)}`` for :class:`MCDropoutSampler` or ``{"log_gamma": 0.1}`` for
+    :class:`TTASampler`.
+    """
+    models = list(models)
+    options = dict(options or {})
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} must be one of {METHODS}")
+    if method == "ensemble":
+        if len(models) < 2:
+            raise ValueError(f"an ensemble needs at least 2 models, got {len(models)}")
+        return EnsembleSampler(models, seed=seed, **options)
+    if len(models) != 1:
+        raise ValueError(f"method {method!r} takes one model, got {len(models)}")
+    cls = MCDropoutSampler if method == "mc-dropout" else TTASampler
+    return cls(models[0], samples, seed=seed, **options)
+
+
+def restore_map(values: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """(z, y, x) map on the model grid -> (z, y, x) float32 on the input grid.
+
+    Linear resampling when :func:`~napari_medseg.preprocess.prepare` resampled, else the
+    exact inverse axis permutation and flips.
+    """
+    out = np.asarray(values, dtype=np.float32)
+    if prepared.resampled:
+        out = resample_array(out, prepared.geometry, prepared.canonical_geometry, prepared.canonical_shape, linear=True)
+    return np.ascontiguousarray(prepared.reorientation.invert(out), dtype=np.float32)
+
+
+def estimate_uncertainty(
+    volume: Volume,
+    model_or_models: nn.Module | Sequence[nn.Module],
+    *,
+    method: str = "mc-dropout",
+    samples: int = 10,
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    seed: int = 0,
+    sampler_options: Mapping[str, Any] | None = None,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+) -> UncertaintyResult:
+    """Sample a model (or an ensemble) over ``volume`` and decompose its uncertainty.
+
+    Args:
+        volume: the scan (any storage orientation and spacing).
+        model_or_models: a network with ``.config`` (``load_model``), or a sequence of them
+            (an ensemble; the first is the reference for the grid and the OOD threshold).
+        method: ``"mc-dropout"``, ``"tta"`` or ``"ensemble"``.
+        samples: S for MC dropout and TTA; an ensemble draws one sample per model.
+        device, precision: as :func:`~napari_medseg.inference.segment`.
+        batch_size: slices (2D) or windows (3D) per network batch.
+        seed: seeds dropout masks and augmentations (same seed, same maps).
+        sampler_options: further sampler arguments (see :func:`make_sampler`).
+        progress: called with (done, total) batches.
+        should_stop: checked before every batch.
+
+    Returns:
+        :class:`UncertaintyResult` on the input grid. On the model grid the maps are exact
+        per voxel; after resampling (when the scan's spacing differs from the model's),
+        total is the entropy of the resampled mean probabilities and aleatoric the
+        resampled mean entropy (capped at total), so the identity still holds exactly.
+        Labels from the mean are not post-processed (see :attr:`UncertaintyResult.labels`).
+
+    Raises:
+        Cancelled: ``should_stop()`` returned True.
+        ValueError: unknown method, wrong model count, incompatible ensemble members.
+    """
+    models = list(model_or_models) if isinstance(model_or_models, Sequence) else [model_or_models]
+    sampler = make_sampler(method, models, samples, seed=seed, options=sampler_options)
+    config = sampler.config
+    torch_device = select_device(device)
+    amp = autocast_dtype(torch_device, precision)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    timings["preprocess"] = time.perf_counter() - start
+
+    mark = time.perf_counter()
+    mean, mean_entropy, plain = _accumulate(sampler, prepared.image, torch_device, amp, batch_size, progress, should_stop)
+    timings["sampling"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    _, _, epistemic_model = split_entropy(entropy(mean, axis=0), mean_entropy)
+    ood = assess_ood(plain, config, spacing=prepared.geometry.spacing, epistemic=epistemic_model)
+    del plain, epistemic_model
+    mean_probabilities = restore(mean, prepared)
+    del mean
+    total, aleatoric, epistemic = split_entropy(entropy(mean_probabilities, axis=-1), restore_map(mean_entropy, prepared))
+    timings["restore"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - start
+    logger.info("%s uncertainty (%d samples) of %s in %.1f s", method, sampler.n_samples, volume.shape, timings["total"])
+    return UncertaintyResult(
+        total=total,
+        aleatoric=aleatoric,
+        epistemic=epistemic,
+        mean_probabilities=mean_probabilities,
+        method=method,
+        samples=sampler.n_samples,
+        ood=ood,
+        class_names=tuple(config.class_names),
+        timings=timings,
+        device=str(torch_device),
+        precision=str(amp).replace("torch.", "") if amp else "fp32",
+    )
+
+
+def _accumulate(
+    sampler: Sampler,
+    image: np.ndarray,
+    device: torch.device,
+    amp: torch.dtype | None,
+    batch_size: int | None,
+    progress: ProgressCallback,
+    should_stop: StopCheck,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean probabilities (K, z, y, x), mean entropy (z, y, x) and plain prediction (K, z, y, x).
+
+    Each chunk's S samples are reduced on the sampling device right away; 3D windows are
+    blended with their Gaussian weights (so the mean entropy of overlapping windows is the
+    blend of their per-window mean entropies).
+    """
+    mean: np.ndarray | None = None
+    mean_entropy = np.zeros(image.shape, dtype=np.float32)
+    plain: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    chunks = sampler.chunks(
+        image, device=device, amp=amp, batch_size=batch_size, progress=progress, should_stop=should_stop
+    )
+    with closing(chunks):
+        for chunk in chunks:
+            chunk_mean, chunk_entropy = (t.float().cpu().numpy() for t in moments(chunk.probabilities))
+            chunk_plain = chunk.plain.float().cpu().numpy()
+            if mean is None:
+                k = chunk_mean.shape[0]
+                mean = np.zeros((k, *image.shape), dtype=np.float32)
+                plain = np.zeros((k, *image.shape), dtype=np.float32)
+            index = (slice(None), *chunk.region)
+            if chunk.weight is None:
+                mean[index] = chunk_mean
+                plain[index] = chunk_plain
+                mean_entropy[chunk.region] = chunk_entropy
+                continue
+            if weights is None:
+                weights = np.zeros(image.shape, dtype=np.float32)
+            mean[index] += chunk_mean * chunk.weight
+            plain[index] += chunk_plain * chunk.weight
+            mean_entropy[chunk.region] += chunk_entropy * chunk.weight
+            weights[chunk.region] += chunk.weight
+    assert mean is not None and plain is not None
+    if weights is not None:
+        mean /= weights
+        plain /= weights
+        mean_entropy /= weights
+    return mean, mean_entropy, plain
