@@ -13,12 +13,14 @@ In-distribution images (never validation scans):
   training), each volume a stack of ``--slices`` slabs; needs the MNI template cache that
   ``scripts/train_default.py`` fills (skipped with a note otherwise);
 - ``augmented``: the shipped sample volume (MNI ICBM152 T1) and copies with a random gamma,
-  bias field, Rician noise and a +-10% change of voxel size per axis.
+  bias field, Rician noise, blur, a +-10% change of voxel size per axis and, for half of
+  them, thick slices (2-4 mm) along a random axis, as the training synthesiser also draws.
 
-Threshold = max(mean + 3 sd, max) over all of them (:func:`calibrate_ood`). The script prints
+Threshold = max(mean + 3 sd, max) * (1 + margin) over all of them (:func:`calibrate_ood`). The script prints
 JSON whose ``"config_extra_ood"`` is the entry to store as ``config.extra["ood"]`` in the
 bundle's ``config.json``. With ``--check`` it also scores, without using them for the
-threshold, the dev subject (must not be flagged) and a CT-like volume built from the real CT
+threshold, the real brain MRIs in ``shared/data`` (dev subject, full-head template and
+MPRAGE: must not be flagged) and a CT-like volume built from the real CT
 ``eCT_Supplemental.dcm`` of the pydicom-data wheel (must be flagged).
 """
 
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -104,10 +107,16 @@ def augmented_volumes(count: int, seed: int):
     image = torch.from_numpy(volume.array.astype(np.float32))[None]  # (1, z, y, x): z as a field axis
     for i in range(count):
         out = gamma(image, 0.3, generator) * bias_field(image.shape, 0.3, generator)
-        out = rician_noise(out, torch.tensor(rng.uniform(0.0, 0.03)), generator)
-        spacing = tuple(float(s * rng.uniform(0.9, 1.1)) for s in volume.spacing)
-        geometry = Geometry(spacing, volume.geometry.origin, volume.geometry.direction)
-        yield f"augmented-{i}", Volume(out[0].numpy(), geometry, modality=volume.modality)
+        out = rician_noise(out, torch.tensor(rng.uniform(0.0, 0.03)), generator)[0].numpy()
+        out = ndimage.gaussian_filter(out, rng.uniform(0.0, 1.2))
+        spacing = [float(s * rng.uniform(0.9, 1.1)) for s in volume.spacing]
+        if i % 2:  # thick slices along a random axis
+            axis, factor = int(rng.integers(3)), int(rng.integers(2, 5))
+            out = ndimage.gaussian_filter1d(out, factor / 2.355, axis=axis)
+            out = np.take(out, np.arange(0, out.shape[axis], factor), axis=axis)
+            spacing[axis] *= factor
+        geometry = Geometry(tuple(spacing), volume.geometry.origin, volume.geometry.direction)
+        yield f"augmented-{i}", Volume(np.ascontiguousarray(out), geometry, modality=volume.modality)
 
 
 def ct_like_volume():
@@ -133,6 +142,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=24, help="slabs per synthetic volume")
     parser.add_argument("--augmented", type=int, default=6, help="augmented copies of the sample volume")
     parser.add_argument("--sigmas", type=float, default=3.0)
+    parser.add_argument("--margin", type=float, default=0.5, help="relative margin above the rule's value")
     parser.add_argument("--seed", type=int, default=20261)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--check", action="store_true", help="also score the dev subject and a CT volume")
@@ -159,7 +169,7 @@ def main() -> None:
         print(f"{name}: {augmented[name][MAIN_SCORE]:.4f}", file=sys.stderr, flush=True)
     scores = synthetic + [signals[MAIN_SCORE] for signals in augmented.values()]
     sources = f"{len(synthetic)} synthetic volumes of {args.slices} slabs, sample volume + {args.augmented} augmented copies"
-    entry = ood_calibration(scores, sigmas=args.sigmas, source=sources)
+    entry = ood_calibration(scores, sigmas=args.sigmas, margin=args.margin, source=sources)
     report = {
         "model": args.model,
         "score": MAIN_SCORE,
@@ -171,9 +181,13 @@ def main() -> None:
         from napari_medseg.io import read_volume
 
         checks = {"ct_like (must flag)": ct_like_volume()}
-        dev = SHARED / "dev-subject" / "t1.nii.gz"
-        if dev.is_file():
-            checks["dev_subject (must not flag)"] = read_volume(dev)
+        for name, path in (
+            ("dev_subject (must not flag)", SHARED / "dev-subject" / "t1.nii.gz"),
+            ("full_head_template (must not flag)", SHARED / "full-head-template" / "t1.nii.gz"),
+            ("full_head_mprage (must not flag)", SHARED / "full-head-mprage"),
+        ):
+            if path.exists():
+                checks[name] = read_volume(path)
         report["checks"] = {}
         for name, volume in checks.items():
             signals = volume_score(volume, model, device, amp)

@@ -31,8 +31,9 @@ epistemic uncertainty (mutual information) over the same foreground.
 
 Calibration (:func:`calibrate_ood`): score in-distribution images (synthetic training-like
 volumes, augmented copies of the sample volume; never validation scans), threshold =
-max(mean + 3 sd, max score): about a 0.1% false-alarm rate for roughly normal scores, and
-no calibration image flagged. The result lives in the bundle's ``config.extra["ood"] =
+max(mean + 3 sd, max score) * 1.5: mean + 3 sd is about a 0.1% false-alarm rate for roughly
+normal scores, the maximum keeps every calibration image unflagged, and the 50% margin
+covers the gap between these clean calibration images and real scans. The result lives in the bundle's ``config.extra["ood"] =
 {"score": "foreground_entropy", "threshold": t, "calibration": {...}}``.
 """
 
@@ -160,33 +161,42 @@ def assess_ood(
     )
 
 
-def calibrate_ood(scores_in_distribution: Sequence[float], *, sigmas: float = 3.0) -> float:
-    """Threshold = max(mean + ``sigmas`` * sd, largest score) of in-distribution scores.
+def calibrate_ood(scores_in_distribution: Sequence[float], *, sigmas: float = 3.0, margin: float = 0.5) -> float:
+    """Threshold = max(mean + ``sigmas`` * sd, largest score) * (1 + ``margin``).
+
+    The margin covers the gap between calibration images (synthetic slabs, augmented
+    template copies: cleaner than real scans) and real in-distribution scans, which carry
+    partial-volume effects, scanner noise, anatomy and resolutions the calibration set only
+    partly covers. Measured with the default U-Net: real T1 scans (a skull-stripped subject,
+    a full-head MPRAGE with face and neck) scored up to 1.3x the largest calibration score,
+    a CT given to this brain MRI model 2.75x; a 50% margin keeps the former unflagged and
+    the latter far above the threshold.
 
     Raises:
-        ValueError: fewer than 2 scores, or a score that is not finite.
+        ValueError: fewer than 2 scores, a score that is not finite, a negative
+            ``sigmas`` or ``margin``.
     """
     scores = np.asarray(list(scores_in_distribution), dtype=np.float64)
     if scores.size < 2:
         raise ValueError(f"calibration needs at least 2 in-distribution scores, got {scores.size}")
     if not np.all(np.isfinite(scores)):
         raise ValueError(f"calibration scores {scores.tolist()} must be finite")
-    if sigmas < 0:
-        raise ValueError(f"sigmas {sigmas!r} must be non-negative")
-    return float(max(scores.mean() + sigmas * scores.std(ddof=1), scores.max()))
+    if sigmas < 0 or margin < 0:
+        raise ValueError(f"sigmas {sigmas!r} and margin {margin!r} must be non-negative")
+    return float(max(scores.mean() + sigmas * scores.std(ddof=1), scores.max()) * (1.0 + margin))
 
 
 def ood_calibration(
-    scores_in_distribution: Sequence[float], *, sigmas: float = 3.0, source: str = ""
+    scores_in_distribution: Sequence[float], *, sigmas: float = 3.0, margin: float = 0.5, source: str = ""
 ) -> dict[str, Any]:
     """The ``config.extra["ood"]`` entry for a bundle, from in-distribution scores."""
     scores = [float(s) for s in scores_in_distribution]
-    threshold = calibrate_ood(scores, sigmas=sigmas)
+    threshold = calibrate_ood(scores, sigmas=sigmas, margin=margin)
     return {
         "score": MAIN_SCORE,
         "threshold": round(threshold, 6),
         "calibration": {
-            "rule": f"max(mean + {sigmas:g} sd, max)",
+            "rule": f"max(mean + {sigmas:g} sd, max) * (1 + {margin:g})",
             "n": len(scores),
             "mean": round(float(np.mean(scores)), 6),
             "sd": round(float(np.std(scores, ddof=1)), 6),

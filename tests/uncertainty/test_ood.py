@@ -56,8 +56,9 @@ def test_no_foreground_scores_maximal_and_epistemic_is_averaged_on_foreground():
 def test_calibration_rule_and_record():
     scores = [0.10, 0.12, 0.11, 0.13, 0.09]
     threshold = calibrate_ood(scores)
-    assert threshold == pytest.approx(np.mean(scores) + 3 * np.std(scores, ddof=1))
-    assert calibrate_ood([0.1, 0.1, 0.1]) == pytest.approx(0.1)  # never below the largest score
+    assert threshold == pytest.approx((np.mean(scores) + 3 * np.std(scores, ddof=1)) * 1.5)
+    assert calibrate_ood(scores, margin=0.0) == pytest.approx(np.mean(scores) + 3 * np.std(scores, ddof=1))
+    assert calibrate_ood([0.1, 0.1, 0.1], margin=0.0) == pytest.approx(0.1)  # never below the largest score
     entry = ood_calibration(scores, source="test")
     assert entry["score"] == MAIN_SCORE and entry["threshold"] == pytest.approx(threshold, abs=1e-6)
     assert entry["calibration"]["n"] == 5
@@ -65,6 +66,8 @@ def test_calibration_rule_and_record():
         calibrate_ood([0.1])
     with pytest.raises(ValueError, match="finite"):
         calibrate_ood([0.1, float("nan")])
+    with pytest.raises(ValueError, match="margin -0.1"):
+        calibrate_ood(scores, margin=-0.1)
 
 
 def test_threshold_lives_in_the_bundle_config_and_flags():
