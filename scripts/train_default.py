@@ -50,7 +50,13 @@ ARCHITECTURES = {
         "train_grid": [22, 26],
     },
 }
-POSTPROCESS = {"largest_component": True, "em_refine": {"iterations": 12, "prior_weight": 1.0}}
+# Post-processing recorded in the bundle (napari_medseg.inference.refine): the brain mask
+# from the network (or the non-zero region of a brain-extracted scan), then a per-scan
+# Gaussian mixture on intensities inside it, started from the network's class order.
+POSTPROCESS = {
+    "brain_mask": {"closing_voxels": 3, "stripped_support_fraction": 0.6},
+    "em_refine": {"iterations": 30, "prior_weight": 0.0},
+}
 
 logger = logging.getLogger("train_default")
 

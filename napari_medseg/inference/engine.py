@@ -14,7 +14,7 @@ from ..preprocess import prepare, restore
 from ..types import Volume
 from .control import ProgressCallback, StopCheck
 from .device import autocast_dtype, select_device
-from .refine import em_refine, largest_component
+from .refine import brain_mask, em_refine, largest_component
 from .slices import predict_slices
 from .windows import predict_windows
 
@@ -82,23 +82,28 @@ def predict_probabilities(
 
 
 def postprocess(image: np.ndarray, probabilities: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
-    """Largest brain component and per-scan EM refinement, as the bundle asks."""
+    """Brain mask (largest component, closing, brain-extracted input) and per-scan EM, as the
+    bundle's ``extra["postprocess"]`` asks (see :mod:`napari_medseg.inference.refine`)."""
     if not settings:
         return probabilities
-    out = probabilities
     mask = None
-    if settings.get("largest_component"):
+    mask_settings = settings.get("brain_mask")
+    if mask_settings:
+        mask, stripped = brain_mask(image, probabilities, **dict(mask_settings))
+        logger.info("brain mask of %d voxels (%s)", int(mask.sum()), "non-zero region" if stripped else "network")
+    elif settings.get("largest_component"):
         mask = largest_component(np.argmax(probabilities, axis=0) > 0)
     em = settings.get("em_refine")
     if em:
         if mask is None:
             mask = np.argmax(probabilities, axis=0) > 0
-        out = em_refine(image, probabilities, mask, iterations=int(em.get("iterations", 12)),
-                        prior_weight=float(em.get("prior_weight", 1.0)))  # fmt: skip
-    elif mask is not None:
-        out = probabilities.copy()
-        out[0][~mask] = 1.0
-        out[1:, ~mask] = 0.0
+        return em_refine(image, probabilities, mask, iterations=int(em.get("iterations", 12)),
+                         prior_weight=float(em.get("prior_weight", 1.0)))  # fmt: skip
+    if mask is None:
+        return probabilities
+    out = probabilities.copy()
+    out[0][~mask] = 1.0
+    out[1:, ~mask] = 0.0
     return out
 
 

@@ -1,12 +1,17 @@
 """Post-processing of brain-tissue probabilities on the model grid.
 
-1. ``largest_component``: the brain is one connected piece; tissue outside the largest
-   3D connected component of the predicted foreground (and holes inside it) is fixed.
+1. ``brain_mask``: the brain is one connected piece: the largest 3D connected component
+   of the predicted foreground, closed (sulcal gaps at the surface) and hole-filled. When
+   the scan is already brain-extracted (zero background, and the network finds tissue in
+   most of the non-zero region), the non-zero region itself is the brain mask: nothing
+   outside it can be brain and everything inside it was kept by the extraction.
 2. ``em_refine``: per-scan intensity model, as SPM and FSL FAST do. Inside the brain
    mask, the network's tissue posteriors act as a spatial prior and a Gaussian per
    tissue class is fitted to this scan's intensities by expectation-maximisation:
 
-       r_k(x) ∝ prior_k(x)^w · N(I(x); mu_k, sigma_k^2)
+       r_k(x) ∝ pi_k · prior_k(x)^w · N(I(x); mu_k, sigma_k^2)
+
+   with mixing proportions pi_k fitted too (w = 0 is a plain Gaussian mixture).
 
    The network decides where the brain is and roughly which tissue; the scan's own
    intensities sharpen the tissue boundaries. Both steps are recorded in the bundle's
@@ -34,6 +39,43 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(kept)
 
 
+def _ball(radius: int) -> np.ndarray:
+    grid = np.mgrid[-radius : radius + 1, -radius : radius + 1, -radius : radius + 1]
+    return (grid**2).sum(axis=0) <= radius * radius
+
+
+def brain_mask(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    closing_voxels: int = 3,
+    stripped_support_fraction: float = 0.6,
+) -> tuple[np.ndarray, bool]:
+    """Boolean (z, y, x) brain mask on the model grid and whether the scan looked brain-extracted.
+
+    Args:
+        image: (z, y, x) normalised intensities (exact zeros where a brain extraction
+            removed tissue).
+        probabilities: (K, z, y, x) network probabilities, class 0 background.
+        closing_voxels: radius of the morphological closing of the network's mask.
+        stripped_support_fraction: the scan counts as brain-extracted when the network's
+            foreground covers at least this fraction of the non-zero region and at least
+            20% of the volume is exactly zero.
+    """
+    foreground = np.argmax(probabilities, axis=0) > 0
+    support = image != 0
+    if (~support).mean() >= 0.2 and support.any():
+        support = largest_component(support)
+        if (foreground & support).sum() >= stripped_support_fraction * support.sum():
+            return support, True
+    mask = largest_component(foreground)
+    if closing_voxels > 0 and mask.any():
+        pad = closing_voxels + 1
+        closed = ndimage.binary_closing(np.pad(mask, pad), structure=_ball(closing_voxels))
+        mask = ndimage.binary_fill_holes(closed[pad:-pad, pad:-pad, pad:-pad])
+    return mask, False
+
+
 def em_refine(
     image: np.ndarray,
     probabilities: np.ndarray,
@@ -53,9 +95,8 @@ def em_refine(
         prior_weight: exponent w of the network prior.
 
     Returns:
-        (K, z, y, x) float32: background probability as the network's, tissue
-        probabilities = (1 - p_background) · r_k inside the mask; outside the mask all
-        probability goes to background.
+        (K, z, y, x) float32: inside the mask the tissue posteriors r_k (background 0),
+        outside it all probability goes to background.
     """
     k = probabilities.shape[0]
     out = np.zeros_like(probabilities, dtype=np.float32)
@@ -63,24 +104,35 @@ def em_refine(
     if not mask.any() or k < 2:
         return out
     values = image[mask].astype(np.float64)
-    background = probabilities[0][mask].astype(np.float64)
     prior = probabilities[1:, mask].astype(np.float64)
     prior = np.maximum(prior / np.maximum(prior.sum(axis=0, keepdims=True), 1e-12), min_prior)
     log_prior = prior_weight * np.log(prior)
 
-    responsibilities = prior / prior.sum(axis=0, keepdims=True)
+    # Start from intensity quantiles placed in the order of the network's class means, so
+    # that a poor network prior cannot trap EM in a bad optimum; the network still names
+    # the clusters (and, with w > 0, pulls them spatially).
+    network_means = (prior @ values) / prior.sum(axis=1)
+    order = np.argsort(network_means)
+    quantiles = np.quantile(values, np.linspace(0.15, 0.85, k - 1))
+    start_means = np.empty(k - 1)
+    start_means[order] = quantiles
+    spread = max(values.std() / (k - 1), 1e-6)
+    responsibilities = np.exp(-0.5 * ((values[None] - start_means[:, None]) / spread) ** 2) * prior**prior_weight
+    responsibilities /= np.maximum(responsibilities.sum(axis=0, keepdims=True), 1e-300)
     for _ in range(iterations):
         weights = responsibilities.sum(axis=1) + 1e-9
+        mixing = weights / weights.sum()
         means = (responsibilities @ values) / weights
         variances = (responsibilities * (values[None] - means[:, None]) ** 2).sum(axis=1) / weights
         variances = np.maximum(variances, 1e-4 * max(values.var(), 1e-12))
         log_likelihood = -0.5 * ((values[None] - means[:, None]) ** 2 / variances[:, None] + np.log(variances)[:, None])
-        logits = log_prior + log_likelihood
+        logits = np.log(mixing)[:, None] + log_prior + log_likelihood
         logits -= logits.max(axis=0, keepdims=True)
         responsibilities = np.exp(logits)
         responsibilities /= responsibilities.sum(axis=0, keepdims=True)
     logger.info("EM tissue means %s, sd %s", np.round(means, 3), np.round(np.sqrt(variances), 3))
 
-    out[0, mask] = background
-    out[1:, mask] = (1.0 - background)[None] * responsibilities
+    # The mask decides brain versus not; inside it only the tissue classes compete.
+    out[0, mask] = 0.0
+    out[1:, mask] = responsibilities
     return out

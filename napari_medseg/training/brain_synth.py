@@ -48,9 +48,9 @@ class SynthSettings:
     rotate_out_of_plane_deg: float = 12.0
     scale: tuple[float, float] = (0.85, 1.18)
     elastic_mm: float = 3.0
-    p_brain_centre: float = 0.8
+    p_brain_centre: float = 0.75
     p_template_contrast: float = 0.5
-    p_skull_strip: float = 0.3
+    p_skull_strip: float = 0.4
     bias_strength: float = 0.35
     gamma_log_std: float = 0.3
     max_blur_sigma: float = 1.2
@@ -144,11 +144,17 @@ class BrainSynthesizer:
 
         strip = self._bernoulli(batch, s.p_skull_strip)
         if strip.any():
-            radius = int(torch.randint(0, 3, (1,), generator=self.generator))
+            # Brain extraction tools cut anywhere from inside the cortex to beyond the CSF:
+            # grow or shrink the brain mask by up to 3 voxels; what is cut off is background.
+            radius = int(torch.randint(-3, 4, (1,), generator=self.generator))
             mask = (target > 0).float()
-            if radius:
+            if radius > 0:
                 mask = F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
-            image = torch.where(strip[:, None, None, None], image * mask, image)
+            elif radius < 0:
+                mask = -F.max_pool2d(-mask, 1 - 2 * radius, stride=1, padding=-radius)
+            chosen = strip[:, None, None, None]
+            image = torch.where(chosen, image * mask, image)
+            target = torch.where(chosen, target * (mask > 0).long(), target)
 
         image = image * bias_field(shape, s.bias_strength, self.generator)
         image = gamma(image, s.gamma_log_std, self.generator)

@@ -23,6 +23,7 @@ class JobRunner(QObject):
     """Runs one background job at a time for a panel."""
 
     progress_changed = Signal(int, int)
+    message_changed = Signal(str)
 
     def __init__(self, progress_bar: QProgressBar, stop_button: QPushButton, status: QLabel) -> None:
         super().__init__()
@@ -35,6 +36,7 @@ class JobRunner(QObject):
         self._name = ""
         self._started = 0.0
         self.progress_changed.connect(self._on_progress)
+        self.message_changed.connect(self._on_message)
         self.stop_button.clicked.connect(self.request_stop)
         self.stop_button.setEnabled(False)
 
@@ -58,9 +60,14 @@ class JobRunner(QObject):
         on_done: Callable[[Any], None],
         lock: Sequence[QWidget] = (),
         on_error: Callable[[Exception], None] | None = None,
+        wants_message: bool = False,
         **kwargs: Any,
     ):
-        """Run ``function(progress=..., should_stop=..., **kwargs)`` in a worker thread."""
+        """Run ``function(progress=..., should_stop=..., **kwargs)`` in a worker thread.
+
+        With ``wants_message`` the function also gets ``message(text)`` for a live readout
+        (e.g. the training loss) shown in the status line.
+        """
         from napari.qt.threading import create_worker
 
         if self.busy:
@@ -75,8 +82,15 @@ class JobRunner(QObject):
         self.progress_bar.setRange(0, 0)  # busy until the first report
         self.status.setText(f"{name}…")
 
+        if wants_message:
+            kwargs["message"] = self.message_changed.emit
         worker = create_worker(
-            function, progress=self.progress_changed.emit, should_stop=self.should_stop, _start_thread=False, **kwargs
+            function,
+            progress=self.progress_changed.emit,
+            should_stop=self.should_stop,
+            _start_thread=False,
+            _ignore_errors=True,  # errors are handled by _on_errored, not re-raised in the event loop
+            **kwargs,
         )
         worker.returned.connect(lambda result: self._on_returned(result, on_done))
         worker.errored.connect(lambda error: self._on_errored(error, on_error))
@@ -89,6 +103,9 @@ class JobRunner(QObject):
     def _on_progress(self, done: int, total: int) -> None:
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(done)
+
+    def _on_message(self, text: str) -> None:
+        self.status.setText(f"{self._name}: {text}")
 
     def _on_returned(self, result: Any, on_done: Callable[[Any], None]) -> None:
         seconds = time.perf_counter() - self._started

@@ -23,10 +23,14 @@ from qtpy.QtWidgets import (
 )
 
 from .jobs import JobRunner
+from .sections.correct import CorrectSection
+from .sections.explain import ExplainSection
 from .sections.export import ExportSection
+from .sections.finetune import FinetuneSection
 from .sections.model import ModelSection
 from .sections.quantify import QuantifySection
 from .sections.segment import SegmentSection
+from .sections.uncertainty import UncertaintySection
 from .session import Session
 
 if TYPE_CHECKING:
@@ -65,9 +69,22 @@ class MedSegPanel(QWidget):
 
         self.model_section = ModelSection(self.session)
         self.segment_section = SegmentSection(self)
+        self.explain_section = ExplainSection(self)
+        self.uncertainty_section = UncertaintySection(self)
+        self.correct_section = CorrectSection(self)
+        self.finetune_section = FinetuneSection(self)
         self.quantify_section = QuantifySection(self)
         self.export_section = ExportSection(self)
-        self.sections = [self.model_section, self.segment_section, self.quantify_section, self.export_section]
+        self.sections = [
+            self.model_section,
+            self.segment_section,
+            self.explain_section,
+            self.uncertainty_section,
+            self.correct_section,
+            self.finetune_section,
+            self.quantify_section,
+            self.export_section,
+        ]
 
         content = QWidget()
         content_layout = QVBoxLayout(content)
@@ -96,6 +113,7 @@ class MedSegPanel(QWidget):
         self.image_combo.currentTextChanged.connect(self._on_image_selected)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        self.correct_section.autosave_now()
         self._disconnect()
         super().closeEvent(event)
 
@@ -134,6 +152,7 @@ class MedSegPanel(QWidget):
         self.image_combo.blockSignals(False)
         if self.image_combo.currentText() != current or event is None:
             self._on_image_selected(self.image_combo.currentText())
+        self.explain_section.refresh_regions()
 
     def _on_image_selected(self, name: str) -> None:
         layer = self.selected_image()

@@ -39,3 +39,31 @@ def test_em_outside_mask_is_background():
     mask[:2] = True
     refined = em_refine(np.random.default_rng(0).random((4, 4, 4)).astype(np.float32), probabilities, mask)
     assert (refined[0][~mask] == 1).all() and (refined[1:, ~mask] == 0).all()
+
+
+def test_brain_extracted_scan_uses_its_nonzero_region():
+    from napari_medseg.inference.refine import brain_mask
+
+    image = np.zeros((20, 20, 20), np.float32)
+    image[4:16, 4:16, 4:16] = 1.0
+    probabilities = np.zeros((4, 20, 20, 20), np.float32)
+    probabilities[0] = 1.0
+    probabilities[:, 6:14, 6:14, 6:14] = [[[[0.0]]], [[[0.2]]], [[[0.3]]], [[[0.5]]]]  # network misses a rim
+    mask, stripped = brain_mask(image, probabilities)
+    assert stripped and mask.sum() == 12**3
+
+
+def test_full_head_scan_uses_closed_network_mask():
+    from napari_medseg.inference.refine import brain_mask
+
+    image = np.random.default_rng(0).random((24, 24, 24)).astype(np.float32) + 0.1  # no zero background
+    probabilities = np.zeros((4, 24, 24, 24), np.float32)
+    probabilities[0] = 1.0
+    inside = np.zeros((24, 24, 24), bool)
+    inside[6:18, 6:18, 6:18] = True
+    inside[6:9, 11:13, 11:13] = False  # a sulcus-like notch at the surface
+    probabilities[0][inside] = 0.0
+    probabilities[3][inside] = 1.0
+    mask, stripped = brain_mask(image, probabilities, closing_voxels=2)
+    assert not stripped
+    assert mask[7, 12, 12] and mask.sum() >= inside.sum()

@@ -1,0 +1,92 @@
+"""Fine-tune: learn from the corrections in the background; every run is a new version."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
+
+
+class FinetuneSection(QGroupBox):
+    def __init__(self, panel) -> None:
+        super().__init__("Fine-tune")
+        self.panel = panel
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 5000)
+        self.steps_spin.setValue(60)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 1e-1)
+        self.lr_spin.setSingleStep(1e-4)
+        self.lr_spin.setValue(1e-3)
+        self.run_button = QPushButton("Fine-tune on corrections")
+        self.resegment_button = QPushButton("Re-segment with the active model")
+        self.loss_label = QLabel("")
+        form = QFormLayout(self)
+        form.addRow("Steps", self.steps_spin)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow(self.run_button)
+        form.addRow(self.loss_label)
+        form.addRow(self.resegment_button)
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.resegment_button.clicked.connect(self._on_resegment_clicked)
+
+    def _on_run_clicked(self) -> None:
+        self.run()
+
+    def run(self):
+        from napari.utils.notifications import show_warning
+
+        from ..._layers import volume_from_layer
+
+        panel = self.panel
+        image, model = panel.selected_image(), panel.session.model
+        layer = panel.correct_section.corrections_layer(image) if image is not None else None
+        if image is None or model is None or layer is None or not np.any(layer.data):
+            show_warning("Paint some corrections first (Correct > Create corrections layer).")
+            return None
+        panel.correct_section.autosave_now()
+        return panel.jobs.start(
+            "Fine-tune",
+            _finetune_job,
+            on_done=self._on_finetuned,
+            lock=panel.controls(),
+            wants_message=True,
+            parent=model,
+            volume=volume_from_layer(image),
+            labels=np.asarray(layer.data).copy(),
+            steps=self.steps_spin.value(),
+            lr=self.lr_spin.value(),
+            device=panel.session.device,
+        )
+
+    def _on_finetuned(self, outcome) -> None:
+        from napari.utils.notifications import show_info
+
+        path, result = outcome
+        if path is None:
+            return
+        after = result.metrics_after.get("accuracy") if isinstance(result.metrics_after, dict) else None
+        before = result.metrics_before.get("accuracy") if isinstance(result.metrics_before, dict) else None
+        if before is not None and after is not None:
+            self.loss_label.setText(f"{result.steps_done} steps; accuracy on the strokes {before:.3f} → {after:.3f}")
+        show_info(f"New model version saved: {path.name}")
+        self.panel.model_section.select_path(path)  # the new version becomes active
+
+    def _on_resegment_clicked(self) -> None:
+        self.panel.segment_section.run()
+
+
+def _finetune_job(parent, volume, labels, steps, lr, device, progress=None, should_stop=None, message=None):
+    """Runs on a worker thread; must not touch Qt. Returns (new bundle path, result)."""
+    from ...training.finetune import run_finetune
+    from ...training.versions import save_result
+
+    def on_step(record) -> None:
+        if progress is not None:
+            progress(record.step, record.total)
+        if message is not None:
+            message(f"step {record.step}/{record.total}, loss {record.loss:.4f}")
+
+    result = run_finetune(parent, [volume], [labels], steps=steps, lr=lr, device=device, progress=on_step,
+                          should_stop=should_stop)  # fmt: skip
+    return save_result(result, parent), result

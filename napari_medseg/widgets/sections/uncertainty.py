@@ -1,0 +1,110 @@
+"""Uncertainty: sample the model, show total/aleatoric/epistemic layers and the OOD verdict."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
+
+METHODS = ["mc-dropout", "tta", "ensemble"]
+
+
+class UncertaintySection(QGroupBox):
+    def __init__(self, panel) -> None:
+        super().__init__("Uncertainty")
+        self.panel = panel
+        self.method_combo = QComboBox()
+        self.method_combo.addItems(METHODS)
+        self.method_combo.setToolTip("mc-dropout: epistemic; tta: mostly aleatoric; ensemble: the shipped and user models with the same classes")
+        self.samples_spin = QSpinBox()
+        self.samples_spin.setRange(2, 64)
+        self.samples_spin.setValue(10)
+        self.run_button = QPushButton("Estimate uncertainty")
+        self.ood_label = QLabel("")
+        self.ood_label.setWordWrap(True)
+        form = QFormLayout(self)
+        form.addRow("Sampler", self.method_combo)
+        form.addRow("Samples", self.samples_spin)
+        form.addRow(self.run_button)
+        form.addRow(self.ood_label)
+        self.run_button.clicked.connect(self._on_run_clicked)
+
+    def _on_run_clicked(self) -> None:
+        self.run()
+
+    def run(self):
+        from napari.utils.notifications import show_warning
+
+        from ..._layers import volume_from_layer
+
+        panel = self.panel
+        image, model = panel.selected_image(), panel.session.model
+        if image is None or model is None:
+            show_warning("Choose an image layer and a model first.")
+            return None
+        method = self.method_combo.currentText()
+        models = [model]
+        if method == "ensemble":
+            models = [model, *ensemble_partners(model)]
+            if len(models) < 2:
+                show_warning("An ensemble needs a second model with the same classes (e.g. a fine-tuned version).")
+                return None
+        return panel.jobs.start(
+            "Uncertainty",
+            _uncertainty_job,
+            on_done=lambda result: self._on_estimated(image, result),
+            lock=panel.controls(),
+            volume=volume_from_layer(image),
+            models=models,
+            method=method,
+            samples=self.samples_spin.value(),
+            device=panel.session.device,
+        )
+
+    def _on_estimated(self, image, result) -> None:
+        from napari.utils.notifications import show_warning
+
+        from ..layers import show_map
+
+        viewer = self.panel.viewer
+        tag = f"[{result.method}, {result.samples} samples]"
+        show_map(viewer, image, result.total, f"{image.name} total uncertainty {tag}", colormap="viridis", blending="translucent")
+        show_map(viewer, image, result.aleatoric, f"{image.name} aleatoric {tag}", colormap="magma", blending="translucent")
+        show_map(viewer, image, result.epistemic, f"{image.name} epistemic {tag}", colormap="plasma", blending="translucent")
+        self.panel.session.reports.setdefault(image.name, {})["uncertainty"] = result.report()
+        self.panel.session.reports[image.name]["ood"] = result.ood.as_dict()
+        text = ood_text(result.ood)
+        self.ood_label.setText(text)
+        if result.ood.flag:
+            show_warning(f"{image.name}: {text}")
+
+
+def ood_text(ood) -> str:
+    """One line for the panel: score, threshold, verdict, foreground volume."""
+    if ood.threshold is None:
+        verdict = "no calibrated threshold in this bundle"
+    elif ood.flag:
+        verdict = "OUT OF DISTRIBUTION: do not trust this result"
+    else:
+        verdict = "within the training distribution"
+    return (f"OOD score {ood.score:.3f}" + (f" (threshold {ood.threshold:.3f})" if ood.threshold is not None else "")
+            + f": {verdict}; predicted tissue {ood.foreground_ml:.0f} mL")  # fmt: skip
+
+
+def ensemble_partners(model, limit: int = 3) -> list:
+    """Other bundles with the same classes (shipped first, then user versions)."""
+    from ...models import list_bundles, load_model
+
+    own = getattr(model, "bundle_path", None)
+    partners = []
+    for info in list_bundles():
+        if info.classes == tuple(model.config.class_names) and info.path != own and len(partners) < limit:
+            partners.append(load_model(info.path, device="cpu"))
+    return partners
+
+
+def _uncertainty_job(volume, models, method, samples, device, progress=None, should_stop=None):
+    """Runs on a worker thread; must not touch Qt."""
+    from ...uncertainty import estimate_uncertainty
+
+    target = models if method == "ensemble" else models[0]
+    return estimate_uncertainty(volume, target, method=method, samples=samples, device=device,
+                                progress=progress, should_stop=should_stop)  # fmt: skip

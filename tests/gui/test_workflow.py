@@ -1,0 +1,143 @@
+"""The whole workflow in a real, shown viewer: load, segment, explain, uncertainty, correct,
+fine-tune, re-segment, quantify, export — with a screenshot of each stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_medseg.io import read_volume
+from tests.tiny_models import tiny_bundle
+
+pytestmark = pytest.mark.gui
+JOB_TIMEOUT_MS = 180_000
+
+
+def _wait_for_job(qtbot, panel) -> None:
+    qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=JOB_TIMEOUT_MS)
+
+
+def _snapshot(viewer, artifacts_dir, name: str) -> np.ndarray:
+    import imageio.v3 as iio
+
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    iio.imwrite(artifacts_dir / f"workflow_{name}.png", shot)
+    rgb = shot[..., :3].astype(float)
+    assert rgb.std() > 10, f"{name}: screenshot looks blank"
+    return shot
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_full_workflow(make_napari_viewer, qtbot, shared_data, artifacts_dir, home, tmp_path):
+    bundle = tiny_bundle(home / "models", name="tiny-test-model", postprocess={"largest_component": True})
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 1000)
+    source_path = shared_data / "dev-subject" / "t1.nii.gz"
+    (image,) = viewer.open(str(source_path), plugin="napari-medseg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    panel.model_section.select_path(bundle)
+    assert panel.session.model.bundle_path == bundle
+    panel.session.device = "cpu"
+    _snapshot(viewer, artifacts_dir, "1_loaded")
+
+    # segment
+    assert panel.segment_section.run() is not None
+    assert not panel.segment_section.isEnabled()  # controls locked while the job runs
+    _wait_for_job(qtbot, panel)
+    assert panel.segment_section.isEnabled()
+    seg_layer = viewer.layers["t1 segmentation"]
+    assert seg_layer.data.shape == image.data.shape
+    np.testing.assert_allclose(seg_layer.data_to_world([10, 20, 30]), image.data_to_world([10, 20, 30]))
+    assert panel.quantify_section.table.rowCount() >= 3
+    _snapshot(viewer, artifacts_dir, "2_segmented")
+
+    # explain
+    panel.explain_section.class_combo.setCurrentText("grey matter")
+    panel.explain_section.run()
+    _wait_for_job(qtbot, panel)
+    cam = viewer.layers["t1 Grad-CAM grey matter"]
+    assert cam.blending == "additive" and cam.colormap.name == "hot"
+    assert np.all(np.asarray(cam.data) >= 0)
+    _snapshot(viewer, artifacts_dir, "3_gradcam")
+
+    # uncertainty
+    panel.uncertainty_section.samples_spin.setValue(3)
+    panel.uncertainty_section.run()
+    _wait_for_job(qtbot, panel)
+    names = [layer.name for layer in viewer.layers]
+    for kind in ("total uncertainty", "aleatoric", "epistemic"):
+        assert any(name.startswith(f"t1 {kind} [mc-dropout") for name in names), names
+    assert "OOD score" in panel.uncertainty_section.ood_label.text()
+    _snapshot(viewer, artifacts_dir, "4_uncertainty")
+
+    # correct: a painted stroke and an accepted slice
+    corrections = panel.correct_section.create()
+    data = corrections.data
+    data[70, 80:90, 60:70] = 3  # class 2 (grey matter) painted
+    corrections.data = data
+    viewer.dims.set_point(0, float(image.data_to_world([71, 0, 0])[0]))
+    accepted = panel.correct_section.accept_current_slice()
+    assert accepted > 0 and np.any(corrections.data > 0)
+    saved = panel.correct_section.autosave_now()
+    assert saved and saved[0].is_file()
+    _snapshot(viewer, artifacts_dir, "5_corrections")
+
+    # fine-tune: a new version appears and becomes active; the parent is untouched
+    parent_hash = (bundle / "weights.pt").read_bytes()
+    panel.finetune_section.steps_spin.setValue(3)
+    panel.finetune_section.run()
+    _wait_for_job(qtbot, panel)
+    active = panel.session.model
+    assert active.bundle_path != bundle and active.bundle_meta["parent_id"] == json.loads((bundle / "meta.json").read_text())["id"]
+    assert (bundle / "weights.pt").read_bytes() == parent_hash
+
+    # re-segment with the new version, then quantify
+    panel.finetune_section.resegment_button.click()
+    _wait_for_job(qtbot, panel)
+    panel.quantify_section.centre_on(0)
+    _snapshot(viewer, artifacts_dir, "6_resegmented")
+
+    # export with the source geometry
+    panel.export_section.folder_edit.setText(str(tmp_path / "export"))
+    written = panel.export_section.export()
+    source = read_volume(source_path)
+    segmentation_file = next(p for p in written if p.name.startswith("t1_segmentation"))
+    exported = read_volume(segmentation_file)
+    assert exported.geometry == source.geometry and exported.array.dtype == np.uint8
+    np.testing.assert_array_equal(exported.array, viewer.layers["t1 segmentation"].data)
+    report = json.loads(next(p for p in written if p.name.endswith("_report.json")).read_text())
+    assert report["model"]["name"] == active.bundle_meta["name"]
+    assert "uncertainty" in report and "ood" in report
+
+
+def test_stop_button_cancels_segmentation(make_napari_viewer, qtbot, shared_data, home):
+    bundle = tiny_bundle(home / "models", name="tiny-stop-model")
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(shared_data / "dev-subject" / "t1.nii.gz"), plugin="napari-medseg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    panel.model_section.select_path(bundle)
+    panel.jobs.request_stop()  # a stop requested before the first batch ends the job at once
+    worker = panel.segment_section.run()
+    panel.jobs.request_stop()
+    _wait_for_job(qtbot, panel)
+    assert worker is not None
+    assert "stopped" in panel.status_label.text()
+    assert "t1 segmentation" not in viewer.layers
+    assert panel.segment_section.isEnabled()
+
+
+def test_bad_model_folder_becomes_a_notification(make_napari_viewer, tmp_path, home):
+    viewer = make_napari_viewer(show=True)
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    bad = tmp_path / "not-a-bundle"
+    bad.mkdir()
+    (bad / "config.json").write_text("{broken")
+    panel.model_section.load(bad)
+    assert "Not loaded" in panel.model_section.summary.text()
