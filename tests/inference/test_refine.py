@@ -48,7 +48,7 @@ def test_brain_extracted_scan_uses_its_nonzero_region():
     image[4:16, 4:16, 4:16] = 1.0
     probabilities = np.zeros((4, 20, 20, 20), np.float32)
     probabilities[0] = 1.0
-    probabilities[:, 6:14, 6:14, 6:14] = [[[[0.0]]], [[[0.2]]], [[[0.3]]], [[[0.5]]]]  # network misses a rim
+    probabilities[:, 4:15, 4:15, 4:15] = [[[[0.0]]], [[[0.2]]], [[[0.3]]], [[[0.5]]]]  # network misses one face
     mask, stripped = brain_mask(image, probabilities)
     assert stripped and mask.sum() == 12**3
 
