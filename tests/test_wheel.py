@@ -34,6 +34,8 @@ def test_wheel_contains_manifest_and_resources(wheel):
     assert "napari_medseg/napari.yaml" in names
     assert "napari_medseg/resources/sample/mni152_t1.nii.gz" in names
     assert "napari_medseg/resources/sample/NOTICE.md" in names
+    assert "napari_medseg/resources/models/brain-tissue-unet/weights.pt" in names
+    assert "napari_medseg/resources/models/brain-tissue-unet/MODEL_CARD.md" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "napari-medseg = napari_medseg:napari.yaml" in text
@@ -53,6 +55,9 @@ def test_installed_wheel_is_discovered_outside_checkout(wheel, tmp_path):
         from npe2 import PluginManager
         import napari_medseg
         from napari_medseg.resources import resources_dir, sample_volume_path
+        from napari_medseg.models import load_model, resolve_bundle
+        default = resolve_bundle("brain-tissue-unet")
+        model = load_model("brain-tissue-unet")
         manager = PluginManager()
         manager.discover()
         manifest = manager.get_manifest("napari-medseg")
@@ -67,6 +72,8 @@ def test_installed_wheel_is_discovered_outside_checkout(wheel, tmp_path):
             "widgets": len(contributions.widgets or []),
             "resources": str(resources_dir()),
             "sample": str(sample_volume_path()),
+            "default_model": str(default),
+            "default_classes": list(model.config.class_names),
         }))
         """
     )
@@ -79,5 +86,7 @@ def test_installed_wheel_is_discovered_outside_checkout(wheel, tmp_path):
     assert Path(found["package"]).is_relative_to(target)
     assert Path(found["resources"]).is_relative_to(target)
     assert Path(found["sample"]).is_file()
+    assert Path(found["default_model"]).is_relative_to(target)
+    assert found["default_classes"] == ["background", "CSF", "grey matter", "white matter"]
     assert found["manifest"] == "napari-medseg"
     assert found["readers"] >= 1 and found["writers"] == 2 and found["samples"] == 1 and found["widgets"] >= 1
