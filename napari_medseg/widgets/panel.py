@@ -7,6 +7,7 @@ state lives in one :class:`~.session.Session` per viewer.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qtpy.QtWidgets import (
@@ -169,7 +170,7 @@ class MedSegPanel(QWidget):
             return
         stored = layer.metadata.get("medseg", {})
         summary = describe(volume)
-        summary["source"] = stored.get("source", layer.name)
+        summary["source"] = Path(stored.get("source", layer.name)).name  # the name, not where it lives
         summary["format"] = stored.get("format", "layer")
         summary["warnings"] = stored.get("warnings", summary["warnings"])
         self.info_text.setPlainText(format_description(summary))
