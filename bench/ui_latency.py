@@ -1,0 +1,123 @@
+"""How responsive the viewer stays while the panel works, and what the worker costs.
+
+    xvfb-run -a python bench/ui_latency.py   (or with a display)
+
+A heartbeat QTimer ticks every 20 ms on napari's event loop; the longest gap between
+ticks is the longest time the UI was frozen. Measured while the panel segments the dev
+subject (``shared/data/dev-subject/t1.nii.gz``) with the default model and while it
+fine-tunes on a few painted corrections (20 steps); target ≤ 200 ms. Also compares the
+inference time of the same ``segment()`` call inside a napari worker and directly on the
+main thread (target: no slowdown beyond 10%). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_T1 = REPO.parent / "shared" / "data" / "dev-subject" / "t1.nii.gz"
+TICK_MS = 20
+
+
+class Heartbeat:
+    """Records the longest gap between timer ticks on the GUI thread."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.timer = QTimer()
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self._tick)
+        self.longest = 0.0
+        self.ticks = 0
+        self._last = None
+
+    def start(self) -> None:
+        self.longest, self.ticks, self._last = 0.0, 0, time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> dict:
+        self.timer.stop()
+        return {"longest_stall_ms": round(self.longest * 1000, 1), "ticks": self.ticks}
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self._last)
+        self._last = now
+        self.ticks += 1
+
+
+def wait_for(panel, app, timeout: float = 900) -> float:
+    start = time.perf_counter()
+    while panel.jobs.busy:
+        app.processEvents()
+        time.sleep(0.005)
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("job did not finish")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    if not DEV_T1.is_file():
+        sys.exit(f"dev subject not found at {DEV_T1}")
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    from napari_medseg._layers import volume_from_layer
+    from napari_medseg.inference import segment
+    from napari_medseg.models import resolve_bundle
+
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    (image,) = viewer.open(str(DEV_T1), plugin="napari-medseg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    panel.model_section.select_path(resolve_bundle("brain-tissue-unet"))
+    panel.session.device = "cpu"
+    heartbeat = Heartbeat()
+    results: dict = {}
+
+    heartbeat.start()
+    panel.segment_section.run()
+    seconds = wait_for(panel, app)
+    results["segment_in_panel"] = {**heartbeat.stop(), "seconds": round(seconds, 2)}
+
+    corrections = panel.correct_section.create()
+    data = corrections.data
+    data[70, 60:80, 50:70] = 3
+    data[72, 90:100, 60:80] = 4
+    corrections.data = data
+    panel.finetune_section.steps_spin.setValue(20)
+    heartbeat.start()
+    panel.finetune_section.run()
+    seconds = wait_for(panel, app)
+    results["finetune_20_steps_in_panel"] = {**heartbeat.stop(), "seconds": round(seconds, 2)}
+
+    volume = volume_from_layer(image)
+    model = panel.session.model
+    start = time.perf_counter()
+    segment(volume, model, device="cpu")
+    main_thread = time.perf_counter() - start
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(segment, volume, model, device="cpu", _start_thread=False)
+    box: dict = {}
+    worker.returned.connect(lambda r: box.setdefault("done", time.perf_counter()))
+    start = time.perf_counter()
+    worker.start()
+    while "done" not in box:
+        app.processEvents()
+        time.sleep(0.005)
+    in_worker = box["done"] - start
+    results["segment_main_thread_s"] = round(main_thread, 2)
+    results["segment_in_worker_s"] = round(in_worker, 2)
+    results["worker_over_main_ratio"] = round(in_worker / main_thread, 3)
+    viewer.close()
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
