@@ -63,6 +63,11 @@ def wait_for(panel, app, timeout: float = 900) -> float:
 def main() -> None:
     if not DEV_T1.is_file():
         sys.exit(f"dev subject not found at {DEV_T1}")
+    import os
+    import tempfile
+
+    # fine-tuned versions and autosaves go to a throw-away home, not the user's own
+    os.environ["NAPARI_MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg-bench-")
     import napari
     import numpy as np
     from qtpy.QtWidgets import QApplication

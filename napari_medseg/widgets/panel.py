@@ -175,11 +175,15 @@ class MedSegPanel(QWidget):
         summary["warnings"] = stored.get("warnings", summary["warnings"])
         self.info_text.setPlainText(format_description(summary))
 
-    def on_segmentation(self, image_name: str) -> None:
-        """Called after a segmentation is shown: refresh the volume table."""
+    def on_segmentation(self, image_name: str, table=None) -> None:
+        """Called after a segmentation is shown: refresh the volume table (computed by the
+        job when given, so the GUI thread only draws)."""
         result = self.session.segmentations.get(image_name)
         image = next((layer for layer in self.image_layers() if layer.name == image_name), None)
         if result is None or image is None:
+            return
+        if table is not None:
+            self.quantify_section.update_from_table(table, list(result.class_names))
             return
         from .._layers import volume_from_layer
 

@@ -24,11 +24,12 @@ class QuantifySection(QGroupBox):
         self.table.cellClicked.connect(self._on_row_clicked)
 
     def update_from_labels(self, labels, geometry, class_names) -> None:
-        """Fill the table: a total row per class, then its largest components."""
-        from ...quantify import class_volumes_ml, connected_components
+        """Fill the table from a label volume (computes the components here)."""
+        self.update_from_table(quantify_table(labels, geometry, class_names), class_names)
 
-        totals = class_volumes_ml(labels, geometry, class_names)
-        components = connected_components(labels, geometry, class_names)
+    def update_from_table(self, table: tuple[dict, list], class_names) -> None:
+        """Fill the table: a total row per class, then its largest components."""
+        totals, components = table
         self.rows = []
         for name in class_names[1:]:
             mine = [row for row in components if row["class"] == name]
@@ -62,3 +63,10 @@ class QuantifySection(QGroupBox):
         point[ndim - 3 :] = centroid
         viewer.dims.point = point
         viewer.camera.center = tuple(centroid[-viewer.dims.ndisplay :]) if viewer.dims.ndisplay == 2 else tuple(centroid)
+
+
+def quantify_table(labels, geometry, class_names) -> tuple[dict, list]:
+    """(volumes per class in mL, component rows); slow on big volumes: run it in the job."""
+    from ...quantify import class_volumes_ml, connected_components
+
+    return class_volumes_ml(labels, geometry, class_names), connected_components(labels, geometry, class_names)

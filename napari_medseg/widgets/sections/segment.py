@@ -46,9 +46,10 @@ class SegmentSection(QGroupBox):
             postprocessing=self.postprocess_check.isChecked(),
         )
 
-    def _on_segmented(self, image, result) -> None:
+    def _on_segmented(self, image, outcome) -> None:
         from ..layers import show_map, show_segmentation
 
+        result, table = outcome
         panel = self.panel
         config = panel.session.model.config
         panel.session.segmentations[image.name] = result
@@ -57,11 +58,14 @@ class SegmentSection(QGroupBox):
             for index, name in enumerate(config.class_names[1:], start=1):
                 show_map(panel.viewer, image, result.probabilities[..., index], f"{image.name} P({name})",
                          colormap="magma", contrast_limits=(0.0, 1.0), blending="additive")  # fmt: skip
-        panel.on_segmentation(image.name)
+        panel.on_segmentation(image.name, table)
 
 
 def _segment_job(volume, model, device, postprocessing, progress=None, should_stop=None):
-    """Runs on a worker thread; must not touch Qt."""
+    """Runs on a worker thread; must not touch Qt. The volume table is computed here too,
+    so the GUI thread only draws."""
     from ...inference import segment
+    from .quantify import quantify_table
 
-    return segment(volume, model, device=device, postprocessing=postprocessing, progress=progress, should_stop=should_stop)
+    result = segment(volume, model, device=device, postprocessing=postprocessing, progress=progress, should_stop=should_stop)
+    return result, quantify_table(result.labels, volume.geometry, list(result.class_names))
