@@ -17,7 +17,7 @@ from ..control import Cancelled
 
 _LAZY = {
     "grad_cam": "gradcam",
-    "grad_cam_volume": "gradcam",
+    "grad_cam_volume": "volume",
     "CamMethod": "gradcam",
     "GradCAM": "gradcam",
     "GradCAMPlusPlus": "gradcam",

@@ -1,4 +1,4 @@
-"""Grad-CAM and Grad-CAM++ for segmentation networks, on one image or a whole volume.
+"""Grad-CAM and Grad-CAM++ for segmentation networks, on one image (volumes: :mod:`.volume`).
 
 The score explained is a :class:`~napari_medseg.explain.targets.CamTarget` (by default the
 sum of one class's logits over the voxels predicted as that class); the maps differ between
@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
-import operator
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,7 +20,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..control import check_stop, report
 from .hooks import capture_activations, eval_mode, first_tensor, resolve_layer
 from .targets import CamTarget, SegmentationTarget
 
@@ -32,7 +29,6 @@ __all__ = [
     "GradCAM",
     "GradCAMPlusPlus",
     "grad_cam",
-    "grad_cam_volume",
 ]
 
 logger = logging.getLogger(__name__)
@@ -281,175 +277,3 @@ def grad_cam(
             "in it" if region is not None else "predicted as that class",
         )
     return cam[0].numpy()
-
-
-def grad_cam_volume(
-    model: nn.Module,
-    volume_array: np.ndarray,
-    *,
-    target_class: int,
-    layer: nn.Module | str | None = None,
-    region: np.ndarray | None = None,
-    method: str | CamMethod = "gradcam",
-    slice_axis: int = 0,
-    batch: int = 8,
-    context_offsets: Sequence[int] = (0,),
-    progress: Callable[[int, int], object] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    spatial_dims: int | None = None,
-    window: Sequence[int] | int | None = None,
-    reshape: Reshape | None = None,
-) -> np.ndarray:
-    """Grad-CAM over a (z, y, x) volume: per slice for 2D models, per window for 3D ones.
-
-    2D models (the default): slice k along ``slice_axis`` is explained with the input
-    channels ``volume[k + o] for o in context_offsets`` (zeros outside the volume), e.g.
-    ``(-4, -2, 0, 2, 4)`` for a 2.5D U-Net with 5 input channels; ``batch`` slices per
-    forward pass; the region of slice k is ``region``'s slice k.
-    3D models (``spatial_dims=3`` or ``model.config.spatial_dims == 3``): windows of size
-    ``window`` (default: the config's ``patch_size``, else the whole volume; clipped to the
-    volume) with overlap 0.5, ``batch`` windows per pass, maps blended with Gaussian weights
-    (sigma = window / 8); the model takes one input channel.
-
-    Args:
-        volume_array: (z, y, x) intensities, never modified.
-        region: optional bool mask of the volume's shape; default per slice/window: the
-            voxels predicted as ``target_class`` (empty ones give zeros).
-        progress: ``progress(done, total)`` after each batch (slices or windows).
-        should_stop: checked before each batch; when it returns True,
-            :class:`napari_medseg.control.Cancelled` is raised (hooks and modes restored).
-        Others: as in :func:`grad_cam`.
-
-    Returns:
-        float32 (z, y, x) map, >= 0, the volume's shape.
-
-    Raises:
-        Cancelled: ``should_stop()`` returned True.
-        ValueError: bad shapes, offsets not matching the model's input channels, bad batch
-            or window, and the errors of :func:`grad_cam`.
-    """
-    volume = np.asarray(volume_array)
-    if volume.ndim != 3:
-        raise ValueError(f"volume shape {volume.shape} must be (z, y, x)")
-    if region is not None:
-        region = np.asarray(region)
-        if region.shape != volume.shape:
-            raise ValueError(
-                f"region shape {region.shape} must be the volume shape {volume.shape}"
-            )
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch {batch!r} must be a positive int")
-    dims = spatial_dims if spatial_dims is not None else _model_attr(model, "spatial_dims") or 2
-    if dims not in (2, 3):
-        raise ValueError(f"spatial_dims {dims!r} must be 2 or 3")
-    offsets = tuple(int(o) for o in context_offsets)
-    in_channels = _model_attr(model, "in_channels")
-    channels = len(offsets) if dims == 2 else 1
-    if not offsets or (dims == 3 and offsets != (0,)):
-        raise ValueError(
-            f"context_offsets {tuple(context_offsets)!r} must be non-empty (2D), or (0,) (3D)"
-        )
-    if in_channels is not None and in_channels != channels:
-        raise ValueError(
-            f"the model takes {in_channels} input channels but context_offsets "
-            f"{offsets} give {channels}"
-        )
-    target = SegmentationTarget(target_class)
-    with _Explainer(model, layer=layer, method=method, reshape=reshape) as explainer:
-        if dims == 2:
-            out, empty = _slices(
-                explainer, volume, region, target, slice_axis, batch, offsets, progress,
-                should_stop,
-            )  # fmt: skip
-        else:
-            out, empty = _windows(
-                explainer, volume, region, target, _window(model, window, volume.shape),
-                batch, progress, should_stop,
-            )  # fmt: skip
-    done, total = int(empty.sum()), empty.size
-    if done == total:
-        logger.warning(
-            "Grad-CAM: nothing to explain for class %d in any of %d %s; the map is all zeros",
-            target_class, total, "slices" if dims == 2 else "windows",
-        )  # fmt: skip
-    elif done:
-        logger.debug("Grad-CAM: %d of %d parts had an empty region", done, total)
-    return out
-
-
-def _slices(explainer, volume, region, target, slice_axis, batch, offsets, progress, should_stop):
-    if not -3 <= slice_axis < 3:
-        raise ValueError(f"slice_axis {slice_axis!r} must be 0, 1 or 2")
-    vol = np.moveaxis(volume, slice_axis, 0)
-    reg = None if region is None else np.moveaxis(region, slice_axis, 0)
-    n, *plane = vol.shape
-    out = np.zeros(vol.shape, dtype=np.float32)
-    empty = np.zeros(n, dtype=bool)
-    for start in range(0, n, batch):
-        check_stop(should_stop)
-        ks = np.arange(start, min(start + batch, n))
-        x = np.zeros((len(ks), len(offsets), *plane), dtype=np.float32)
-        for c, off in enumerate(offsets):
-            src = ks + off
-            ok = (src >= 0) & (src < n)
-            x[ok, c] = vol[src[ok]]
-        target.region = None if reg is None else torch.from_numpy(reg[ks].astype(bool))
-        cam, emp = explainer.run(x, target)
-        out[ks], empty[ks] = cam.numpy(), emp.numpy()
-        report(progress, int(ks[-1]) + 1, n)
-    return np.moveaxis(out, 0, slice_axis), empty
-
-
-def _window(model, window, shape) -> tuple[int, ...]:
-    if window is None:
-        patch = tuple(getattr(getattr(model, "config", None), "patch_size", ()) or ())
-        window = patch if len(patch) == 3 else shape
-    elif isinstance(window, (int, np.integer)):
-        window = (window,) * 3
-    try:
-        sizes = tuple(operator.index(w) for w in window)
-    except TypeError:
-        sizes = ()
-    if len(sizes) != 3 or min(sizes) < 1:
-        raise ValueError(f"window {window!r} must be 3 positive ints (z, y, x)")
-    return tuple(min(w, s) for w, s in zip(sizes, shape))
-
-
-def _starts(size: int, win: int, overlap: float = 0.5) -> list[int]:
-    if win >= size:
-        return [0]
-    count = math.ceil((size - win) / (win * (1 - overlap))) + 1
-    return [round(i * (size - win) / (count - 1)) for i in range(count)]
-
-
-def _gaussian(window: Sequence[int]) -> np.ndarray:
-    weights = np.ones((), dtype=np.float64)
-    for w in window:
-        centre, sigma = (w - 1) / 2, w / 8
-        axis = np.exp(-0.5 * ((np.arange(w) - centre) / sigma) ** 2)
-        weights = np.multiply.outer(weights, axis)
-    weights /= weights.max()
-    return np.maximum(weights, 1e-6).astype(np.float32)
-
-
-def _windows(explainer, volume, region, target, window, batch, progress, should_stop):
-    corners = list(itertools.product(*(_starts(s, w) for s, w in zip(volume.shape, window))))
-    weights = _gaussian(window)
-    acc = np.zeros(volume.shape, dtype=np.float32)
-    norm = np.zeros(volume.shape, dtype=np.float32)
-    empty = np.zeros(len(corners), dtype=bool)
-    for start in range(0, len(corners), batch):
-        check_stop(should_stop)
-        chunk = corners[start : start + batch]
-        boxes = [tuple(slice(c, c + w) for c, w in zip(corner, window)) for corner in chunk]
-        x = np.stack([volume[box] for box in boxes])[:, None].astype(np.float32)
-        target.region = (
-            None if region is None else torch.from_numpy(np.stack([region[b] for b in boxes]))
-        )
-        cam, emp = explainer.run(x, target)
-        for box, m in zip(boxes, cam.numpy()):
-            acc[box] += weights * m
-            norm[box] += weights
-        empty[start : start + len(chunk)] = emp.numpy()
-        report(progress, start + len(chunk), len(corners))
-    return acc / norm, empty

@@ -54,7 +54,7 @@ def explain_scan(
     from ..preprocess import prepare
     from ..preprocess.pipeline import resample_array
     from ..uncertainty.run import restore_map
-    from .gradcam import grad_cam_volume
+    from .volume import grad_cam_volume
 
     config = model.config
     index = class_index(config.class_names, target_class)
