@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from napari_medseg.config import ModelConfig
+from napari_medseg.inference.device import training_autocast_dtype
 from napari_medseg.models import build_model, save_bundle
 from napari_medseg.training.augment import FOREGROUND_FRACTION, NORMALIZE_PERCENTILE
 from napari_medseg.training.brain_atlas import build_atlas
@@ -101,15 +102,6 @@ def model_config(arch: str) -> ModelConfig:
     )
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPUs and on CPUs with bf16 units (no loss scaling needed), else None."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
 def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
@@ -133,7 +125,7 @@ def train(args: argparse.Namespace) -> Path:
         prefetch_factor=4 if args.workers else None,
         persistent_workers=bool(args.workers),
     )
-    amp = autocast_dtype(device)
+    amp = training_autocast_dtype(device)
     logger.info("training %s on %s (autocast %s), %d steps of %d", args.arch, device, amp, args.steps, args.batch)
     model.train()
     started = time.time()

@@ -37,3 +37,17 @@ def cpu_has_bf16() -> bool:
     """True when this CPU computes bf16 natively (otherwise autocast would be slower)."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def training_autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """Autocast dtype for training: bf16 (no loss scaling needed) on GPUs that support it
+    and on CPUs with bf16 units, else None (fp32); "fp32"/"bf16" force the choice."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return None

@@ -49,22 +49,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from ..control import StopCheck
-from ..inference.device import cpu_has_bf16
+from ..inference.device import training_autocast_dtype
 from ..inference.engine import context_offsets
-from ..inference.slices import context_stack
-from ..inference.windows import predict_windows
 from ..types import Volume
 from . import distributed
+from .annotated import annotated_confusion, annotated_metrics
+from .forgetting import anchors as parent_anchors
+from .forgetting import distillation_loss, l2sp_penalty
 from .heads import grow_head
 from .losses import segmentation_loss
 from .sampling import (
     PatchSampler,
-    TrainingCase,
     augment_batch,
     check_sparse_labels,
     default_patch,
@@ -86,7 +85,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORGETTING = ("distill", "l2sp", "distill+l2sp", "none")
-_EVAL_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -335,7 +333,7 @@ def _run(
     )  # fmt: skip
     generator = torch.Generator().manual_seed(2 * seed + 1 + 104729 * rank)
     flip = flip_dim(config)
-    amp = _autocast_dtype(torch_device, precision)
+    amp = training_autocast_dtype(torch_device, precision)
     weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=torch_device)
     settings = {
         **settings,
@@ -346,12 +344,12 @@ def _run(
     }
 
     metrics_before = annotated_metrics(
-        _annotated_confusion(teacher, cases, config, torch_device, amp, window, context), config.class_names
+        annotated_confusion(teacher, cases, config, torch_device, amp, window, context), config.class_names
     )
     use_distill = method in ("distill", "distill+l2sp") and forgetting["distill_weight"] > 0
     if not use_distill:
         teacher = None  # only needed for the metrics before
-    anchors = _anchors(student, k_old) if method in ("l2sp", "distill+l2sp") and forgetting["l2sp_weight"] > 0 else None
+    anchors = parent_anchors(student, k_old) if method in ("l2sp", "distill+l2sp") and forgetting["l2sp_weight"] > 0 else None
     optimizer = torch.optim.AdamW(
         student.parameters(), lr=settings["lr"], weight_decay=0.0 if anchors is not None else 1e-4
     )
@@ -402,7 +400,7 @@ def _run(
 
     student.eval()
     metrics_after = annotated_metrics(
-        _annotated_confusion(student, cases, config, torch_device, amp, window, context), config.class_names
+        annotated_confusion(student, cases, config, torch_device, amp, window, context), config.class_names
     )
     del trained, teacher, optimizer
     result = FinetuneResult(
@@ -423,55 +421,6 @@ def _run(
     return result
 
 
-# --- losses of the forgetting guard -------------------------------------------------------
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean KL(teacher || student) of the softmax distributions over the voxels in ``mask``.
-
-    Args:
-        student_logits, teacher_logits: (B, K, *S); the student's old-class logits only.
-        mask: (B, *S) bool (unannotated voxels inside the volume).
-
-    Returns:
-        A scalar (0 with a graph when ``mask`` is empty).
-    """
-    teacher = torch.softmax(teacher_logits.float(), dim=1)
-    log_student = torch.log_softmax(student_logits.float(), dim=1)
-    kl = (torch.special.xlogy(teacher, teacher) - teacher * log_student).sum(dim=1)
-    weight = mask.to(kl.dtype)
-    return (kl * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-def l2sp_penalty(model: nn.Module, anchors: dict[str, tuple[torch.Tensor, int | None]]) -> torch.Tensor:
-    """Sum of squared differences between ``model``'s parameters and their anchors.
-
-    ``anchors`` maps a parameter name to (the parent's value, rows): with rows set, only
-    the first ``rows`` entries along axis 0 are compared (the old classes of a grown head).
-    """
-    total = None
-    for name, parameter in model.named_parameters():
-        if name not in anchors:
-            continue
-        anchor, rows = anchors[name]
-        current = parameter if rows is None else parameter[:rows]
-        term = (current.float() - anchor).pow(2).sum()
-        total = term if total is None else total + term
-    return total if total is not None else torch.zeros(())
-
-
-def _anchors(student: nn.Module, k_old: int) -> dict[str, tuple[torch.Tensor, int | None]]:
-    """The starting weights (= the parent's); grown head parameters keep their old rows."""
-    k_new = student.config.num_classes
-    heads = set()
-    if k_new != k_old:
-        from .heads import head_parameters
-
-        heads = set(head_parameters(student, 1))
-    return {
-        name: (p.detach().float().clone()[: k_old if name in heads else None], k_old if name in heads else None)
-        for name, p in student.named_parameters()
-    }
-
-
 def _supervised_loss(outputs: Sequence[torch.Tensor], batch, weights: torch.Tensor | None) -> torch.Tensor:
     """Partial CE + Dice on the annotated voxels; deep-supervision outputs weighted 1/2^i."""
     total = None
@@ -481,86 +430,6 @@ def _supervised_loss(outputs: Sequence[torch.Tensor], batch, weights: torch.Tens
         total = term if total is None else total + term
         norm += 1 / 2**i
     return total / norm
-
-
-# --- metrics on the annotated voxels ------------------------------------------------------
-def annotated_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy and per-class Dice over annotated voxels from a (K, K) confusion matrix.
-
-    ``confusion[t, p]`` counts annotated voxels of class t predicted as p. Dice is given for
-    the classes with annotated voxels: 2 |P_k ∩ T_k| / (|P_k| + |T_k|), both counted over the
-    annotated voxels only. ``mean_dice`` averages those.
-    """
-    confusion = np.asarray(confusion, dtype=np.int64)
-    total = int(confusion.sum())
-    truth, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
-    dice = {
-        name: float(2 * confusion[k, k] / (truth[k] + predicted[k]))
-        for k, name in enumerate(class_names)
-        if truth[k] > 0
-    }
-    return {
-        "voxels": total,
-        "accuracy": float(np.trace(confusion) / total) if total else float("nan"),
-        "dice": dice,
-        "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
-    }
-
-
-@torch.inference_mode()
-def _annotated_confusion(
-    model: nn.Module,
-    cases: Sequence[TrainingCase],
-    config: ModelConfig,
-    device: torch.device,
-    amp: torch.dtype | None,
-    patch: tuple[int, ...],
-    context,
-) -> np.ndarray:
-    """(K, K) confusion over the annotated voxels (summed over ranks, each doing a share).
-
-    2D models predict the annotated slices (whole slices, 2.5D stacks); 3D models predict
-    the annotations' bounding box with half a window of margin, by sliding windows.
-    """
-    k = config.num_classes
-    rank, world = (context.rank, context.world_size) if context else (0, 1)
-    was_training = model.training
-    model.eval()
-    confusion = torch.zeros(k * k, dtype=torch.int64)
-    try:
-        if config.spatial_dims == 2:
-            offsets = context_offsets(config)
-            units = [(c, z) for c, case in enumerate(cases) for z in torch.nonzero(case.labels.flatten(1).any(1)).flatten().tolist()]
-            mine = units[rank::world]
-            for start in range(0, len(mine), _EVAL_BATCH):
-                chunk = mine[start : start + _EVAL_BATCH]
-                for c in sorted({c for c, _ in chunk}):
-                    index = torch.tensor([z for cc, z in chunk if cc == c])
-                    stack = context_stack(cases[c].image, index, offsets).to(device)
-                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        logits = model(stack)
-                    confusion += _count(cases[c].labels[index], logits.argmax(1).cpu(), k)
-        else:
-            for case in cases[rank::world]:
-                where = torch.nonzero(case.labels)
-                if not len(where):
-                    continue
-                low = [max(0, int(v) - p // 2) for v, p in zip(where.min(0).values, patch)]
-                high = [min(n, int(v) + 1 + p // 2) for v, n, p in zip(where.max(0).values, case.labels.shape, patch)]
-                box = tuple(slice(a, b) for a, b in zip(low, high))
-                probabilities = predict_windows(
-                    model, case.image[box].numpy(), patch=patch, overlap=0.25, device=device, amp=amp
-                )
-                confusion += _count(case.labels[box], torch.from_numpy(probabilities.argmax(0)), k)
-    finally:
-        model.train(was_training)
-    return distributed.all_reduce(confusion, context).reshape(k, k).numpy()
-
-
-def _count(sparse: torch.Tensor, predicted: torch.Tensor, k: int) -> torch.Tensor:
-    annotated = sparse > 0
-    truth = sparse[annotated].long() - 1
-    return torch.bincount(truth * k + predicted[annotated].long(), minlength=k * k)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -577,16 +446,3 @@ def _train_mode(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast (no loss scaling needed) on GPUs and CPUs with bf16 units, else fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if device.type == "cpu" and cpu_has_bf16():
-        return torch.bfloat16
-    return None
