@@ -42,10 +42,10 @@ test: setup
 
 demo: setup
 	@if [ -n "$$DISPLAY" ]; then \
-		$(PY) -m napari_medseg.demo; \
+		$(PY) -m napari_medseg.widgets.demo; \
 	else \
 		echo "no display: running the demo headless under Xvfb, outputs in demo-output/"; \
-		xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m napari_medseg.demo --headless --out demo-output; \
+		xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m napari_medseg.widgets.demo --headless --out demo-output; \
 	fi
 
 bench: setup

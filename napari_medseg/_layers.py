@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,12 +15,9 @@ METADATA_KEY = "medseg"
 
 def volume_name(volume: Volume) -> str:
     """A layer name from the source path: file stem without .nii/.gz, or folder name."""
-    source = Path(volume.meta.get("source", "volume"))
-    name = source.name
-    for suffix in (".gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or "volume"
+    from .io.reader import volume_stem
+
+    return volume_stem(volume.meta.get("source", "volume"))
 
 
 def layer_metadata(volume: Volume) -> dict[str, Any]:

@@ -37,11 +37,9 @@ def add_parser(subparsers) -> None:
 
 def output_stem(path: Path) -> str:
     """File name without .nii/.nii.gz/... ; a folder's own name for DICOM folders."""
-    name = path.resolve().name
-    for suffix in (".gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or "volume"
+    from ..io.reader import volume_stem
+
+    return volume_stem(path.resolve())
 
 
 def run(args: argparse.Namespace) -> int:

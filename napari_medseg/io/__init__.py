@@ -1,7 +1,7 @@
 """Reading and writing volumes with their geometry (the only layer that knows file formats)."""
 
 from .errors import VolumeReadError, VolumeWriteError
-from .reader import SUPPORTED_SUFFIXES, file_format, read_volume
+from .reader import SUPPORTED_SUFFIXES, file_format, read_volume, volume_stem
 from .writer import WRITABLE_SUFFIXES, write_volume
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "VolumeWriteError",
     "file_format",
     "read_volume",
+    "volume_stem",
     "write_volume",
 ]

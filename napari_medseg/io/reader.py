@@ -26,6 +26,16 @@ GEOMETRY_KEY = "medseg_geometry"
 _MEMORY_FRACTION = 0.5
 
 
+def volume_stem(path: str | Path) -> str:
+    """A file's name without its volume suffixes (.nii.gz, .nrrd, .dcm, ...), or a folder's
+    own name (DICOM folders); "volume" when nothing is left."""
+    name = Path(path).name
+    for suffix in (".gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or "volume"
+
+
 def file_format(path: str | Path) -> str | None:
     """'nifti', 'itk', 'dicom' or None, from the name (and magic bytes for DICOM)."""
     path = Path(path)

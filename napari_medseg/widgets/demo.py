@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "brain-tissue-unet"
 
@@ -24,7 +27,7 @@ def build_viewer(show: bool):
     viewer = napari.Viewer(show=show, title="napari-medseg demo")
     viewer.open_sample("napari-medseg", "brain_t1")
     _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
-    from .models import resolve_bundle
+    from ..models import resolve_bundle
 
     panel.model_section.select_path(resolve_bundle(DEFAULT_MODEL))
     return viewer, panel
@@ -35,11 +38,11 @@ def run_headless(out: Path) -> dict:
     import imageio.v3 as iio
     from qtpy.QtWidgets import QApplication
 
-    from .io import read_volume
-    from .models import load_model
-    from .pipeline import run_segmentation
-    from .resources import sample_volume_path
-    from .widgets.layers import show_map, show_segmentation
+    from ..io import read_volume
+    from ..models import load_model
+    from ..pipeline import run_segmentation
+    from ..resources import sample_volume_path
+    from .layers import show_map, show_segmentation
 
     out.mkdir(parents=True, exist_ok=True)
     volume = read_volume(sample_volume_path())
@@ -80,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headless", action="store_true", help="write outputs and exit instead of opening a window")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder for --headless")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logger.setLevel(logging.INFO)
     if args.headless:
         summary = run_headless(args.out)
-        print(json.dumps(summary, indent=2))
-        print(f"\noutputs, report and screenshots written to {args.out}/")
+        logger.info("%s", json.dumps(summary, indent=2))
+        logger.info("outputs, report and screenshots written to %s/", args.out)
         return 0
     import napari
 
