@@ -25,3 +25,11 @@ def sample_volume_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"sample volume missing: {path}")
     return path
+
+
+def brain_atlas_path() -> Path:
+    """The shipped MNI brain mask used as a registration prior (see its NOTICE)."""
+    path = resources_dir() / "atlas" / "mni152_brain_mask.nii.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"brain atlas missing: {path}")
+    return path

@@ -52,10 +52,11 @@ ARCHITECTURES = {
     },
 }
 # Post-processing recorded in the bundle (napari_medseg.inference.refine): the brain mask
-# from the network (or the non-zero region of a brain-extracted scan), then a per-scan
-# Gaussian mixture on intensities inside it, started from the network's class order.
+# from the network inside 4 mm of the registered MNI brain mask, opened by 5 mm (or the
+# non-zero region of a brain-extracted scan), then a per-scan Gaussian mixture on
+# intensities inside it, started from the network's class order.
 POSTPROCESS = {
-    "brain_mask": {"closing_voxels": 3, "stripped_support_fraction": 0.6},
+    "brain_mask": {"closing_voxels": 3, "stripped_support_fraction": 0.6, "opening_mm": 5.0, "atlas_margin_mm": 4.0},
     "em_refine": {"iterations": 30, "prior_weight": 0.0},
 }
 

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..preprocess import prepare, restore
-from ..types import Volume
+from ..types import Geometry, Volume
+from .atlas import atlas_region, fit_brain_atlas
 from .control import ProgressCallback, StopCheck
 from .device import autocast_dtype, select_device
 from .refine import brain_mask, em_refine, largest_component
@@ -31,6 +32,8 @@ class Segmentation:
         class_names: K names, background first.
         timings: seconds per stage ("preprocess", "network", "postprocess", "restore", "total").
         device: where the network ran; ``precision``: autocast dtype or "fp32".
+        postprocess: the bundle's post-processing settings plus, under "applied", what
+            was done (brain mask source, atlas fit).
     """
 
     labels: np.ndarray
@@ -81,16 +84,35 @@ def predict_probabilities(
     )  # fmt: skip
 
 
-def postprocess(image: np.ndarray, probabilities: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
-    """Brain mask (largest component, closing, brain-extracted input) and per-scan EM, as the
-    bundle's ``extra["postprocess"]`` asks (see :mod:`napari_medseg.inference.refine`)."""
+def postprocess(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    settings: dict[str, Any],
+    *,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    geometry: Geometry | None = None,
+    details: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """Brain mask (atlas prior, opening, largest component, closing, brain-extracted
+    input) and per-scan EM, as the bundle's ``extra["postprocess"]`` asks (see
+    :mod:`napari_medseg.inference.refine` and :mod:`napari_medseg.inference.atlas`).
+
+    ``details``, if given, receives what was applied: the brain mask's source and the
+    atlas fit (scale, correlation, or why it was rejected).
+    """
+    details = {} if details is None else details
     if not settings:
         return probabilities
     mask = None
-    mask_settings = settings.get("brain_mask")
+    mask_settings = dict(settings.get("brain_mask") or {})
     if mask_settings:
-        mask, stripped = brain_mask(image, probabilities, **dict(mask_settings))
-        logger.info("brain mask of %d voxels (%s)", int(mask.sum()), "non-zero region" if stripped else "network")
+        margin = mask_settings.pop("atlas_margin_mm", None)
+        allowed = None
+        if margin is not None and geometry is not None:
+            allowed = _atlas_region_function(geometry, float(margin), details)
+        mask, stripped = brain_mask(image, probabilities, spacing=spacing, allowed_region=allowed, **mask_settings)
+        details["brain_mask"] = "non-zero region (brain-extracted input)" if stripped else "network"
+        logger.info("brain mask of %d voxels (%s)", int(mask.sum()), details["brain_mask"])
     elif settings.get("largest_component"):
         mask = largest_component(np.argmax(probabilities, axis=0) > 0)
     em = settings.get("em_refine")
@@ -105,6 +127,22 @@ def postprocess(image: np.ndarray, probabilities: np.ndarray, settings: dict[str
     out[0][~mask] = 1.0
     out[1:, ~mask] = 0.0
     return out
+
+
+def _atlas_region_function(geometry: Geometry, margin_mm: float, details: dict[str, Any]):
+    """Callable for :func:`brain_mask`: fits the atlas to the tissue probability and
+    returns the region within ``margin_mm`` of it, or None (logged) if the fit fails."""
+
+    def region(tissue: np.ndarray) -> np.ndarray | None:
+        fit = fit_brain_atlas(tissue, geometry)
+        details["atlas"] = {"scale": round(fit.scale, 4), "correlation": round(fit.correlation, 4)}
+        if not fit.accepted:
+            details["atlas"]["rejected"] = fit.reason
+            logger.warning("brain atlas not used: %s", fit.reason)
+            return None
+        return atlas_region(fit, geometry.spacing, margin_mm)
+
+    return region
 
 
 def segment(
@@ -152,7 +190,11 @@ def segment(
         inspect(probabilities, prepared)
     mark = time.perf_counter()
     settings = dict(config.extra.get("postprocess", {})) if postprocessing else {}
-    probabilities = postprocess(prepared.image, probabilities, settings)
+    details: dict[str, Any] = {}
+    probabilities = postprocess(
+        prepared.image, probabilities, settings,
+        spacing=prepared.geometry.spacing, geometry=prepared.geometry, details=details,
+    )  # fmt: skip
     timings["postprocess"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -169,5 +211,5 @@ def segment(
         timings=timings,
         device=str(torch_device),
         precision=str(amp).replace("torch.", "") if amp else "fp32",
-        postprocess=settings,
+        postprocess={**settings, "applied": details} if settings else {},
     )

@@ -1,7 +1,9 @@
 """Post-processing of brain-tissue probabilities on the model grid.
 
 1. ``brain_mask``: the brain is one connected piece: the largest 3D connected component
-   of the predicted foreground, closed (sulcal gaps at the surface) and hole-filled. When
+   of the predicted foreground, restricted to where a registered atlas puts the brain
+   (see :mod:`napari_medseg.inference.atlas`), opened to cut thin bridges to the scalp
+   and the neck, closed (sulcal gaps at the surface) and hole-filled. When
    the scan is already brain-extracted (zero background, and the network finds tissue in
    most of the non-zero region), the non-zero region itself is the brain mask: nothing
    outside it can be brain and everything inside it was kept by the extraction.
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -44,12 +47,32 @@ def _ball(radius: int) -> np.ndarray:
     return (grid**2).sum(axis=0) <= radius * radius
 
 
+def opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Morphological opening of the largest component by a ball of ``radius_mm``.
+
+    Erodes (distance transform), keeps the largest eroded piece, grows it back by the
+    same radius and intersects with ``mask``: bridges thinner than the ball (scalp, optic
+    nerves, the cord at the foramen) are cut and what they led to is dropped.
+    """
+    if radius_mm <= 0 or not mask.any():
+        return mask
+    core = ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm
+    if not core.any():
+        return mask
+    core = largest_component(core)
+    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius_mm + max(spacing)
+    return largest_component(mask & grown)
+
+
 def brain_mask(
     image: np.ndarray,
     probabilities: np.ndarray,
     *,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     closing_voxels: int = 3,
     stripped_support_fraction: float = 0.6,
+    opening_mm: float = 0.0,
+    allowed_region: Callable[[np.ndarray], np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Boolean (z, y, x) brain mask on the model grid and whether the scan looked brain-extracted.
 
@@ -57,10 +80,15 @@ def brain_mask(
         image: (z, y, x) normalised intensities (exact zeros where a brain extraction
             removed tissue).
         probabilities: (K, z, y, x) network probabilities, class 0 background.
+        spacing: (z, y, x) voxel size in mm.
         closing_voxels: radius of the morphological closing of the network's mask.
         stripped_support_fraction: the scan counts as brain-extracted when the network's
             foreground covers at least this fraction of the non-zero region and at least
             20% of the volume is exactly zero.
+        opening_mm: radius of the opening that cuts thin bridges to non-brain tissue.
+        allowed_region: for whole-head scans only, called with the network's tissue
+            probability (z, y, x); returns where the brain may be (e.g. a registered
+            atlas), or None to keep everything.
     """
     foreground = np.argmax(probabilities, axis=0) > 0
     support = image != 0
@@ -68,11 +96,18 @@ def brain_mask(
         support = largest_component(support)
         if (foreground & support).sum() >= stripped_support_fraction * support.sum():
             return support, True
-    mask = largest_component(foreground)
+    region = None
+    if allowed_region is not None:
+        region = allowed_region(1.0 - probabilities[0])
+        if region is not None:
+            foreground &= region
+    mask = opening(largest_component(foreground), opening_mm, spacing)
     if closing_voxels > 0 and mask.any():
         pad = closing_voxels + 1
         closed = ndimage.binary_closing(np.pad(mask, pad), structure=_ball(closing_voxels))
         mask = ndimage.binary_fill_holes(closed[pad:-pad, pad:-pad, pad:-pad])
+        if region is not None:
+            mask &= region
     return mask, False
 
 

@@ -67,3 +67,16 @@ def test_full_head_scan_uses_closed_network_mask():
     mask, stripped = brain_mask(image, probabilities, closing_voxels=2)
     assert not stripped
     assert mask[7, 12, 12] and mask.sum() >= inside.sum()
+
+
+def test_opening_cuts_a_thin_bridge_and_what_it_leads_to():
+    from napari_medseg.inference.refine import opening
+
+    mask = np.zeros((40, 40, 60), bool)
+    mask[5:35, 5:35, 5:35] = True  # the brain
+    mask[18:21, 18:21, 35:45] = True  # a 3-voxel bridge ...
+    mask[12:28, 12:28, 45:58] = True  # ... to a blob of non-brain
+    opened = opening(mask, 3.0, (1.0, 1.0, 1.0))
+    assert opened[20, 20, 20] and not opened[20, 20, 50] and not opened[19, 19, 40]
+    assert opened[5:35, 5:35, 5:35].mean() > 0.97  # the brain keeps its corners mostly
+    assert (opening(mask, 0.0, (1.0, 1.0, 1.0)) == mask).all()
