@@ -15,7 +15,7 @@ from ..types import Geometry, Volume
 from .atlas import atlas_region, fit_brain_atlas
 from .control import ProgressCallback, StopCheck
 from .device import autocast_dtype, select_device
-from .refine import brain_mask, em_refine, largest_component
+from .refine import TissueMixture, apply_mixture, brain_mask, fit_mixture, largest_component
 from .slices import predict_slices
 from .windows import predict_windows
 
@@ -84,25 +84,52 @@ def predict_probabilities(
     )  # fmt: skip
 
 
-def postprocess(
+@dataclass
+class PostprocessFit:
+    """What the bundle's post-processing decided for one scan, reusable on any block.
+
+    Attributes:
+        mask: (z, y, x) bool brain mask on the model grid, or None (no mask step).
+        mixture: the per-scan tissue mixture, or None (no EM step).
+        details: what was applied (brain mask source, atlas fit), JSON-ready.
+    """
+
+    mask: np.ndarray | None
+    mixture: TissueMixture | None
+    details: dict[str, Any]
+    em: bool = False
+
+    def apply(self, image: np.ndarray, probabilities: np.ndarray, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Post-processed (K, *S) probabilities for the block ``region`` of the model grid
+        (the whole grid when None): ``image`` (*S) and ``probabilities`` (K, *S) are that
+        block. Per voxel, so blocks can be processed one at a time."""
+        if self.mask is None and not self.em:
+            return probabilities
+        mask = np.ones(image.shape, bool) if self.mask is None else self.mask[region or ...]
+        if self.em:
+            if self.mask is None:
+                mask = np.argmax(probabilities, axis=0) > 0
+            return apply_mixture(self.mixture, image, probabilities, mask)
+        out = probabilities.copy()
+        out[0][~mask] = 1.0
+        out[1:, ~mask] = 0.0
+        return out
+
+
+def fit_postprocess(
     image: np.ndarray,
     probabilities: np.ndarray,
     settings: dict[str, Any],
     *,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     geometry: Geometry | None = None,
-    details: dict[str, Any] | None = None,
-) -> np.ndarray:
-    """Brain mask (atlas prior, opening, largest component, closing, brain-extracted
-    input) and per-scan EM, as the bundle's ``extra["postprocess"]`` asks (see
-    :mod:`napari_medseg.inference.refine` and :mod:`napari_medseg.inference.atlas`).
-
-    ``details``, if given, receives what was applied: the brain mask's source and the
-    atlas fit (scale, correlation, or why it was rejected).
-    """
-    details = {} if details is None else details
-    if not settings:
-        return probabilities
+) -> PostprocessFit:
+    """Decide the bundle's ``extra["postprocess"]`` for one scan: brain mask (atlas prior,
+    opening, largest component, closing, or the non-zero region of a brain-extracted
+    scan) and the per-scan tissue mixture (see :mod:`napari_medseg.inference.refine` and
+    :mod:`napari_medseg.inference.atlas`). ``probabilities`` (K, z, y, x) are the
+    network's plain prediction on the model grid."""
+    details: dict[str, Any] = {}
     mask = None
     mask_settings = dict(settings.get("brain_mask") or {})
     if mask_settings:
@@ -116,17 +143,36 @@ def postprocess(
     elif settings.get("largest_component"):
         mask = largest_component(np.argmax(probabilities, axis=0) > 0)
     em = settings.get("em_refine")
+    mixture = None
     if em:
-        if mask is None:
-            mask = np.argmax(probabilities, axis=0) > 0
-        return em_refine(image, probabilities, mask, iterations=int(em.get("iterations", 12)),
-                         prior_weight=float(em.get("prior_weight", 1.0)))  # fmt: skip
-    if mask is None:
+        em_mask = mask if mask is not None else np.argmax(probabilities, axis=0) > 0
+        mixture = fit_mixture(image, probabilities, em_mask, iterations=int(em.get("iterations", 12)),
+                              prior_weight=float(em.get("prior_weight", 1.0)))  # fmt: skip
+        if mixture is not None:
+            details["mixture"] = {"means": np.round(mixture.means, 4).tolist(), "prior_weight": mixture.prior_weight}
+    return PostprocessFit(mask=mask, mixture=mixture, details=details, em=bool(em))
+
+
+def postprocess(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    settings: dict[str, Any],
+    *,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    geometry: Geometry | None = None,
+    details: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """:func:`fit_postprocess` applied to the whole grid; (K, z, y, x) probabilities.
+
+    ``details``, if given, receives what was applied: the brain mask's source and the
+    atlas fit (scale, correlation, or why it was rejected).
+    """
+    if not settings:
         return probabilities
-    out = probabilities.copy()
-    out[0][~mask] = 1.0
-    out[1:, ~mask] = 0.0
-    return out
+    fit = fit_postprocess(image, probabilities, settings, spacing=spacing, geometry=geometry)
+    if details is not None:
+        details.update(fit.details)
+    return fit.apply(image, probabilities)
 
 
 def _atlas_region_function(geometry: Geometry, margin_mm: float, details: dict[str, Any]):

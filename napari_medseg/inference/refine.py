@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -111,6 +112,100 @@ def brain_mask(
     return mask, False
 
 
+@dataclass(frozen=True)
+class TissueMixture:
+    """A per-scan Gaussian mixture over the tissue classes (1..K-1), fitted by :func:`fit_mixture`.
+
+    ``means``, ``variances``, ``mixing``: (K-1,) float64 in normalised intensity units;
+    ``prior_weight`` and ``min_prior``: how the network prior enters the posterior.
+    """
+
+    means: np.ndarray
+    variances: np.ndarray
+    mixing: np.ndarray
+    prior_weight: float
+    min_prior: float
+
+    def posterior(self, values: np.ndarray, tissue_prior: np.ndarray) -> np.ndarray:
+        """Tissue posteriors (K-1, N) of intensities ``values`` (N,) given the network's
+        tissue probabilities ``tissue_prior`` (K-1, N):
+        r_k ∝ pi_k · prior_k^w · N(value; mu_k, sigma_k^2)."""
+        values = np.asarray(values, dtype=np.float64)
+        prior = np.asarray(tissue_prior, dtype=np.float64)
+        prior = np.maximum(prior / np.maximum(prior.sum(axis=0, keepdims=True), 1e-12), self.min_prior)
+        log_likelihood = -0.5 * (
+            (values[None] - self.means[:, None]) ** 2 / self.variances[:, None] + np.log(self.variances)[:, None]
+        )
+        logits = np.log(self.mixing)[:, None] + self.prior_weight * np.log(prior) + log_likelihood
+        logits -= logits.max(axis=0, keepdims=True)
+        responsibilities = np.exp(logits)
+        return responsibilities / responsibilities.sum(axis=0, keepdims=True)
+
+
+def fit_mixture(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    mask: np.ndarray,
+    *,
+    iterations: int = 12,
+    prior_weight: float = 1.0,
+    min_prior: float = 1e-3,
+) -> TissueMixture | None:
+    """Fit the per-scan tissue mixture inside ``mask`` by EM (None if the mask is empty).
+
+    Args:
+        image: (z, y, x) float32 normalised intensities.
+        probabilities: (K, z, y, x) network probabilities, class 0 background.
+        mask: (z, y, x) bool, where tissue is (the brain).
+        iterations: EM iterations.
+        prior_weight: exponent w of the network prior.
+    """
+    k = probabilities.shape[0]
+    if not mask.any() or k < 2:
+        return None
+    values = image[mask].astype(np.float64)
+    prior = probabilities[1:, mask].astype(np.float64)
+    prior = np.maximum(prior / np.maximum(prior.sum(axis=0, keepdims=True), 1e-12), min_prior)
+
+    # Start from intensity quantiles placed in the order of the network's class means, so
+    # that a poor network prior cannot trap EM in a bad optimum; the network still names
+    # the clusters (and, with w > 0, pulls them spatially).
+    network_means = (prior @ values) / prior.sum(axis=1)
+    order = np.argsort(network_means)
+    quantiles = np.quantile(values, np.linspace(0.15, 0.85, k - 1))
+    start_means = np.empty(k - 1)
+    start_means[order] = quantiles
+    spread = max(values.std() / (k - 1), 1e-6)
+    responsibilities = np.exp(-0.5 * ((values[None] - start_means[:, None]) / spread) ** 2) * prior**prior_weight
+    responsibilities /= np.maximum(responsibilities.sum(axis=0, keepdims=True), 1e-300)
+    mixture = None
+    for _ in range(iterations):
+        weights = responsibilities.sum(axis=1) + 1e-9
+        means = (responsibilities @ values) / weights
+        variances = (responsibilities * (values[None] - means[:, None]) ** 2).sum(axis=1) / weights
+        variances = np.maximum(variances, 1e-4 * max(values.var(), 1e-12))
+        mixture = TissueMixture(means, variances, weights / weights.sum(), prior_weight, min_prior)
+        responsibilities = mixture.posterior(values, prior)
+    if mixture is not None:
+        logger.info("EM tissue means %s, sd %s", np.round(mixture.means, 3), np.round(np.sqrt(mixture.variances), 3))
+    return mixture
+
+
+def apply_mixture(
+    mixture: TissueMixture | None, image: np.ndarray, probabilities: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Post-processed probabilities: inside ``mask`` the mixture's tissue posteriors
+    (background 0), outside it background 1. Shapes as :func:`em_refine`; works on any
+    sub-block of the volume (``image`` (*S), ``probabilities`` (K, *S), ``mask`` (*S))."""
+    out = np.zeros(probabilities.shape, dtype=np.float32)
+    out[0] = 1.0
+    if mixture is None or not mask.any():
+        return out
+    out[0, mask] = 0.0
+    out[1:, mask] = mixture.posterior(image[mask], probabilities[1:, mask])
+    return out
+
+
 def em_refine(
     image: np.ndarray,
     probabilities: np.ndarray,
@@ -133,41 +228,5 @@ def em_refine(
         (K, z, y, x) float32: inside the mask the tissue posteriors r_k (background 0),
         outside it all probability goes to background.
     """
-    k = probabilities.shape[0]
-    out = np.zeros_like(probabilities, dtype=np.float32)
-    out[0] = 1.0
-    if not mask.any() or k < 2:
-        return out
-    values = image[mask].astype(np.float64)
-    prior = probabilities[1:, mask].astype(np.float64)
-    prior = np.maximum(prior / np.maximum(prior.sum(axis=0, keepdims=True), 1e-12), min_prior)
-    log_prior = prior_weight * np.log(prior)
-
-    # Start from intensity quantiles placed in the order of the network's class means, so
-    # that a poor network prior cannot trap EM in a bad optimum; the network still names
-    # the clusters (and, with w > 0, pulls them spatially).
-    network_means = (prior @ values) / prior.sum(axis=1)
-    order = np.argsort(network_means)
-    quantiles = np.quantile(values, np.linspace(0.15, 0.85, k - 1))
-    start_means = np.empty(k - 1)
-    start_means[order] = quantiles
-    spread = max(values.std() / (k - 1), 1e-6)
-    responsibilities = np.exp(-0.5 * ((values[None] - start_means[:, None]) / spread) ** 2) * prior**prior_weight
-    responsibilities /= np.maximum(responsibilities.sum(axis=0, keepdims=True), 1e-300)
-    for _ in range(iterations):
-        weights = responsibilities.sum(axis=1) + 1e-9
-        mixing = weights / weights.sum()
-        means = (responsibilities @ values) / weights
-        variances = (responsibilities * (values[None] - means[:, None]) ** 2).sum(axis=1) / weights
-        variances = np.maximum(variances, 1e-4 * max(values.var(), 1e-12))
-        log_likelihood = -0.5 * ((values[None] - means[:, None]) ** 2 / variances[:, None] + np.log(variances)[:, None])
-        logits = np.log(mixing)[:, None] + log_prior + log_likelihood
-        logits -= logits.max(axis=0, keepdims=True)
-        responsibilities = np.exp(logits)
-        responsibilities /= responsibilities.sum(axis=0, keepdims=True)
-    logger.info("EM tissue means %s, sd %s", np.round(means, 3), np.round(np.sqrt(variances), 3))
-
-    # The mask decides brain versus not; inside it only the tissue classes compete.
-    out[0, mask] = 0.0
-    out[1:, mask] = responsibilities
-    return out
+    mixture = fit_mixture(image, probabilities, mask, iterations=iterations, prior_weight=prior_weight, min_prior=min_prior)
+    return apply_mixture(mixture, image, probabilities, mask)

@@ -147,10 +147,20 @@ class ConvBlock(nn.Module):
             self.skip = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dropout(self.act1(self.norm1(self.conv1(x))))
-        y = self.norm2(self.conv2(y))
-        if self.residual:
-            y = y + self.skip(x)
+        return self.after_dropout(*self.before_dropout(x))
+
+    def before_dropout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The deterministic first half: (activation before ``dropout``, residual term or None).
+
+        MC-dropout sampling computes it once and draws only :meth:`after_dropout` S times.
+        """
+        return self.act1(self.norm1(self.conv1(x))), (self.skip(x) if self.residual else None)
+
+    def after_dropout(self, y: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """``dropout``, second convolution and norm, residual, activation."""
+        y = self.norm2(self.conv2(self.dropout(y)))
+        if residual is not None:
+            y = y + residual
         return self.act2(y)
 
 

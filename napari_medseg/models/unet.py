@@ -85,8 +85,11 @@ class UpLevel(nn.Module):
         self.block = ConvBlock(spatial_dims, 2 * out_ch, out_ch, **block)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = match_size(self.up(x), skip.shape[2:])
-        return self.block(torch.cat([skip, x], dim=1))
+        return self.block(self.block_input(x, skip))
+
+    def block_input(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Upsampled ``x`` cropped to ``skip`` and concatenated after it: (B, 2 C_out, *T)."""
+        return torch.cat([skip, match_size(self.up(x), skip.shape[2:])], dim=1)
 
 
 class UNetEncoder(nn.Module):

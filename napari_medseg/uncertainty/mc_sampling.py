@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..models import dropout_modules
+from ..models.blocks import ConvBlock
 from ..models.unet import EncoderDecoder, UNetDecoder
 from .samplers import SampleBatch, Sampler, preserved_modes, softmax
 
@@ -63,7 +64,8 @@ class MCDropoutSampler(Sampler):
     has ``encode``/``decode``, the encoder runs once per batch and only the decoder S times;
     with a U-Net decoder (:class:`~napari_medseg.models.unet.UNetDecoder`, also TransUNet's)
     the leading decoder levels without switched-on dropout run once too, so sampling only
-    the finest level costs a fraction of a pass per sample. The dropout masks are drawn in
+    the finest level costs a fraction of a pass per sample; when that level's only dropout
+    is its block's, the block's first convolution runs once as well. The dropout masks are drawn in
     the same order as S full passes, so every path agrees exactly with full forward passes
     for the same seed. Otherwise each sample is a full forward pass.
     """
@@ -96,6 +98,9 @@ class MCDropoutSampler(Sampler):
         self.p = p
         self.decoder_only = self._decoder_only(model, modules)
         self.shared_levels = self._shared_levels(model, modules) if self.decoder_only else 0
+        self.split_first_level = bool(self.shared_levels) and self._only_block_dropout(
+            model.decoder.levels[self.shared_levels], modules
+        )
 
     @staticmethod
     def _decoder_only(model: nn.Module, modules: list[nn.Module]) -> bool:
@@ -117,6 +122,16 @@ class MCDropoutSampler(Sampler):
                 return i
         return 0  # dropout only in the head: sample the whole decoder
 
+    @staticmethod
+    def _only_block_dropout(level: nn.Module, modules: list[nn.Module]) -> bool:
+        """Whether the only switched-on dropout in ``level`` is its block's ``dropout``."""
+        block = getattr(level, "block", None)
+        if not isinstance(block, ConvBlock) or not hasattr(level, "block_input"):
+            return False
+        stochastic = {id(m) for m in modules}
+        inside = [m for m in level.modules() if id(m) in stochastic]
+        return len(inside) == 1 and inside[0] is block.dropout
+
     def sample_batch(self, x: torch.Tensor) -> SampleBatch:
         model = self.model
         if not self.decoder_only:
@@ -132,9 +147,21 @@ class MCDropoutSampler(Sampler):
             for level, skip in zip(decoder.levels[:start], skips[:start]):
                 hidden = level(hidden, skip)
 
+            first, rest = decoder.levels[start], list(zip(decoder.levels[start + 1 :], skips[start + 1 :]))
+            if self.split_first_level:
+                # Up to the dropout, the first sampled level is deterministic: compute once.
+                pre, residual = first.block.before_dropout(first.block_input(hidden, skips[start]))
+
+                def sampled_level() -> torch.Tensor:
+                    return first.block.after_dropout(pre, residual)
+            else:
+
+                def sampled_level() -> torch.Tensor:
+                    return first(hidden, skips[start])
+
             def decode() -> torch.Tensor:
-                out = hidden
-                for level, skip in zip(decoder.levels[start:], skips[start:]):
+                out = sampled_level()
+                for level, skip in rest:
                     out = level(out, skip)
                 return decoder.head(out)
         else:

@@ -103,14 +103,17 @@ def test_shared_decoder_levels_when_only_fine_levels_are_sampled():
     model = tiny_model()
     image = _image()
     sampler = MCDropoutSampler(model, 3, seed=5, sites=("decoder.levels.1",))
-    assert sampler.decoder_only and sampler.shared_levels == 1
-    level0 = {"n": 0}
+    assert sampler.decoder_only and sampler.shared_levels == 1 and sampler.split_first_level
+    level0, conv1 = {"n": 0}, {"n": 0}
     handle = model.decoder.levels[0].register_forward_hook(lambda *a: level0.__setitem__("n", level0["n"] + 1))
+    handle1 = model.decoder.levels[1].block.conv1.register_forward_hook(lambda *a: conv1.__setitem__("n", conv1["n"] + 1))
     fast = sampler.sample(image, batch_size=5)
     assert level0["n"] == 1  # the level before the first sampled one runs once per batch
+    assert conv1["n"] == 1  # and the sampled level up to its dropout too
     sampler.decoder_only = False
     naive = sampler.sample(image, batch_size=5)
     handle.remove()
+    handle1.remove()
     np.testing.assert_allclose(fast, naive, atol=1e-6)
     assert np.abs(fast[0] - fast[1]).max() > 1e-4
     assert MCDropoutSampler(model, 2).shared_levels == 0
