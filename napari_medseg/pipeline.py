@@ -46,6 +46,7 @@ def run_segmentation(
     Returns:
         Output name ("seg", "prob", "entropy", ..., "gradcam_<class>", "report") -> path.
     """
+    from .checks import model_warnings
     from .explain.scan import class_index, explain_scan
     from .inference import segment
     from .io import write_volume
@@ -76,7 +77,7 @@ def run_segmentation(
         models = [model, *ensemble] if uncertainty == "ensemble" else model
         estimate = estimate_uncertainty(
             volume, models, method=uncertainty, samples=samples, device=device, precision=precision,
-            batch_size=batch_size, progress=progress, should_stop=should_stop,
+            batch_size=batch_size, postprocessing=postprocessing, progress=progress, should_stop=should_stop,
         )  # fmt: skip
         for key, values in (("entropy", estimate.total), ("aleatoric", estimate.aleatoric), ("epistemic", estimate.epistemic)):
             paths[key] = write_volume(output_dir / f"{stem}_{key}.nii.gz", values, volume, kind="image")
@@ -90,6 +91,10 @@ def run_segmentation(
             safe = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
             paths[f"gradcam_{safe}"] = write_volume(output_dir / f"{stem}_gradcam_{safe}.nii.gz", cam, volume, kind="image")
             extra["gradcam"]["classes"].append({"class": name, "seconds": round(time.perf_counter() - start, 2)})
+    warnings = model_warnings(volume, config)
+    for note in warnings:
+        logger.warning("%s: %s", stem, note)
+    extra["model_warnings"] = warnings
     report = build_report(volume, result, model, extra)
     report["outputs"] = {key: path.name for key, path in paths.items()}
     paths["report"] = write_json(output_dir / f"{stem}_report.json", report)

@@ -17,6 +17,7 @@ Importing this package is cheap: torch loads with the first sampler or driver us
 from __future__ import annotations
 
 from importlib import import_module
+from types import ModuleType
 from typing import Any
 
 _LAZY = {
@@ -52,6 +53,11 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
         globals()[name] = value
+        # Importing a submodule binds it as an attribute of this package, hiding the
+        # function of the same name (``decompose``): put the function back.
+        for other, module in _LAZY.items():
+            if other == module and isinstance(globals().get(other), ModuleType):
+                globals()[other] = getattr(globals()[other], other)
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from torch import nn
 
 from ..inference.control import ProgressCallback, StopCheck
 from ..inference.device import autocast_dtype, select_device
+from ..inference.engine import PostprocessFit, fit_postprocess, predict_probabilities
 from ..preprocess import Prepared, prepare, restore
 from ..preprocess.pipeline import resample_array
 from ..types import Volume
@@ -52,6 +53,7 @@ class UncertaintyResult:
         class_names: K names, background first.
         timings: seconds per stage ("preprocess", "sampling", "restore", "total").
         device, precision: where and how the networks ran.
+        postprocessed: whether the samples went through the bundle's post-processing.
     """
 
     total: np.ndarray
@@ -65,14 +67,12 @@ class UncertaintyResult:
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     precision: str = "fp32"
+    postprocessed: bool = False
 
     @property
     def labels(self) -> np.ndarray:
-        """(z, y, x) uint8 arg-max of the mean probabilities, NOT post-processed.
-
-        The bundle's post-processing (largest component, EM refinement) is the caller's
-        choice: :func:`~napari_medseg.inference.segment` applies it to a plain pass.
-        """
+        """(z, y, x) uint8 arg-max of the mean probabilities (post-processed samples when
+        :attr:`postprocessed`)."""
         return np.argmax(self.mean_probabilities, axis=-1).astype(np.uint8)
 
     def report(self) -> dict[str, Any]:
@@ -80,6 +80,7 @@ class UncertaintyResult:
         return {
             "method": self.method,
             "samples": self.samples,
+            "postprocessed": self.postprocessed,
             "ood": self.ood.as_dict(),
             "timings": dict(self.timings),
             "device": self.device,
@@ -139,6 +140,7 @@ def estimate_uncertainty(
     batch_size: int | None = None,
     seed: int = 0,
     sampler_options: Mapping[str, Any] | None = None,
+    postprocessing: bool = True,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
 ) -> UncertaintyResult:
@@ -154,6 +156,13 @@ def estimate_uncertainty(
         batch_size: slices (2D) or windows (3D) per network batch.
         seed: seeds dropout masks and augmentations (same seed, same maps).
         sampler_options: further sampler arguments (see :func:`make_sampler`).
+        postprocessing: pass every sample through the bundle's post-processing (brain
+            mask and per-scan tissue mixture, decided once per scan as
+            :func:`~napari_medseg.inference.segment` does), so that the maps describe the
+            labels the user gets. With a prior-free mixture (the shipped bundles) every
+            sample gets the same tissue posterior inside the brain: the epistemic part is
+            then zero there, and total = aleatoric = the intensity model's entropy. False:
+            the network's own samples.
         progress: called with (done, total) batches.
         should_stop: checked before every batch.
 
@@ -162,7 +171,7 @@ def estimate_uncertainty(
         per voxel; after resampling (when the scan's spacing differs from the model's),
         total is the entropy of the resampled mean probabilities and aleatoric the
         resampled mean entropy (capped at total), so the identity still holds exactly.
-        Labels from the mean are not post-processed (see :attr:`UncertaintyResult.labels`).
+        With ``postprocessing`` and a prior-free mixture, the mean's arg-max is ``segment``'s labels.
 
     Raises:
         Cancelled: ``should_stop()`` returned True.
@@ -178,14 +187,40 @@ def estimate_uncertainty(
     prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
     timings["preprocess"] = time.perf_counter() - start
 
+    settings = dict(config.extra.get("postprocess", {})) if postprocessing else {}
+    fit = None
+    if settings and _sample_dependent(settings):
+        # The tissue posterior depends on each sample (network prior weight > 0): decide
+        # mask and mixture on a plain pass first, then post-process every sample.
+        mark = time.perf_counter()
+        plain_first = predict_probabilities(sampler.models[0], prepared.image, device=torch_device, amp=amp,
+                                            batch_size=batch_size, should_stop=should_stop)  # fmt: skip
+        fit = fit_postprocess(prepared.image, plain_first, settings, spacing=prepared.geometry.spacing,
+                              geometry=prepared.geometry)  # fmt: skip
+        del plain_first
+        timings["postprocess_fit"] = time.perf_counter() - mark
+
     mark = time.perf_counter()
-    mean, mean_entropy, plain = _accumulate(sampler, prepared.image, torch_device, amp, batch_size, progress, should_stop)
+    transform = None if fit is None else _sample_transform(fit, prepared.image)
+    mean, mean_entropy, plain = _accumulate(
+        sampler, prepared.image, torch_device, amp, batch_size, progress, should_stop, transform
+    )  # fmt: skip
     timings["sampling"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    _, _, epistemic_model = split_entropy(entropy(mean, axis=0), mean_entropy)
+    epistemic_model = None
+    if fit is None:  # moments of the network itself: the OOD assessment sees its epistemic part
+        _, _, epistemic_model = split_entropy(entropy(mean, axis=0), mean_entropy)
     ood = assess_ood(plain, config, spacing=prepared.geometry.spacing, epistemic=epistemic_model)
-    del plain, epistemic_model
+    del epistemic_model
+    if fit is None and settings:
+        # A fixed mask and a prior-free mixture treat every sample alike: exact on the moments.
+        fit = fit_postprocess(prepared.image, plain, settings, spacing=prepared.geometry.spacing,
+                              geometry=prepared.geometry)  # fmt: skip
+        mean, mean_entropy = _postprocess_moments(fit, prepared.image, mean, mean_entropy)
+    del plain
+    timings["postprocess"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     mean_probabilities = restore(mean, prepared)
     del mean
     total, aleatoric, epistemic = split_entropy(entropy(mean_probabilities, axis=-1), restore_map(mean_entropy, prepared))
@@ -204,6 +239,7 @@ def estimate_uncertainty(
         timings=timings,
         device=str(torch_device),
         precision=str(amp).replace("torch.", "") if amp else "fp32",
+        postprocessed=bool(settings),
     )
 
 
@@ -215,8 +251,12 @@ def _accumulate(
     batch_size: int | None,
     progress: ProgressCallback,
     should_stop: StopCheck,
+    transform: Callable[[torch.Tensor, tuple[slice, ...]], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean probabilities (K, z, y, x), mean entropy (z, y, x) and plain prediction (K, z, y, x).
+
+    ``transform(samples (S, K, *block), region)``, if given, maps each chunk's samples
+    (post-processing) before they are reduced; the plain prediction stays the network's.
 
     Each chunk's S samples are reduced on the sampling device right away; 3D windows are
     blended with their Gaussian weights (so the mean entropy of overlapping windows is the
@@ -231,7 +271,8 @@ def _accumulate(
     )
     with closing(chunks):
         for chunk in chunks:
-            chunk_mean, chunk_entropy = (t.float().cpu().numpy() for t in moments(chunk.probabilities))
+            samples = chunk.probabilities if transform is None else transform(chunk.probabilities, chunk.region)
+            chunk_mean, chunk_entropy = (t.float().cpu().numpy() for t in moments(samples))
             chunk_plain = chunk.plain.float().cpu().numpy()
             if mean is None:
                 k = chunk_mean.shape[0]
@@ -255,3 +296,39 @@ def _accumulate(
         plain /= weights
         mean_entropy /= weights
     return mean, mean_entropy, plain
+
+
+def _sample_dependent(settings: Mapping[str, Any]) -> bool:
+    """Whether post-processing treats MC samples differently: a tissue mixture that uses
+    the network's probabilities as a prior (weight > 0)."""
+    em = settings.get("em_refine")
+    return bool(em) and float(em.get("prior_weight", 1.0)) > 0
+
+
+def _sample_transform(fit: PostprocessFit, image: np.ndarray):
+    """Per-chunk post-processing of (S, K, *block) sample probabilities (torch)."""
+
+    def transform(samples: torch.Tensor, region: tuple[slice, ...]) -> torch.Tensor:
+        block = image[region]
+        values = samples.float().cpu().numpy()
+        out = np.stack([fit.apply(block, sample, region) for sample in values])
+        return torch.from_numpy(out).to(samples.device)
+
+    return transform
+
+
+def _postprocess_moments(
+    fit: PostprocessFit, image: np.ndarray, mean: np.ndarray, mean_entropy: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Moments of the post-processed samples from those of the network samples, when the
+    post-processing is the same for every sample (no network prior in the mixture).
+
+    Outside the mask every sample is background (entropy 0); inside it a prior-free
+    mixture gives every sample the same posterior r, so the mean is r and the mean
+    entropy H(r); a mask alone leaves the samples, and so their moments, unchanged.
+    """
+    processed = fit.apply(image, mean)
+    if fit.em:
+        return processed, entropy(processed, axis=0)
+    inside = fit.mask if fit.mask is not None else np.ones(image.shape, bool)
+    return processed, np.where(inside, mean_entropy, 0.0).astype(np.float32)

@@ -141,3 +141,20 @@ def test_bad_model_folder_becomes_a_notification(make_napari_viewer, tmp_path, h
     (bad / "config.json").write_text("{broken")
     panel.model_section.load(bad)
     assert "Not loaded" in panel.model_section.summary.text()
+
+
+def test_ct_given_to_the_mr_model_is_a_notification(make_napari_viewer, qtbot, pydicom_files, home):
+    from napari.utils.notifications import notification_manager
+
+    bundle = tiny_bundle(home / "models", name="tiny-mr-model")
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(pydicom_files / "CT_small.dcm"), plugin="napari-medseg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    panel.model_section.select_path(bundle)
+    panel.session.device = "cpu"
+    before = len(notification_manager.records)
+    assert panel.segment_section.run() is not None
+    _wait_for_job(qtbot, panel)
+    messages = [str(record.message) for record in notification_manager.records[before:]]
+    assert any("modality is CT" in message and "trained on MR" in message for message in messages), messages
+    assert f"{image.name} segmentation" in viewer.layers  # a warning, not a refusal

@@ -161,3 +161,62 @@ def test_wrong_method_or_model_count():
         estimate_uncertainty(_volume(), [tiny_model()], method="ensemble")
     with pytest.raises(ValueError, match="takes one model"):
         estimate_uncertainty(_volume(), [tiny_model(0), tiny_model(1)], method="tta")
+
+
+# --- post-processed samples -------------------------------------------------------
+
+
+def _postprocessed_model(prior_weight: float):
+    settings = {"largest_component": True, "em_refine": {"iterations": 5, "prior_weight": prior_weight}}
+    return tiny_model(0, postprocess=settings)
+
+
+@pytest.mark.parametrize("em", [True, False])
+def test_shortcut_moments_equal_post_processing_every_sample(em):
+    """For a fixed mask and a prior-free mixture, post-processing the moments is exact."""
+    import torch
+
+    from napari_medseg.inference.engine import PostprocessFit
+    from napari_medseg.inference.refine import TissueMixture
+    from napari_medseg.uncertainty.decompose import moments
+    from napari_medseg.uncertainty.run import _postprocess_moments, _sample_transform
+
+    rng = np.random.default_rng(1)
+    samples = rng.dirichlet(np.ones(4), size=(5, 6, 7, 8)).transpose(0, 4, 1, 2, 3).astype(np.float32)  # S, K, z, y, x
+    image = rng.random((6, 7, 8)).astype(np.float32)
+    mask = rng.random((6, 7, 8)) > 0.3
+    mixture = TissueMixture(np.array([0.2, 0.5, 0.8]), np.array([0.01, 0.02, 0.01]), np.array([0.2, 0.5, 0.3]), 0.0, 1e-3)
+    fit = PostprocessFit(mask=mask, mixture=mixture if em else None, details={}, em=em)
+    region = (slice(0, 6), slice(0, 7), slice(0, 8))
+    per_sample = _sample_transform(fit, image)(torch.from_numpy(samples), region)
+    expected_mean, expected_entropy = (t.numpy() for t in moments(per_sample))
+    mean, mean_entropy = (t.numpy() for t in moments(torch.from_numpy(samples)))
+    got_mean, got_entropy = _postprocess_moments(fit, image, mean, mean_entropy)
+    np.testing.assert_allclose(got_mean, expected_mean, atol=1e-6)
+    np.testing.assert_allclose(got_entropy, expected_entropy, atol=1e-5)
+
+
+def test_post_processed_uncertainty_describes_segment_labels():
+    from napari_medseg.inference import segment
+
+    volume = _volume()
+    model = _postprocessed_model(0.0)
+    result = estimate_uncertainty(volume, model, samples=3, device="cpu", precision="fp32", batch_size=3)
+    labels = segment(volume, model, device="cpu", precision="fp32", batch_size=3).labels
+    assert result.postprocessed and result.report()["postprocessed"]
+    np.testing.assert_array_equal(result.labels, labels)
+    np.testing.assert_allclose(result.epistemic, 0.0, atol=1e-6)  # the mixture ignores the samples
+    assert result.total.max() > 0.01
+    network = estimate_uncertainty(volume, model, samples=3, device="cpu", precision="fp32", batch_size=3,
+                                   postprocessing=False)  # fmt: skip
+    assert not network.postprocessed and network.epistemic.max() > 1e-4
+
+
+def test_network_prior_in_the_mixture_makes_samples_differ():
+    volume = _volume()
+    result = estimate_uncertainty(volume, _postprocessed_model(0.7), samples=3, device="cpu", precision="fp32",
+                                  batch_size=3)  # fmt: skip
+    assert result.postprocessed and "postprocess_fit" in result.timings
+    np.testing.assert_allclose(result.total, result.aleatoric + result.epistemic, atol=1e-6)
+    assert result.epistemic.max() > 1e-4
+    np.testing.assert_allclose(result.mean_probabilities.sum(axis=-1), 1.0, atol=1e-5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
 
 METHODS = ["mc-dropout", "tta", "ensemble"]
 
@@ -17,12 +17,20 @@ class UncertaintySection(QGroupBox):
         self.samples_spin = QSpinBox()
         self.samples_spin.setRange(2, 64)
         self.samples_spin.setValue(10)
+        self.postprocess_check = QCheckBox("Of the post-processed labels")
+        self.postprocess_check.setChecked(True)
+        self.postprocess_check.setToolTip(
+            "Checked: every sample goes through the model's post-processing, so the maps describe the labels "
+            "shown (for the shipped models the tissue comes from the scan's intensities, and the epistemic part "
+            "inside the brain is zero). Unchecked: the network's own samples."
+        )
         self.run_button = QPushButton("Estimate uncertainty")
         self.ood_label = QLabel("")
         self.ood_label.setWordWrap(True)
         form = QFormLayout(self)
         form.addRow("Sampler", self.method_combo)
         form.addRow("Samples", self.samples_spin)
+        form.addRow(self.postprocess_check)
         form.addRow(self.run_button)
         form.addRow(self.ood_label)
         self.run_button.clicked.connect(self._on_run_clicked)
@@ -57,6 +65,7 @@ class UncertaintySection(QGroupBox):
             method=method,
             samples=self.samples_spin.value(),
             device=panel.session.device,
+            postprocessing=self.postprocess_check.isChecked(),
         )
 
     def _on_estimated(self, image, result) -> None:
@@ -65,7 +74,7 @@ class UncertaintySection(QGroupBox):
         from ..layers import show_map
 
         viewer = self.panel.viewer
-        tag = f"[{result.method}, {result.samples} samples]"
+        tag = f"[{result.method}, {result.samples} samples{', post-processed' if result.postprocessed else ''}]"
         show_map(viewer, image, result.total, f"{image.name} total uncertainty {tag}", colormap="viridis", blending="translucent")
         show_map(viewer, image, result.aleatoric, f"{image.name} aleatoric {tag}", colormap="magma", blending="translucent")
         show_map(viewer, image, result.epistemic, f"{image.name} epistemic {tag}", colormap="plasma", blending="translucent")
@@ -101,10 +110,10 @@ def ensemble_partners(model, limit: int = 3) -> list:
     return partners
 
 
-def _uncertainty_job(volume, models, method, samples, device, progress=None, should_stop=None):
+def _uncertainty_job(volume, models, method, samples, device, postprocessing=True, progress=None, should_stop=None):
     """Runs on a worker thread; must not touch Qt."""
     from ...uncertainty import estimate_uncertainty
 
     target = models if method == "ensemble" else models[0]
     return estimate_uncertainty(volume, target, method=method, samples=samples, device=device,
-                                progress=progress, should_stop=should_stop)  # fmt: skip
+                                postprocessing=postprocessing, progress=progress, should_stop=should_stop)  # fmt: skip
