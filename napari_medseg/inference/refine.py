@@ -150,6 +150,7 @@ def fit_mixture(
     iterations: int = 12,
     prior_weight: float = 1.0,
     min_prior: float = 1e-3,
+    max_voxels: int = 250_000,
 ) -> TissueMixture | None:
     """Fit the per-scan tissue mixture inside ``mask`` by EM (None if the mask is empty).
 
@@ -159,12 +160,17 @@ def fit_mixture(
         mask: (z, y, x) bool, where tissue is (the brain).
         iterations: EM iterations.
         prior_weight: exponent w of the network prior.
+        max_voxels: EM runs on every n-th voxel of the mask (raster order) so that at
+            most this many take part; nine parameters need no more, and a brain has
+            millions of voxels.
     """
     k = probabilities.shape[0]
     if not mask.any() or k < 2:
         return None
-    values = image[mask].astype(np.float64)
-    prior = probabilities[1:, mask].astype(np.float64)
+    index = np.flatnonzero(mask)
+    index = index[:: max(1, -(-index.size // max_voxels))]
+    values = image.reshape(-1)[index].astype(np.float64)
+    prior = probabilities.reshape(k, -1)[1:, index].astype(np.float64)
     prior = np.maximum(prior / np.maximum(prior.sum(axis=0, keepdims=True), 1e-12), min_prior)
 
     # Start from intensity quantiles placed in the order of the network's class means, so
