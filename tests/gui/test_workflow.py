@@ -158,3 +158,30 @@ def test_ct_given_to_the_mr_model_is_a_notification(make_napari_viewer, qtbot, p
     messages = [str(record.message) for record in notification_manager.records[before:]]
     assert any("modality is CT" in message and "trained on MR" in message for message in messages), messages
     assert f"{image.name} segmentation" in viewer.layers  # a warning, not a refusal
+
+
+def test_stop_button_ends_fine_tuning_with_a_valid_version(make_napari_viewer, qtbot, shared_data, home):
+    from napari_medseg.models import load_model
+
+    bundle = tiny_bundle(home / "models", name="tiny-finetune-stop")
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(shared_data / "dev-subject" / "t1.nii.gz"), plugin="napari-medseg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    panel.model_section.select_path(bundle)
+    panel.session.device = "cpu"
+    corrections = panel.correct_section.create()
+    data = corrections.data
+    data[70, 80:90, 60:70] = 2
+    corrections.data = data
+    panel.finetune_section.steps_spin.setValue(5000)
+    assert panel.finetune_section.run() is not None
+    qtbot.waitUntil(lambda: "step" in panel.status_label.text(), timeout=JOB_TIMEOUT_MS)  # training has begun
+    panel.stop_button.click()
+    _wait_for_job(qtbot, panel)
+    assert panel.finetune_section.isEnabled()
+    active = panel.session.model
+    assert active.bundle_path != bundle  # the steps taken so far became a new, loadable version
+    training = active.bundle_meta["training"]
+    assert training["stopped"] is True and 0 < training["steps"] < 5000
+    assert load_model(active.bundle_path, device="cpu").config == active.config
+    assert (bundle / "weights.pt").is_file()
