@@ -50,14 +50,33 @@ class Heartbeat:
         self.ticks += 1
 
 
-def wait_for(panel, app, timeout: float = 900) -> float:
+def run_event_loop_until(done, timeout: float = 900) -> float:
+    """Run an idle Qt event loop (as a user's napari does) until ``done()``; seconds.
+
+    No busy polling: a 50 ms timer checks ``done`` so the loop itself costs nothing.
+    """
+    from qtpy.QtCore import QEventLoop, QTimer
+
     start = time.perf_counter()
-    while panel.jobs.busy:
-        app.processEvents()
-        time.sleep(0.005)
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError("job did not finish")
+    loop = QEventLoop()
+    check = QTimer()
+    check.setInterval(50)
+
+    def poll() -> None:
+        if done() or time.perf_counter() - start > timeout:
+            loop.quit()
+
+    check.timeout.connect(poll)
+    check.start()
+    loop.exec_()
+    check.stop()
+    if not done():
+        raise TimeoutError("job did not finish")
     return time.perf_counter() - start
+
+
+def wait_for(panel, app, timeout: float = 900) -> float:
+    return run_event_loop_until(lambda: not panel.jobs.busy, timeout)
 
 
 def main() -> None:
@@ -113,9 +132,7 @@ def main() -> None:
     worker.returned.connect(lambda r: box.setdefault("done", time.perf_counter()))
     start = time.perf_counter()
     worker.start()
-    while "done" not in box:
-        app.processEvents()
-        time.sleep(0.005)
+    run_event_loop_until(lambda: "done" in box)
     in_worker = box["done"] - start
     results["segment_main_thread_s"] = round(main_thread, 2)
     results["segment_in_worker_s"] = round(in_worker, 2)
