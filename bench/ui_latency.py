@@ -101,6 +101,7 @@ def main() -> None:
     _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
     panel.model_section.select_path(resolve_bundle("brain-tissue-unet"))
     panel.session.device = "cpu"
+    panel.warmup.join()  # start-up imports finish while a user reads the panel
     heartbeat = Heartbeat()
     results: dict = {}
 

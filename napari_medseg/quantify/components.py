@@ -38,8 +38,8 @@ def connected_components(
     """The 3D connected components of every foreground class.
 
     Each class is labelled inside its own bounding box (from ``ndimage.find_objects``), and
-    sizes and centroids come from ``np.bincount``, so the cost is a few passes over each
-    class's box, whatever the number of components.
+    sizes and centroids come from ``np.bincount`` and boxes from one sort, so the cost is a
+    few passes over each class's box, whatever the number of components.
 
     Args:
         labels: (z, y, x) integer label map; value k is ``class_names[k]``.
@@ -98,14 +98,13 @@ def _component_rows(
     sums = np.stack([np.bincount(ids, weights=axis, minlength=count + 1)[1:] for axis in foreground], axis=1)
     centroids = sums / sizes[:, None] + start[None, :]  # (count, 3) voxel indices, whole grid
     centroids_mm = geometry.index_to_physical(centroids)
-    boxes = ndimage.find_objects(components)
+    lows, highs = _bounding_boxes(ids, foreground, count)
 
     kept = [i for i in range(count) if sizes[i] >= min_voxels]
     # Components are numbered in raster order, so a stable sort breaks size ties by position.
     kept.sort(key=lambda i: -sizes[i])
     rows = []
     for rank, i in enumerate(kept, start=1):
-        box = boxes[i]
         rows.append(
             {
                 "class": class_name,
@@ -116,12 +115,28 @@ def _component_rows(
                 "centroid_index_zyx": [float(v) for v in centroids[i]],
                 "centroid_mm_zyx": [float(v) for v in centroids_mm[i]],
                 "bbox_zyx": [
-                    [int(s.start + o) for s, o in zip(box, start)],
-                    [int(s.stop + o) for s, o in zip(box, start)],
+                    [int(v) for v in lows[i] + start],
+                    [int(v) for v in highs[i] + start],
                 ],
             }
         )
     return rows
+
+
+def _bounding_boxes(ids: np.ndarray, foreground: tuple[np.ndarray, ...], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(count, 3) start (inclusive) and stop (exclusive) indices of components 1..count.
+
+    Sorting and ``reduceat`` release the GIL, unlike ``ndimage.find_objects``, which held
+    it for ~0.2 s on a brain's CSF components and froze the viewer meanwhile.
+    """
+    if count == 0:
+        empty = np.zeros((0, len(foreground)), dtype=np.int64)
+        return empty, empty
+    order = np.argsort(ids, kind="stable")
+    starts = np.searchsorted(ids[order], np.arange(1, count + 1))  # labels are 1..count, none empty
+    lows = np.stack([np.minimum.reduceat(axis[order], starts) for axis in foreground], axis=1)
+    highs = np.stack([np.maximum.reduceat(axis[order], starts) for axis in foreground], axis=1) + 1
+    return lows, highs
 
 
 def largest_component_fraction(mask: np.ndarray, *, connectivity: int = 26) -> float:

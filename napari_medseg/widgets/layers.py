@@ -9,18 +9,6 @@ import numpy as np
 from ..config import ModelConfig
 
 
-def warm_labels_imports() -> None:
-    """Import what napari's first Labels layer pulls in (pandas, for its features table).
-
-    Called at the start of worker jobs that end in a Labels layer: the ~0.2 s of imports
-    then happen off the GUI thread instead of freezing it when the result is shown.
-    """
-    try:
-        import pandas  # noqa: F401
-    except ImportError:  # a napari that no longer needs it
-        pass
-
-
 def grid_kwargs(image_layer: Any) -> dict[str, Any]:
     """Transform and geometry metadata copied from ``image_layer`` to a result layer."""
     metadata = {"medseg": dict(image_layer.metadata.get("medseg", {}))}

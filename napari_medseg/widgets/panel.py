@@ -33,6 +33,7 @@ from .sections.quantify import QuantifySection
 from .sections.segment import SegmentSection
 from .sections.uncertainty import UncertaintySection
 from .session import Session
+from .warmup import start_warmup
 
 if TYPE_CHECKING:
     import napari
@@ -45,6 +46,7 @@ class MedSegPanel(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = Session(viewer=napari_viewer)
+        self.warmup = start_warmup()  # imports later jobs would otherwise do while the GUI waits
 
         # image chooser and what was read ---------------------------------------------
         self.image_combo = QComboBox()

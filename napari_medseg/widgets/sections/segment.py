@@ -69,10 +69,10 @@ def _segment_job(volume, model, device, postprocessing, progress=None, should_st
     """Runs on a worker thread; must not touch Qt. The volume table is computed here too,
     so the GUI thread only draws."""
     from ...inference import segment
-    from ..layers import warm_labels_imports
+    from ..warmup import warm_imports
     from .quantify import quantify_table
 
-    warm_labels_imports()
+    warm_imports(("pandas",))  # napari's first Labels layer needs it: import here, not on the GUI thread
 
     result = segment(volume, model, device=device, postprocessing=postprocessing, progress=progress, should_stop=should_stop)
     return result, quantify_table(result.labels, volume.geometry, list(result.class_names))

@@ -1,0 +1,33 @@
+"""Start-up imports on a background thread, so that no job pays for them later.
+
+The first Labels layer makes napari import pandas (its features table), and the first
+optimizer step makes torch import ``torch._dynamo`` (about 1 s, sympy included). Done on
+a worker during a job, these imports hold the GIL in long stretches and freeze the viewer
+for 100-150 ms at a time; done once when the panel opens, nobody is waiting for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+
+logger = logging.getLogger(__name__)
+
+LAZY_IMPORTS = ("pandas", "torch._dynamo")
+
+
+def warm_imports(names: tuple[str, ...] = LAZY_IMPORTS) -> None:
+    """Import ``names`` now (each at most once per process; missing ones are skipped)."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # optional: a later napari or torch may not need it
+            logger.debug("warm-up: %s not importable", name)
+
+
+def start_warmup(names: tuple[str, ...] = LAZY_IMPORTS) -> threading.Thread:
+    """:func:`warm_imports` on a daemon thread; returns it (``join()`` to wait)."""
+    thread = threading.Thread(target=warm_imports, args=(names,), name="napari-medseg-warmup", daemon=True)
+    thread.start()
+    return thread
