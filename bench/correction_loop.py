@@ -148,6 +148,7 @@ def corrections(volume, reference, parent, baseline, *, guard, annotate_on, args
             strokes=len(strokes),
             stroke_slices=len({s["slice"] for s in strokes}),
             annotated_voxels=int((sparse > 0).sum()),
+            annotated_per_class={name: int((sparse == k + 1).sum()) for k, name in enumerate(CLASSES, start=1)},
             annotated_fraction_of_brain=round(float((sparse > 0).sum() / brain_voxels), 5),
             dice_not_annotated_before=before,
             dice_not_annotated_after=after,
