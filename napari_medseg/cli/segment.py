@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--batch", type=int, default=None, help="slices (2D) or windows (3D) per forward pass")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a DICOM folder")
-    parser.add_argument("--no-postprocess", action="store_true", help="skip the bundle's post-processing")
+    parser.add_argument("--no-postprocess", action="store_true", help="skip the bundle's post-processing (labels and uncertainty maps are then the network's own)")
     parser.add_argument("--uncertainty", default="none", choices=["none", "mc-dropout", "tta", "ensemble"],
                         help="also write entropy (total), aleatoric and epistemic maps (nats)")  # fmt: skip
     parser.add_argument("--samples", type=int, default=10, help="samples for mc-dropout and tta (default 10)")
