@@ -90,8 +90,10 @@ class PostprocessFit:
 
     Attributes:
         mask: (z, y, x) bool brain mask on the model grid, or None (no mask step).
-        mixture: the per-scan tissue mixture, or None (no EM step).
+        mixture: the per-scan tissue mixture, or None (no EM step, or an empty mask).
         details: what was applied (brain mask source, atlas fit), JSON-ready.
+        em: whether the bundle asks for the mixture step (without a mask step, its
+            region is each prediction's own foreground).
     """
 
     mask: np.ndarray | None

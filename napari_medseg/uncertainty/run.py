@@ -300,9 +300,13 @@ def _accumulate(
 
 def _sample_dependent(settings: Mapping[str, Any]) -> bool:
     """Whether post-processing treats MC samples differently: a tissue mixture that uses
-    the network's probabilities as a prior (weight > 0)."""
+    the network's probabilities as a prior (weight > 0), or one whose region is each
+    sample's own foreground (no fixed brain mask)."""
     em = settings.get("em_refine")
-    return bool(em) and float(em.get("prior_weight", 1.0)) > 0
+    if not em:
+        return False
+    fixed_mask = bool(settings.get("brain_mask") or settings.get("largest_component"))
+    return float(em.get("prior_weight", 1.0)) > 0 or not fixed_mask
 
 
 def _sample_transform(fit: PostprocessFit, image: np.ndarray):
