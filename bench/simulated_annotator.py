@@ -14,6 +14,7 @@ from scipy import ndimage
 
 CLASSES = ("CSF", "grey matter", "white matter")  # reference values 1, 2, 3
 
+_GOLDEN = (5**0.5 - 1) / 2  # spreads any prefix of a sequence of quantiles
 _NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
 
 
@@ -121,11 +122,14 @@ def draw_strokes(
     """One round of the simulated annotator on axial (axis 0) slices.
 
     The ``regions`` largest error regions (:func:`error_regions`) share the strokes in
-    proportion to their size (at least one each); a region's strokes go to the slices at
-    evenly spaced quantiles of its voxels' slice index (so where it is large), each inside
-    the largest 2D piece of the region on that slice (:func:`stroke`), painted with the
-    reference class and kept inside that class. Strokes are drawn until ``budget`` newly
-    annotated voxels would be exceeded; a stroke that would exceed it is left out.
+    proportion to their size (at least one each). A region's strokes go to slices chosen
+    by quantiles of its voxels' slice index (so where it is large), taken in a golden-ratio
+    order so that any first few are spread out; each stroke lies inside the largest 2D
+    piece of the region on its slice (:func:`stroke`), painted with the reference class and
+    kept inside that class. The regions take turns (the first stroke of every region, then
+    the second...), so a small budget is not spent on the largest region alone. Strokes
+    are drawn until ``budget`` newly annotated voxels would be exceeded; a stroke that
+    would exceed it is left out.
 
     Args:
         prediction, reference: (z, y, x) labels (0 background, k = class k).
@@ -143,24 +147,28 @@ def draw_strokes(
     found = error_regions(prediction, reference, brain, sparse > 0)[:regions]
     if not found or budget <= 0:
         return out, []
-    per_stroke = max(1, int(0.6 * length * (2 * radius + 1)))  # clipped strokes are smaller
+    per_stroke = max(1, int(0.7 * length * (2 * radius + 1)))  # clipped strokes are smaller
     wanted = max(len(found), budget // per_stroke)
     total = sum(size for size, _, _ in found)
     shares = [max(1, int(round(wanted * size / total))) for size, _, _ in found]
-    records: list[dict] = []
-    used = 0
+    plans = []
     for (size, k, mask), share in zip(found, shares):
         z_of = np.nonzero(mask.any(axis=(1, 2)))[0]
-        per_slice = mask[z_of].sum(axis=(1, 2))
-        cumulative = np.cumsum(per_slice) / per_slice.sum()
-        picks = sorted({int(z_of[np.searchsorted(cumulative, (i + 0.5) / share)]) for i in range(share)})
-        for z in picks:
-            pieces, count = ndimage.label(mask[z], structure=np.ones((3, 3), bool))
-            if not count:
+        cumulative = np.cumsum(mask[z_of].sum(axis=(1, 2))) / mask.sum()
+        quantiles = [(0.5 + i * _GOLDEN) % 1.0 for i in range(share)]
+        slices = list(dict.fromkeys(int(z_of[min(np.searchsorted(cumulative, q), len(z_of) - 1)]) for q in quantiles))
+        plans.append((size, k, mask, slices))
+    records: list[dict] = []
+    used = 0
+    for turn in range(max(len(slices) for *_, slices in plans)):
+        for size, k, mask, slices in plans:
+            if turn >= len(slices):
                 continue
+            z = slices[turn]
+            pieces, count = ndimage.label(mask[z], structure=np.ones((3, 3), bool))
             sizes = np.bincount(pieces.ravel())
             sizes[0] = 0
-            if sizes.max() < min_pixels:
+            if not count or sizes.max() < min_pixels:
                 continue
             piece = pieces == int(np.argmax(sizes))
             painted = stroke(piece, reference[z] == k, length=length, radius=radius)

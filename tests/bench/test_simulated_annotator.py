@@ -56,7 +56,7 @@ def test_strokes_stay_in_the_reference_class_and_within_budget(loop):
     assert np.all(out[new] == reference[new] + 1)  # labelled with the reference class
     gm = out == 3
     assert gm.sum() and (prediction[gm] == 3).mean() > 0.8  # mostly inside the GM error region
-    assert {r["class"] for r in records} <= {"grey matter", "white matter"}
+    assert {r["class"] for r in records} == {"grey matter", "white matter"}  # regions take turns
     assert len({r["slice"] for r in records if r["class"] == "grey matter"}) > 1  # spread over slices
 
 
