@@ -190,7 +190,7 @@ def summarise(loop: dict) -> dict:
     }
 
 
-def new_class(volume, reference, parent, *, guard, args) -> dict:
+def new_class(volume, reference, parent, baseline, *, guard, args) -> dict:
     ventricles, description = lateral_ventricles(reference)
     z_of = np.nonzero(ventricles.any(axis=(1, 2)))[0]
     per_slice = ventricles[z_of].sum(axis=(1, 2))
@@ -214,6 +214,7 @@ def new_class(volume, reference, parent, *, guard, args) -> dict:
         }
     record.update(
         guard={"method": guard[0], "weight": guard[1]},
+        parent_dice_tissue_other_slices={mode: dice_table(labels, reference, other) for mode, labels in baseline.items()},
         structure=description,
         stroke_slices=slices,
         annotated_voxels=annotated,
@@ -270,12 +271,13 @@ def main() -> None:
             ]
             report["corrections_summary"] = [summarise(loop) for loop in report["corrections"]]
         if "new-class" in args.scenarios:
-            report["new_class"] = [new_class(volume, reference, parent, guard=guard, args=args) for guard in args.guards]
+            report["new_class"] = [new_class(volume, reference, parent, baseline, guard=guard, args=args) for guard in args.guards]
             report["new_class_summary"] = [
                 {
                     "guard": f"{run['guard']['method']}:{run['guard']['weight']:g}",
                     "dice_other_slices": {mode: r["dice_new_class_other_slices"] for mode, r in run["results"].items()},
                     "tissue_mean_dice": {mode: r["dice_tissue_other_slices_ventricles_as_csf"]["mean"] for mode, r in run["results"].items()},
+                    "parent_tissue_mean_dice": {mode: d["mean"] for mode, d in run["parent_dice_tissue_other_slices"].items()},
                     "seconds_finetune": run["seconds_finetune"],
                 }
                 for run in report["new_class"]
