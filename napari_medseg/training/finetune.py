@@ -29,7 +29,15 @@ called white matter marked as grey matter on 2 of 8 slices, 40 steps), agreement
 that structure was 0.955 without a guard, 0.9997 with distillation (weight 1) and 0.988
 with L2-SP (weight 0.01), but the correction spread less to the structure's unannotated
 voxels: Dice 0.91 without a guard, 0.62 with distillation, 0.90 with L2-SP 0.01. The guard
-trades spreading a correction for stability; tune the weights on real corrections.
+trades spreading a correction for stability.
+
+On real corrections (``bench/correction_loop.py``: the default brain U-Net on a scan it
+never saw, 3 rounds of simulated strokes on about 0.36% of the brain, 200 steps each) the
+network's own mean tissue Dice went from 0.62 to 0.85 with distillation at weight 1, 0.82
+at 0.2, 0.72 with L2-SP 0.01 and 0.67 without a guard: unguarded, the model drifts where
+there are no strokes and later rounds undo earlier gains. A new class taught on 3 slices
+reached Dice 0.74 on the other slices with distillation at weight 1 and about 0.4 without
+it, which supports the default, distillation at weight 1.
 
 Under ``torchrun`` (an initialised process group) the model is wrapped in
 DistributedDataParallel, each rank samples with its own seed, the reported losses and the
