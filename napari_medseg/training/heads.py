@@ -39,7 +39,8 @@ _NOISE = 0.01
 def grown_config(
     config: ModelConfig, new_classes: Sequence[str], colors: Sequence[str] | None = None
 ) -> ModelConfig:
-    """``config`` with ``new_classes`` appended to ``class_names`` (and colours).
+    """``config`` with ``new_classes`` appended to ``class_names`` (and colours), and
+    without the per-scan intensity mixture in its post-processing (see the comment below).
 
     Args:
         new_classes: names of the new classes, in logit order after the old ones.
@@ -75,6 +76,12 @@ def grown_config(
     data = config.to_dict()
     data["class_names"] = [*config.class_names, *names]
     data["class_colors"] = [*config.to_dict()["class_colors"], *colors]
+    postprocess = dict(data.get("extra", {}).get("postprocess", {}))
+    if postprocess.pop("em_refine", None) is not None:
+        # One Gaussian per class cannot tell a new structure from the tissue it is made of
+        # (the lateral ventricles are CSF): the mixture labelled half a brain "ventricle".
+        # The grown model keeps the brain mask and decides the classes inside it itself.
+        data["extra"] = {**data["extra"], "postprocess": postprocess}
     return ModelConfig.from_dict(data)
 
 

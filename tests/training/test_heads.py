@@ -78,3 +78,14 @@ def test_no_new_classes_returns_the_model_itself_and_bad_names_are_refused():
         grown_config(parent.config, ["a", "a"])
     with pytest.raises(ValueError, match="colours"):
         grown_config(parent.config, ["a"], colors=["#ff0000", "#00ff00"])
+
+
+def test_grown_config_drops_the_intensity_mixture_but_keeps_the_mask():
+    from tests.tiny_models import tiny_config
+
+    settings = {"brain_mask": {"closing_voxels": 2}, "em_refine": {"iterations": 5, "prior_weight": 0.0}}
+    parent = tiny_config(postprocess=settings)
+    grown = grown_config(parent, ["lateral ventricles"])
+    assert grown.extra["postprocess"] == {"brain_mask": {"closing_voxels": 2}}
+    assert parent.extra["postprocess"] == settings  # the parent's config is not touched
+    assert grown_config(tiny_config(), ["lesion"]).extra["postprocess"] == {}
