@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..io import read_volume
-from ..io._sitk import image_from_array
+from ..io._sitk import image_from_array, quiet_itk
 from ..resources import brain_atlas_path
 from ..types import Geometry
 from .refine import largest_component
@@ -123,10 +123,17 @@ def fit_brain_atlas(tissue: np.ndarray, geometry: Geometry, *, resolution_mm: fl
     registration.SetShrinkFactorsPerLevel([2, 1])
     registration.SetSmoothingSigmasPerLevel([1, 0])
     registration.SetInitialTransform(transform, inPlace=True)
-    registration.Execute(fixed, moving)
+    try:
+        with quiet_itk():  # failures are reported through the returned fit, not the console
+            registration.Execute(fixed, moving)
+    except RuntimeError as exc:  # e.g. every sample mapped outside the atlas
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return AtlasFit(None, reason=f"registration failed: {message[:200]}")
 
     scale = float(transform.GetScale())
     correlation = -float(registration.GetMetricValue())
+    if not np.isfinite(scale) or not np.isfinite(correlation):
+        return AtlasFit(None, scale, correlation, "registration diverged (no valid overlap)")
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         return AtlasFit(None, scale, correlation, f"implausible atlas scale {scale:.2f}")
     if correlation < MIN_CORRELATION:

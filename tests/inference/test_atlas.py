@@ -82,3 +82,12 @@ def test_rejected_fit_keeps_all_tissue():
     probabilities[:, 5:25, 5:25, 5:25] = np.array([0.0, 1.0])[:, None, None, None]
     mask, _ = brain_mask(image, probabilities, closing_voxels=0, allowed_region=lambda tissue: None)
     assert mask.sum() == 20**3
+
+
+def test_degenerate_tissue_gives_a_rejected_fit_not_an_error():
+    geometry = Geometry((2.0, 2.0, 2.0), (0.0, 0.0, 0.0), ((1, 0, 0), (0, 1, 0), (0, 0, 1)))
+    holes = np.where(np.random.default_rng(0).random((60, 60, 60)) > 0.5, np.nan, 1.0).astype(np.float32)
+    diverged = fit_brain_atlas(holes, geometry)
+    assert not diverged.accepted and "diverged" in diverged.reason
+    flat = fit_brain_atlas(np.ones((60, 60, 60), np.float32), geometry)  # tissue everywhere: no shape to fit
+    assert not flat.accepted and "correlation" in flat.reason
