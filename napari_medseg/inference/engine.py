@@ -118,6 +118,11 @@ class PostprocessFit:
         return out
 
 
+def postprocess_settings(config: Any, enabled: bool = True) -> dict[str, Any]:
+    """The bundle's ``extra["postprocess"]`` settings (a copy), or {} when not ``enabled``."""
+    return dict(config.extra.get("postprocess", {})) if enabled else {}
+
+
 def fit_postprocess(
     image: np.ndarray,
     probabilities: np.ndarray,
@@ -237,7 +242,7 @@ def segment(
     if inspect is not None:
         inspect(probabilities, prepared)
     mark = time.perf_counter()
-    settings = dict(config.extra.get("postprocess", {})) if postprocessing else {}
+    settings = postprocess_settings(config, postprocessing)
     details: dict[str, Any] = {}
     probabilities = postprocess(
         prepared.image, probabilities, settings,

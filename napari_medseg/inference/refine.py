@@ -221,18 +221,13 @@ def em_refine(
     prior_weight: float = 1.0,
     min_prior: float = 1e-3,
 ) -> np.ndarray:
-    """Refine tissue posteriors inside ``mask`` with a per-scan Gaussian mixture.
-
-    Args:
-        image: (z, y, x) float32 normalised intensities.
-        probabilities: (K, z, y, x) network probabilities, class 0 background.
-        mask: (z, y, x) bool, where tissue is (the brain).
-        iterations: EM iterations.
-        prior_weight: exponent w of the network prior.
+    """:func:`fit_mixture` then :func:`apply_mixture` on the whole grid (arguments as there).
 
     Returns:
         (K, z, y, x) float32: inside the mask the tissue posteriors r_k (background 0),
         outside it all probability goes to background.
     """
-    mixture = fit_mixture(image, probabilities, mask, iterations=iterations, prior_weight=prior_weight, min_prior=min_prior)
+    mixture = fit_mixture(
+        image, probabilities, mask, iterations=iterations, prior_weight=prior_weight, min_prior=min_prior
+    )
     return apply_mixture(mixture, image, probabilities, mask)

@@ -52,7 +52,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,6 +69,7 @@ from .forgetting import anchors as parent_anchors
 from .forgetting import distillation_loss, l2sp_penalty
 from .heads import grow_head
 from .losses import segmentation_loss
+from .records import FinetuneProgress, FinetuneResult
 from .sampling import (
     PatchSampler,
     augment_batch,
@@ -93,67 +93,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORGETTING = ("distill", "l2sp", "distill+l2sp", "none")
-
-
-@dataclass(frozen=True)
-class FinetuneProgress:
-    """One optimizer step done.
-
-    Attributes:
-        step: steps done so far (1-based); ``total``: steps requested.
-        loss: total loss of this step (mean over ranks); ``supervised`` and ``forgetting``
-            are its two parts. ``lr``: the learning rate used; ``elapsed``: seconds since start.
-    """
-
-    step: int
-    total: int
-    loss: float
-    supervised: float
-    forgetting: float
-    lr: float
-    elapsed: float
-
-
-@dataclass
-class FinetuneResult:
-    """What a fine-tune produced.
-
-    Attributes:
-        model: the fine-tuned model (eval mode, on the training device, ``.config`` with
-            any new classes); not yet saved (see :mod:`~napari_medseg.training.versions`).
-        metrics_before / metrics_after: :func:`annotated_metrics` of the parent and of the
-            new model on the annotated voxels (model grid).
-        steps_done: optimizer steps taken; ``stopped``: True when a stop request ended it.
-        annotated_counts: class name -> annotated voxels (input grids, all images).
-        losses: the loss of every step.
-        settings: the arguments that shaped the run (JSON data).
-        seconds: wall time, preparation and metrics included.
-    """
-
-    model: nn.Module
-    metrics_before: dict[str, Any]
-    metrics_after: dict[str, Any]
-    steps_done: int
-    stopped: bool
-    annotated_counts: dict[str, int]
-    losses: list[float] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def meta(self) -> dict[str, Any]:
-        """``training`` and ``metrics`` entries for the new bundle's ``meta.json``."""
-        training = {
-            "kind": "finetune",
-            "steps": self.steps_done,
-            "stopped": self.stopped,
-            "annotated_voxels": dict(self.annotated_counts),
-            "loss_first": self.losses[0] if self.losses else None,
-            "loss_last": self.losses[-1] if self.losses else None,
-            "seconds": round(self.seconds, 2),
-            **self.settings,
-        }
-        metrics = {"annotated_before": self.metrics_before, "annotated_after": self.metrics_after}
-        return {"training": training, "metrics": metrics}
 
 
 def run_finetune(

@@ -141,7 +141,7 @@ def save_result(
     save_on_stop: bool = True,
     half: bool = False,
 ) -> Path | None:
-    """Save a :class:`~napari_medseg.training.finetune.FinetuneResult` with its record;
+    """Save a :class:`~napari_medseg.training.records.FinetuneResult` with its record;
     None (nothing written) when the run was stopped and ``save_on_stop`` is False."""
     if result.stopped and not save_on_stop:
         return None

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..inference.control import ProgressCallback, StopCheck
 from ..inference.device import autocast_dtype, select_device
-from ..inference.engine import PostprocessFit, fit_postprocess, predict_probabilities
+from ..inference.engine import PostprocessFit, fit_postprocess, postprocess_settings, predict_probabilities
 from ..preprocess import Prepared, prepare, restore
 from ..preprocess.pipeline import resample_array
 from ..types import Volume
@@ -187,7 +187,7 @@ def estimate_uncertainty(
     prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
     timings["preprocess"] = time.perf_counter() - start
 
-    settings = dict(config.extra.get("postprocess", {})) if postprocessing else {}
+    settings = postprocess_settings(config, postprocessing)
     fit = None
     if settings and _sample_dependent(settings):
         # The tissue posterior depends on each sample (network prior weight > 0): decide
