@@ -12,9 +12,11 @@ Each step (see :mod:`~napari_medseg.training.sampling` for the windows):
 - supervised loss: partial cross-entropy + partial soft Dice over the annotated voxels only
   (:func:`~napari_medseg.training.losses.segmentation_loss`); unannotated voxels get no
   gradient from it;
-- forgetting guard (``forgetting``): ``"distill"`` adds ``distill_weight`` x the KL
-  divergence from the parent's softmax to the model's, over the *unannotated* voxels inside
-  the volume, on the parent's K classes. With new classes the model's distribution over the
+- forgetting guard (``forgetting``): ``"distill"`` adds ``distill_weight`` x a distillation
+  term over the *unannotated* voxels inside the volume, on the parent's K classes, toward
+  (``distill_target``) the parent's *segmentation* of each image, post-processing included
+  (cross-entropy to those labels, the default: what the annotator saw and corrected), or the
+  parent *network*'s softmax (KL divergence). With new classes the model's distribution over the
   old classes is taken conditional on "not a new class" (softmax over the old logits), so
   the guard keeps what the parent knew without forbidding the new class anywhere;
   ``"l2sp"`` adds ``l2sp_weight`` x the squared distance of the weights to the parent's
@@ -39,6 +41,13 @@ there are no strokes and later rounds undo earlier gains. A new class taught on 
 reached Dice 0.74 on the other slices with distillation at weight 1 and about 0.4 without
 it, which supports the default, distillation at weight 1.
 
+Distilling toward the parent network leaves the labels users get unchanged when the
+parent's post-processing decides the tissue from the scan's intensities (the shipped brain
+models). Distilling toward the parent's segmentation teaches the network those labels
+plus the corrections; the new version then gives its network a say in the post-processing
+(:mod:`~napari_medseg.training.version_postprocess`), and the labels users get improve:
+see the README's correction-loop table.
+
 Under ``torchrun`` (an initialised process group) the model is wrapped in
 DistributedDataParallel, each rank samples with its own seed, the reported losses and the
 metrics are averaged over ranks and a stop request is agreed by all ranks (see
@@ -61,14 +70,15 @@ from torch import nn
 from ..config import ModelConfig
 from ..control import StopCheck
 from ..inference.device import training_autocast_dtype
-from ..inference.engine import context_offsets
+from ..inference.engine import context_offsets, segment
 from ..types import Volume
 from . import distributed
 from .annotated import annotated_confusion, annotated_metrics
 from .forgetting import anchors as parent_anchors
-from .forgetting import distillation_loss, l2sp_penalty
+from .forgetting import distillation_loss, l2sp_penalty, reference_loss
 from .heads import grow_head
 from .losses import segmentation_loss
+from .options import DISTILL_TARGETS, FORGETTING, check_options
 from .records import FinetuneProgress, FinetuneResult
 from .sampling import (
     PatchSampler,
@@ -78,8 +88,10 @@ from .sampling import (
     flip_dim,
     prepare_case,
 )
+from .version_postprocess import finetuned_config
 
 __all__ = [
+    "DISTILL_TARGETS",
     "FORGETTING",
     "FinetuneProgress",
     "FinetuneResult",
@@ -91,8 +103,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-FORGETTING = ("distill", "l2sp", "distill+l2sp", "none")
 
 
 def run_finetune(
@@ -129,6 +139,8 @@ def finetune(
     precision: str = "auto",
     forgetting: str = "distill",
     distill_weight: float = 1.0,
+    distill_target: str = "segmentation",
+    references: Sequence[np.ndarray] | None = None,
     l2sp_weight: float = 0.01,
     warmup_steps: int | None = None,
     patch: Sequence[int] | None = None,
@@ -161,6 +173,14 @@ def finetune(
             ``"bf16"`` or ``"fp32"``.
         forgetting: one of :data:`FORGETTING` (see the module docstring).
         distill_weight, l2sp_weight: weights of the forgetting terms.
+        distill_target: what distillation keeps on the unannotated voxels, one of
+            :data:`DISTILL_TARGETS`: ``"network"``, the parent network's softmax;
+            ``"segmentation"``, the labels the parent's whole pipeline produces for each
+            image (post-processing included: what the annotator saw and corrected).
+        references: with ``distill_target="segmentation"``, one (z, y, x) integer array of
+            the parent's classes per image, on the image's grid: the segmentation the
+            annotator corrected, when it is not the parent's own (e.g. edited by hand).
+            Default: the parent's segmentation, computed here (one inference per image).
         warmup_steps: linear warm-up steps (default: steps // 10, between 1 and 10).
         patch: training window, (py, px) for 2D or (pz, py, px) for 3D models (default
             :func:`~napari_medseg.training.sampling.default_patch`).
@@ -185,27 +205,24 @@ def finetune(
     if not isinstance(config, ModelConfig):
         raise ValueError(f"parent model {type(parent).__name__} has no .config (a ModelConfig)")
     images, sparse_labels = list(images), list(sparse_labels)
-    if not images or len(images) != len(sparse_labels):
-        raise ValueError(f"{len(images)} images and {len(sparse_labels)} label volumes: give one label volume per image (at least one)")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
-            raise ValueError(f"{name} {value!r} must be a {'non-negative' if name == 'steps' else 'positive'} int")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr {lr!r} must be a positive number")
-    if forgetting not in FORGETTING:
-        raise ValueError(f"forgetting {forgetting!r} must be one of {FORGETTING}")
-    for name, value in (("distill_weight", distill_weight), ("l2sp_weight", l2sp_weight)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} {value!r} must be a non-negative number")
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision {precision!r} must be auto, bf16 or fp32")
     num_classes = config.num_classes + len(tuple(new_classes))
-    if class_weights is not None and len(class_weights) != num_classes:
-        raise ValueError(f"class_weights {list(class_weights)} must have {num_classes} entries (one per class)")
-    if patch is not None and (len(patch) != config.spatial_dims or min(patch) < 1):
-        raise ValueError(f"patch {tuple(patch)} must be {config.spatial_dims} positive sizes")
-    if config.spatial_dims == 2:
-        context_offsets(config)  # raises for a 2D config without usable offsets
+    check_options(
+        config, images=len(images), label_volumes=len(sparse_labels), steps=steps, batch_size=batch_size, lr=lr,
+        forgetting=forgetting, distill_target=distill_target, distill_weight=distill_weight, l2sp_weight=l2sp_weight,
+        precision=precision, num_classes=num_classes, class_weights=class_weights, patch=patch,
+    )  # fmt: skip
+    if references is not None:
+        references = list(references)
+        if distill_target != "segmentation" or len(references) != len(images):
+            raise ValueError(
+                f"references ({len(references)}) need distill_target='segmentation' and one per image ({len(images)})"
+            )
+        for i, (image, reference) in enumerate(zip(images, references)):
+            reference = np.asarray(reference)
+            if reference.shape != tuple(image.shape) or not np.issubdtype(reference.dtype, np.integer):
+                raise ValueError(
+                    f"reference {i} {reference.shape} {reference.dtype} must be integer classes on image {i}'s grid {tuple(image.shape)}"
+                )
     sparse_labels = [
         check_sparse_labels(labels, image.shape, num_classes, where=f"labels of image {i}")
         for i, (image, labels) in enumerate(zip(images, sparse_labels))
@@ -215,14 +232,17 @@ def finetune(
         "lr": float(lr),
         "batch_size": batch_size,
         "new_classes": list(new_classes),
-        "forgetting": {"method": forgetting, "distill_weight": float(distill_weight), "l2sp_weight": float(l2sp_weight)},
+        "forgetting": {
+            "method": forgetting, "distill_weight": float(distill_weight), "distill_target": distill_target,
+            "l2sp_weight": float(l2sp_weight),
+        },  # fmt: skip
         "context_fraction": float(context_fraction),
         "augment": bool(augment),
         "seed": int(seed),
         "images": len(images),
     }
     return _run(
-        parent, images, sparse_labels, settings=settings, new_class_colors=new_class_colors, device=device,
+        parent, images, sparse_labels, references, settings=settings, new_class_colors=new_class_colors, device=device,
         precision=precision, warmup_steps=warmup_steps, patch=patch, class_weights=class_weights,
         should_stop=should_stop,
     )  # fmt: skip
@@ -232,6 +252,7 @@ def _run(
     parent: nn.Module,
     images: list[Volume],
     sparse_labels: list[np.ndarray],
+    given_references: list[np.ndarray] | None,
     *,
     settings: dict[str, Any],
     new_class_colors,
@@ -265,9 +286,13 @@ def _run(
     student.to(torch_device).requires_grad_(True)
     config: ModelConfig = student.config
 
+    use_distill = method in ("distill", "distill+l2sp") and forgetting["distill_weight"] > 0
+    references = [None] * len(images)
+    if use_distill and forgetting["distill_target"] == "segmentation":
+        references = given_references or [parent_segmentation(parent, image, torch_device) for image in images]
     cases = [
-        prepare_case(image, labels, config, seed=seed)
-        for image, labels in zip(images, sparse_labels)
+        prepare_case(image, labels, config, seed=seed, reference=reference)
+        for image, labels, reference in zip(images, sparse_labels, references)
     ]
     counts = sum(case.counts for case in cases)
     if not counts.any():
@@ -293,8 +318,7 @@ def _run(
     metrics_before = annotated_metrics(
         annotated_confusion(teacher, cases, config, torch_device, amp, window, context), config.class_names
     )
-    use_distill = method in ("distill", "distill+l2sp") and forgetting["distill_weight"] > 0
-    if not use_distill:
+    if not use_distill or references[0] is not None:
         teacher = None  # only needed for the metrics before
     anchors = parent_anchors(student, k_old) if method in ("l2sp", "distill+l2sp") and forgetting["l2sp_weight"] > 0 else None
     optimizer = torch.optim.AdamW(
@@ -327,9 +351,11 @@ def _run(
                     teacher_logits = teacher(batch.image)
         supervised = _supervised_loss(outputs, batch, weights)
         guard = outputs[0].new_zeros(()).float()
+        unannotated = batch.valid & ~batch.annotated
         if teacher_logits is not None:
-            mask = batch.valid & ~batch.annotated
-            guard = guard + forgetting["distill_weight"] * distillation_loss(outputs[0][:, :k_old], teacher_logits, mask)
+            guard = guard + forgetting["distill_weight"] * distillation_loss(outputs[0][:, :k_old], teacher_logits, unannotated)
+        elif batch.reference is not None and use_distill:
+            guard = guard + forgetting["distill_weight"] * reference_loss(outputs[0][:, :k_old], batch.reference, unannotated)
         if anchors is not None:
             guard = guard + forgetting["l2sp_weight"] * l2sp_penalty(student, anchors)
         loss = supervised + guard
@@ -346,6 +372,7 @@ def _run(
         )  # fmt: skip
 
     student.eval()
+    student.config = finetuned_config(student.config, anchored=references[0] is not None)
     metrics_after = annotated_metrics(
         annotated_confusion(student, cases, config, torch_device, amp, window, context), config.class_names
     )
@@ -366,6 +393,15 @@ def _run(
         steps_done, steps, result.seconds, metrics_before["accuracy"], metrics_after["accuracy"],
     )  # fmt: skip
     return result
+
+
+def parent_segmentation(parent: nn.Module, image: Volume, device: torch.device) -> np.ndarray:
+    """(z, y, x) class indices the parent's whole pipeline (post-processing included) gives ``image``."""
+    was_training = parent.training
+    try:
+        return segment(image, parent, device=device).labels
+    finally:
+        parent.train(was_training)
 
 
 def _supervised_loss(outputs: Sequence[torch.Tensor], batch, weights: torch.Tensor | None) -> torch.Tensor:

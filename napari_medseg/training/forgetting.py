@@ -1,4 +1,5 @@
-"""The forgetting guard of fine-tuning: distillation toward the parent and L2-SP."""
+"""The forgetting guard of fine-tuning: distillation toward the parent (its network's
+softmax, or the segmentation it produced) and L2-SP."""
 
 from __future__ import annotations
 
@@ -21,6 +22,24 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     kl = (torch.special.xlogy(teacher, teacher) - teacher * log_student).sum(dim=1)
     weight = mask.to(kl.dtype)
     return (kl * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def reference_loss(student_logits: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the student toward dense reference classes over ``mask``.
+
+    Args:
+        student_logits: (B, K, *S); the student's old-class logits only.
+        reference: (B, *S) int64 classes in 0..K-1, -1 where there is none.
+        mask: (B, *S) bool (unannotated voxels inside the volume).
+
+    Returns:
+        A scalar (0 with a graph when no voxel takes part).
+    """
+    keep = mask & (reference >= 0)
+    log_student = torch.log_softmax(student_logits.float(), dim=1)
+    picked = log_student.gather(1, reference.clamp_min(0).unsqueeze(1)).squeeze(1)
+    weight = keep.to(picked.dtype)
+    return -(picked * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def l2sp_penalty(model: nn.Module, anchors: dict[str, tuple[torch.Tensor, int | None]]) -> torch.Tensor:

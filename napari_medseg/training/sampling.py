@@ -63,12 +63,15 @@ class TrainingCase:
         labels: (Z, Y, X) int16 sparse labels (0 = not annotated, k + 1 = class k).
         counts: (K,) int64 annotated voxels per class on the *input* grid (what was painted).
         voxels: class -> flat indices into ``labels`` of (up to 200,000) voxels of that class.
+        reference: (Z, Y, X) int16 dense class indices the unannotated voxels are anchored
+            to (the parent's segmentation, see ``distill_target`` of fine-tuning), or None.
     """
 
     image: torch.Tensor
     labels: torch.Tensor
     counts: np.ndarray
     voxels: dict[int, np.ndarray]
+    reference: torch.Tensor | None = None
 
 
 @dataclass
@@ -80,15 +83,19 @@ class Batch:
         target: (B, *S) int64 class indices (0 where not annotated).
         annotated: (B, *S) bool, voxels with a stroke.
         valid: (B, *S) bool, voxels inside the volume (padding is False).
+        reference: (B, *S) int64 the cases' dense reference classes (-1 where the window
+            passes the volume's edge), or None when the cases have none.
     """
 
     image: torch.Tensor
     target: torch.Tensor
     annotated: torch.Tensor
     valid: torch.Tensor
+    reference: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.image, self.target, self.annotated, self.valid)))
+        parts = (self.image, self.target, self.annotated, self.valid, self.reference)
+        return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in parts))
 
 
 def check_sparse_labels(labels: np.ndarray, shape: Sequence[int], num_classes: int, where: str = "labels") -> np.ndarray:
@@ -127,7 +134,13 @@ def annotated_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def prepare_case(
-    volume: Volume, labels: np.ndarray, config: ModelConfig, *, num_classes: int | None = None, seed: int = 0
+    volume: Volume,
+    labels: np.ndarray,
+    config: ModelConfig,
+    *,
+    num_classes: int | None = None,
+    seed: int = 0,
+    reference: np.ndarray | None = None,
 ) -> TrainingCase:
     """Map ``volume`` and its sparse ``labels`` (same grid) onto ``config``'s model grid.
 
@@ -136,16 +149,28 @@ def prepare_case(
         labels: (z, y, x) sparse labels on ``volume``'s grid.
         num_classes: classes the labels may use (default ``config.num_classes``).
         seed: for subsampling the stored voxel indices of very large annotations.
+        reference: (z, y, x) dense class indices on ``volume``'s grid (e.g. the parent's
+            segmentation), mapped like the labels (nearest neighbour), or None.
     """
     k = config.num_classes if num_classes is None else num_classes
     sparse = check_sparse_labels(labels, volume.shape, k)
     counts = annotated_counts(sparse, k)
     prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
-    mapped = np.ascontiguousarray(prepared.reorientation.apply(sparse.astype(np.int16 if k >= 255 else np.uint8)))
-    if prepared.resampled:
-        mapped = resample_array(
-            mapped, prepared.canonical_geometry, prepared.geometry, prepared.image.shape, linear=False
-        )
+    mapped = _label_to_model_grid(sparse.astype(np.int16 if k >= 255 else np.uint8), prepared)
+    dense = None
+    if reference is not None:
+        reference = np.asarray(reference)
+        if reference.shape != tuple(volume.shape) or not np.issubdtype(reference.dtype, np.integer):
+            raise ValueError(
+                f"reference segmentation {reference.shape} {reference.dtype} must be integer classes "
+                f"on the image's grid {tuple(volume.shape)}"
+            )
+        if reference.size and (reference.min() < 0 or reference.max() >= config.num_classes):
+            raise ValueError(
+                f"reference segmentation holds classes {int(reference.min())}..{int(reference.max())}; "
+                f"the model has {config.num_classes}"
+            )
+        dense = torch.from_numpy(_label_to_model_grid(reference.astype(np.int16), prepared).astype(np.int16))
     if counts.sum() and not mapped.any():
         logger.warning("all strokes of an image vanished when resampled to the model's spacing")
     rng = np.random.default_rng(seed)
@@ -162,7 +187,17 @@ def prepare_case(
         labels=torch.from_numpy(mapped.astype(np.int16)),
         counts=counts,
         voxels=voxels,
+        reference=dense,
     )
+
+
+def _label_to_model_grid(labels: np.ndarray, prepared) -> np.ndarray:
+    """A label volume on the input grid, reoriented and (nearest-neighbour) resampled as
+    ``prepared``'s image was."""
+    mapped = np.ascontiguousarray(prepared.reorientation.apply(labels))
+    if prepared.resampled:
+        mapped = resample_array(mapped, prepared.canonical_geometry, prepared.geometry, prepared.image.shape, linear=False)
+    return mapped
 
 
 def default_patch(config: ModelConfig, shapes: Sequence[Sequence[int]]) -> tuple[int, ...]:
@@ -231,8 +266,10 @@ class PatchSampler:
         expected = batch_size * self.context_fraction
         n_context = int(expected) + int(self.rng.random() < expected - int(expected))
         samples = [self._window(*self._draw(context=i < n_context)) for i in range(batch_size)]
-        image, target, annotated, valid = (torch.stack(parts) for parts in zip(*samples))
-        return Batch(image=image, target=target, annotated=annotated, valid=valid)
+        image, target, annotated, valid, reference = zip(*samples)
+        dense = None if any(r is None for r in reference) else torch.stack(reference)
+        image, target, annotated, valid = (torch.stack(parts) for parts in (image, target, annotated, valid))
+        return Batch(image=image, target=target, annotated=annotated, valid=valid, reference=dense)
 
     def _draw(self, *, context: bool) -> tuple[TrainingCase, tuple[int, int, int]]:
         if context:
@@ -251,10 +288,12 @@ class PatchSampler:
         return case, start
 
     def _window(self, case: TrainingCase, start: tuple[int, int, int]):
+        reference = case.reference
         if self.spatial_dims == 2:
             z = start[0]
             source = context_stack(case.image, torch.tensor([z]), self.offsets)[0][:, None]  # (C, 1, Y, X)
             labels = case.labels[z : z + 1]
+            reference = None if reference is None else reference[z : z + 1]
             start = (0, *start[1:])
         else:
             source = case.image[None]
@@ -262,10 +301,12 @@ class PatchSampler:
         image = _crop(source, start, self.window)
         sparse = _crop(labels, start, self.window)
         valid = _crop(torch.ones(labels.shape, dtype=torch.bool), start, self.window)
+        dense = None if reference is None else _crop(reference, start, self.window).long().masked_fill_(~valid, -1)
         if self.spatial_dims == 2:
             image, sparse, valid = image[:, 0], sparse[0], valid[0]
+            dense = None if dense is None else dense[0]
         sparse = sparse.long()
-        return image, (sparse - 1).clamp_min(0), sparse > 0, valid
+        return image, (sparse - 1).clamp_min(0), sparse > 0, valid, dense
 
 
 def _crop(array: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:
@@ -309,12 +350,14 @@ def augment_batch(
         image = rician_noise(image, sigma, generator)
     else:
         image = image + sigma * torch.randn(image.shape, generator=generator)
-    target, annotated, valid = batch.target, batch.annotated, batch.valid
+    target, annotated, valid, reference = batch.target, batch.annotated, batch.valid, batch.reference
     if flip is not None:
         chosen = torch.rand(b, generator=generator) < 0.5
         if chosen.any():
             image, target, annotated, valid = (t.clone() for t in (image, target, annotated, valid))
+            reference = None if reference is None else reference.clone()
             image[chosen] = image[chosen].flip(2 + flip)
-            for t in (target, annotated, valid):
-                t[chosen] = t[chosen].flip(1 + flip)
-    return Batch(image=image.contiguous(), target=target, annotated=annotated, valid=valid)
+            for t in (target, annotated, valid, reference):
+                if t is not None:
+                    t[chosen] = t[chosen].flip(1 + flip)
+    return Batch(image=image.contiguous(), target=target, annotated=annotated, valid=valid, reference=reference)

@@ -185,3 +185,67 @@ def test_annotated_metrics_from_a_confusion_matrix():
     metrics = annotated_metrics(confusion, ("background", "a", "b"))
     assert metrics["voxels"] == 10 and metrics["accuracy"] == 0.8
     assert metrics["dice"] == {"background": 6 / 8, "b": 10 / 11}
+
+
+def test_distilling_toward_a_segmentation_teaches_its_labels_where_nobody_painted(pretrained_parent):
+    """The reference segmentation (what the annotator saw) calls the bright half class 2,
+    the parent network calls it class 3; strokes on slices 2 and 5 mark background and the
+    dark half only. Measured: 0.92 of the bright half follows the reference after 100 steps
+    (none after 30: class 2 starts far below the others), 0.0 when distilling the network."""
+    volume, truth = toy_volume()
+    sparse = strokes(truth)
+    seen = truth.copy()
+    seen[truth == 3] = 2
+    elsewhere = (sparse == 0) & (truth == 3)
+    share = {}
+    for target in ("segmentation", "network"):
+        result = run_finetune(
+            pretrained_parent, [volume], [np.where(sparse == 4, 0, sparse)], steps=100, lr=1e-2, device="cpu",
+            precision="fp32", distill_target=target, references=[seen] if target == "segmentation" else None,
+        )  # fmt: skip
+        share[target] = float((_labels(result.model, volume)[elsewhere] == 2).mean())
+        assert result.settings["forgetting"]["distill_target"] == target
+    logger.warning("share of the bright half labelled as the reference says: %s", str(share))
+    assert share["segmentation"] > 0.8 and share["network"] < 0.1
+
+
+def test_default_reference_is_the_parents_own_segmentation_and_the_version_trusts_its_network():
+    volume, truth = toy_volume()
+    data = tiny_config().to_dict()
+    data["extra"] = {**data["extra"], "postprocess": {"em_refine": {"iterations": 5, "prior_weight": 0.0}}}
+    parent = build_model(type(tiny_config()).from_dict(data))
+    anchored = run_finetune(parent, [volume], [strokes(truth)], steps=2, device="cpu", precision="fp32")
+    assert anchored.model.config.extra["postprocess"]["em_refine"] == {"iterations": 5, "prior_weight": 1.0}
+    assert parent.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
+    plain = run_finetune(parent, [volume], [strokes(truth)], steps=2, device="cpu", precision="fp32", distill_target="network")
+    assert plain.model.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
+
+
+def test_reference_segmentations_are_checked_at_call_time():
+    volume, truth = toy_volume()
+    parent = tiny_model(0)
+    with pytest.raises(ValueError, match="distill_target"):
+        finetune(parent, [volume], [strokes(truth)], distill_target="whatever")
+    with pytest.raises(ValueError, match="one per image"):
+        finetune(parent, [volume], [strokes(truth)], distill_target="network", references=[truth])
+    with pytest.raises(ValueError, match="grid"):
+        finetune(parent, [volume], [strokes(truth)], references=[truth[:4]])
+    with pytest.raises(ValueError, match="integer"):
+        finetune(parent, [volume], [strokes(truth)], references=[truth.astype(float)])
+
+
+def test_the_reference_loss_is_cross_entropy_on_unannotated_voxels_only():
+    from napari_medseg.training.forgetting import reference_loss
+
+    logits = torch.randn(2, 4, 5, 6, requires_grad=True)
+    reference = torch.randint(0, 4, (2, 5, 6))
+    reference[0, 0] = -1  # past the volume's edge
+    mask = torch.rand(2, 5, 6) > 0.3
+    loss = reference_loss(logits, reference, mask)
+    keep = mask & (reference >= 0)
+    expected = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[keep], reference[keep])
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert (logits.grad.abs().sum(1)[~keep] == 0).all() and (logits.grad.abs().sum(1)[keep] > 0).all()
+    empty = reference_loss(logits, reference, torch.zeros_like(mask))
+    assert float(empty) == 0.0 and empty.requires_grad

@@ -108,3 +108,30 @@ def test_augmentation_leaves_its_input_alone_and_flips_images_with_labels():
     noisy = augment_batch(batch, torch.Generator().manual_seed(0), flip=None)
     assert noisy.image.shape == batch.image.shape and torch.isfinite(noisy.image).all()
     assert not torch.equal(noisy.image, batch.image)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_a_dense_reference_travels_with_the_labels_through_windows_and_flips(spatial_dims):
+    volume, truth = toy_volume()
+    config = tiny_config(spatial_dims=spatial_dims)
+    case = prepare_case(volume, strokes(truth), config, reference=truth)
+    annotated = case.labels > 0
+    assert torch.equal(case.reference[annotated].long(), case.labels[annotated].long() - 1)
+    patch = (40, 24) if spatial_dims == 2 else (6, 40, 24)
+    batch = PatchSampler([case], spatial_dims=spatial_dims, patch=patch, offsets=(-2, 0, 2), seed=3).sample(6)
+    assert batch.reference.shape == batch.target.shape
+    assert (batch.reference[~batch.valid] == -1).all() and (batch.reference[batch.valid] >= 0).all()
+    assert torch.equal(batch.reference[batch.annotated], batch.target[batch.annotated])
+    out = augment_batch(batch, torch.Generator().manual_seed(0), flip=flip_dim(config))
+    assert torch.equal(out.reference[out.annotated], out.target[out.annotated])
+    assert not torch.equal(out.reference, batch.reference)  # some windows were mirrored
+    plain = PatchSampler([prepare_case(volume, strokes(truth), config)], spatial_dims=spatial_dims, patch=patch, seed=3)
+    assert plain.sample(2).reference is None
+
+
+def test_a_reference_that_does_not_fit_is_refused():
+    volume, truth = toy_volume()
+    with pytest.raises(ValueError, match="grid"):
+        prepare_case(volume, strokes(truth), tiny_config(), reference=truth[:, :8])
+    with pytest.raises(ValueError, match="classes 0..7"):
+        prepare_case(volume, strokes(truth), tiny_config(), reference=truth * 7 // 3)
