@@ -26,7 +26,8 @@ def files(tmp_path):
     sparse[2, 9:12, 20:24] = 5
     lesion = write_volume(tmp_path / "lesion.nii.gz", sparse, geometry)
     shifted = write_volume(tmp_path / "shifted.nii.gz", strokes(truth), Geometry((1.0, 1.0, 1.0), (2.0, -3.0, 4.5)))
-    return {"image": image, "labels": labels, "lesion": lesion, "shifted": shifted}
+    seen = write_volume(tmp_path / "seen.nii.gz", truth.astype(np.uint8), geometry)
+    return {"image": image, "labels": labels, "lesion": lesion, "shifted": shifted, "seen": seen}
 
 
 @pytest.fixture
@@ -68,12 +69,14 @@ def test_new_class_and_default_location(files, bundle, tmp_path, monkeypatch, ca
         ("shifted", [], "not on the same grid"),
         ("lesion", [], "--new-class"),
         ("labels", ["--image", "{image}"], "one --labels per --image"),
+        ("labels", ["--reference", "{shifted}"], "not on the same grid"),
+        ("labels", ["--reference", "{seen}", "--distill-target", "network"], "distill_target='segmentation'"),
     ],
 )
 def test_bad_inputs_exit_2_with_a_clear_message(files, bundle, tmp_path, capsys, labels, extra, message):
     argv = ["finetune", "--image", str(files["image"]), "--labels", str(files[labels]), "--model", str(bundle),
             "-o", str(tmp_path / "never"), "--steps", "1", "--device", "cpu", "--quiet"]  # fmt: skip
-    argv += [a.format(image=files["image"]) for a in extra]
+    argv += [a.format(**files) for a in extra]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
@@ -84,3 +87,12 @@ def test_label_shape_mismatch_is_reported(files, bundle, tmp_path, capsys):
     argv = ["finetune", "--image", str(files["image"]), "--labels", str(small), "--model", str(bundle), "--quiet"]
     assert main(argv) == 2
     assert "not on the same grid" in capsys.readouterr().err
+
+
+def test_the_corrected_segmentation_can_be_given_and_is_recorded(files, bundle, tmp_path):
+    out = tmp_path / "tuned"
+    argv = ["finetune", "--image", str(files["image"]), "--labels", str(files["labels"]), "--model", str(bundle),
+            "--reference", str(files["seen"]), "-o", str(out), "--steps", "2", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    training = read_meta(out)["training"]
+    assert training["forgetting"]["distill_target"] == "segmentation" and training["distill_reference"] == "given"

@@ -42,6 +42,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--new-class", action="append", default=[], metavar="NAME", help="name of label value K+1, K+2, ... (repeat)")
     parser.add_argument("--forgetting", default="distill", choices=["distill", "l2sp", "distill+l2sp", "none"])
     parser.add_argument("--distill-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--distill-target", default="segmentation", choices=["segmentation", "network"],
+        help="keep, away from the strokes, the parent's segmentation with its post-processing (what was "
+        "corrected; default) or its network's output",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference", action="append", default=[], type=Path, metavar="SEG",
+        help="the segmentation that was corrected, one per --image (default: the parent's own segmentation)",
+    )  # fmt: skip
     parser.add_argument("--l2sp-weight", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-save-on-stop", action="store_true", help="write nothing when stopped early")
@@ -49,7 +58,7 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def read_pairs(images: list[Path], labels: list[Path]):
+def read_pairs(images: list[Path], labels: list[Path], option: str = "--labels"):
     """Read image/label pairs, checking each label volume lies on its image's grid.
 
     Raises:
@@ -61,7 +70,7 @@ def read_pairs(images: list[Path], labels: list[Path]):
     from ..io import read_volume
 
     if len(images) != len(labels):
-        raise ValueError(f"{len(images)} --image but {len(labels)} --labels: give one --labels per --image")
+        raise ValueError(f"{len(images)} --image but {len(labels)} {option}: give one {option} per --image")
     volumes, sparse = [], []
     for image_path, label_path in zip(images, labels):
         image = read_volume(image_path)
@@ -89,13 +98,14 @@ def run(args: argparse.Namespace) -> int:
     with distributed.session(args.device) as context:
         main = context is None or context.is_main
         volumes, sparse = read_pairs(args.image, args.labels)
+        references = read_pairs(args.image, args.reference, "--reference")[1] if args.reference else None
         parent = load_model(args.model, device="cpu")
         stop = _StopFlag()
         steps = finetune(
             parent, volumes, sparse, steps=args.steps, lr=args.lr, batch_size=args.batch,
             new_classes=args.new_class, device=args.device, precision=args.precision,
             forgetting=args.forgetting, distill_weight=args.distill_weight, l2sp_weight=args.l2sp_weight,
-            seed=args.seed, should_stop=stop,
+            distill_target=args.distill_target, references=references, seed=args.seed, should_stop=stop,
         )  # fmt: skip
         bar = ProgressBar("finetune") if main and not args.quiet else None
         with stop.on_interrupt():

@@ -240,6 +240,8 @@ def finetune(
         "augment": bool(augment),
         "seed": int(seed),
         "images": len(images),
+        # what the guard kept away from the strokes: the segmentation given, or the parent's own
+        "distill_reference": None if distill_target != "segmentation" else ("given" if references else "parent segmentation"),
     }
     return _run(
         parent, images, sparse_labels, references, settings=settings, new_class_colors=new_class_colors, device=device,

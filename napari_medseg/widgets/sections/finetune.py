@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
+
+# what fine-tuning keeps away from the strokes: (label shown, ``distill_target``)
+KEEP_CHOICES = (("the segmentation I corrected", "segmentation"), ("the network's output", "network"))
 
 
 class FinetuneSection(QGroupBox):
@@ -18,12 +21,21 @@ class FinetuneSection(QGroupBox):
         self.lr_spin.setRange(1e-5, 1e-1)
         self.lr_spin.setSingleStep(1e-4)
         self.lr_spin.setValue(1e-3)
+        self.keep_combo = QComboBox()
+        for text, target in KEEP_CHOICES:
+            self.keep_combo.addItem(text, target)
+        self.keep_combo.setToolTip(
+            "Away from your strokes the new version learns to keep the active model's segmentation "
+            "(post-processing included; the default, so that corrections reach the labels you see) "
+            "or its network's raw output."
+        )
         self.run_button = QPushButton("Fine-tune on corrections")
         self.resegment_button = QPushButton("Re-segment with the active model")
         self.loss_label = QLabel("")
         form = QFormLayout(self)
         form.addRow("Steps", self.steps_spin)
         form.addRow("Learning rate", self.lr_spin)
+        form.addRow("Keep elsewhere", self.keep_combo)
         form.addRow(self.run_button)
         form.addRow(self.loss_label)
         form.addRow(self.resegment_button)
@@ -56,6 +68,7 @@ class FinetuneSection(QGroupBox):
             labels=np.asarray(layer.data).copy(),
             steps=self.steps_spin.value(),
             lr=self.lr_spin.value(),
+            distill_target=self.keep_combo.currentData(),
             device=panel.session.device,
         )
 
@@ -76,7 +89,9 @@ class FinetuneSection(QGroupBox):
         self.panel.segment_section.run()
 
 
-def _finetune_job(parent, volume, labels, steps, lr, device, progress=None, should_stop=None, message=None):
+def _finetune_job(
+    parent, volume, labels, steps, lr, distill_target, device, progress=None, should_stop=None, message=None
+):
     """Runs on a worker thread; must not touch Qt. Returns (new bundle path, result)."""
     from ...training.finetune import run_finetune
     from ...training.versions import save_result
@@ -87,6 +102,8 @@ def _finetune_job(parent, volume, labels, steps, lr, device, progress=None, shou
         if message is not None:
             message(f"step {record.step}/{record.total}, loss {record.loss:.4f}")
 
+    if message is not None and distill_target == "segmentation":
+        message("segmenting with the active model (what fine-tuning keeps away from the strokes)")
     result = run_finetune(parent, [volume], [labels], steps=steps, lr=lr, device=device, progress=on_step,
-                          should_stop=should_stop)  # fmt: skip
+                          should_stop=should_stop, distill_target=distill_target)  # fmt: skip
     return save_result(result, parent), result
