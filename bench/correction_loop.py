@@ -1,7 +1,8 @@
 """The correction loop with a simulated annotator: strokes, fine-tune, re-segment.
 
-    python bench/correction_loop.py [--rounds 3] [--steps 200] [--guards distill:1 distill:0.2 l2sp:0.01 none]
-                                    [--annotate-on network postprocessed] [--keep-models DIR] [--quick]
+    python bench/correction_loop.py [--rounds 3] [--steps 200]
+                                    [--guards distill:1 distill-network:1 distill-network:0.2 l2sp:0.01 none]
+                                    [--annotate-on postprocessed network] [--keep-models DIR] [--quick]
 
 Data: the dev subject (``shared/data/dev-subject``: T1 and its FSL FAST reference, 0
 background, 1 CSF, 2 GM, 3 WM), which the shipped models never saw in training. Bundles
@@ -15,7 +16,9 @@ network alone — finds the largest error regions and draws short strokes in the
 labelled with the reference class; the corrections accumulate, at most ``--budget`` of the
 brain voxels over all rounds. The current model is fine-tuned on all strokes so far with
 the loop's forgetting guard and saved as a new version (parent = the previous version);
-the scan is segmented again. Reported per round: Dice per class and mean (CSF, GM, WM) on
+the scan is segmented again. Guards: ``distill:W`` distils toward the parent's segmentation
+(post-processing included: the default of ``finetune``), ``distill-network:W`` toward the
+parent network's softmax, ``l2sp:W``, ``none``. Reported per round: Dice per class and mean (CSF, GM, WM) on
 the voxels *not annotated*, with and without post-processing, the fraction of brain
 voxels annotated, and the fine-tune's wall and CPU seconds with the load average before it
 (other work on the machine slows it); per loop, the mean Dice of the parent and of every
@@ -48,8 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 MODEL = "brain-tissue-unet"
 NEW_CLASS = "lateral ventricles"
-GUARDS = ("distill", "l2sp", "none")
-DEFAULT_GUARDS = [("distill", 1.0), ("distill", 0.2), ("l2sp", 0.01), ("none", 0.0)]
+GUARDS = ("distill", "distill-network", "l2sp", "none")
+DEFAULT_GUARDS = [("distill", 1.0), ("distill-network", 1.0), ("l2sp", 0.01), ("none", 0.0)]
 
 logger = logging.getLogger("correction_loop")
 
@@ -77,24 +80,25 @@ def segment_both(volume, model) -> dict[str, np.ndarray]:
 
 
 def parse_guard(text: str) -> tuple[str, float]:
-    """``"distill:0.2"``, ``"l2sp:0.01"``, ``"none"`` -> (method, weight)."""
+    """``"distill:0.2"``, ``"distill-network:1"``, ``"l2sp:0.01"``, ``"none"`` -> (method, weight)."""
     method, _, weight = text.partition(":")
     if method not in GUARDS:
-        raise argparse.ArgumentTypeError(f"guard {text!r} must be distill:W, l2sp:W or none")
+        raise argparse.ArgumentTypeError(f"guard {text!r} must be distill:W, distill-network:W, l2sp:W or none")
     if method == "none":
         return "none", 0.0
     try:
-        value = float(weight) if weight else (1.0 if method == "distill" else 0.01)
+        value = float(weight) if weight else (0.01 if method == "l2sp" else 1.0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"guard weight in {text!r} must be a number") from None
     return method, value
 
 
 def guard_options(method: str, weight: float) -> dict:
+    if method.startswith("distill"):
+        target = "network" if method == "distill-network" else "segmentation"
+        return {"forgetting": "distill", "distill_weight": weight, "distill_target": target}
     options = {"forgetting": method}
-    if method == "distill":
-        options["distill_weight"] = weight
-    elif method == "l2sp":
+    if method == "l2sp":
         options["l2sp_weight"] = weight
     return options
 
@@ -121,6 +125,8 @@ def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=
         "load_average_before": round(load, 2),
         "steps": result.steps_done,
         "precision": result.settings.get("precision"),
+        # the version's per-scan mixture: None when it has none (a grown head), 0 = network ignored
+        "mixture_prior_weight": (model.config.extra.get("postprocess", {}).get("em_refine") or {}).get("prior_weight"),
         "annotated_accuracy_before_after": [round(result.metrics_before["accuracy"], 4), round(result.metrics_after["accuracy"], 4)],
     }
     return model, record
@@ -231,8 +237,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, default=0.0045, help="annotated fraction of brain voxels over all rounds")
     parser.add_argument("--guards", nargs="+", type=parse_guard, default=DEFAULT_GUARDS,
-                        help="forgetting guards to compare: distill:W, l2sp:W, none")
-    parser.add_argument("--annotate-on", nargs="+", choices=("network", "postprocessed"), default=["network", "postprocessed"],
+                        help="forgetting guards to compare: distill:W, distill-network:W, l2sp:W, none")
+    parser.add_argument("--annotate-on", nargs="+", choices=("network", "postprocessed"), default=["postprocessed"],
                         help="which segmentation the annotator corrects (each is its own loop)")
     parser.add_argument("--keep-models", type=Path, help="keep the fine-tuned versions in this user data folder")
     parser.add_argument("--scenarios", nargs="+", choices=("corrections", "new-class"), default=["corrections", "new-class"])

@@ -374,7 +374,7 @@ def _run(
         )  # fmt: skip
 
     student.eval()
-    student.config = finetuned_config(student.config, anchored=references[0] is not None)
+    student.config = finetuned_config(student.config, anchored=references[0] is not None, steps=steps_done)
     metrics_after = annotated_metrics(
         annotated_confusion(student, cases, config, torch_device, amp, window, context), config.class_names
     )

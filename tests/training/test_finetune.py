@@ -18,6 +18,7 @@ from napari_medseg.training.finetune import (
     finetune,
     run_finetune,
 )
+from napari_medseg.training.version_postprocess import MIN_STEPS_FOR_PRIOR
 from tests.tiny_models import tiny_config, tiny_model
 from tests.training import single_thread, strokes, toy_volume  # noqa: F401 (fixture)
 
@@ -214,11 +215,14 @@ def test_default_reference_is_the_parents_own_segmentation_and_the_version_trust
     data = tiny_config().to_dict()
     data["extra"] = {**data["extra"], "postprocess": {"em_refine": {"iterations": 5, "prior_weight": 0.0}}}
     parent = build_model(type(tiny_config()).from_dict(data))
-    anchored = run_finetune(parent, [volume], [strokes(truth)], steps=2, device="cpu", precision="fp32")
+    options = {"steps": MIN_STEPS_FOR_PRIOR, "batch_size": 1, "patch": (16, 16), "device": "cpu", "precision": "fp32"}
+    anchored = run_finetune(parent, [volume], [strokes(truth)], **options)
     assert anchored.model.config.extra["postprocess"]["em_refine"] == {"iterations": 5, "prior_weight": 1.0}
     assert parent.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
-    plain = run_finetune(parent, [volume], [strokes(truth)], steps=2, device="cpu", precision="fp32", distill_target="network")
+    plain = run_finetune(parent, [volume], [strokes(truth)], **options, distill_target="network")
     assert plain.model.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
+    short = run_finetune(parent, [volume], [strokes(truth)], **{**options, "steps": 3})
+    assert short.model.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
 
 
 def test_reference_segmentations_are_checked_at_call_time():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_medseg.training.version_postprocess import FINETUNED_PRIOR_WEIGHT, finetuned_config
+from napari_medseg.training.version_postprocess import FINETUNED_PRIOR_WEIGHT, MIN_STEPS_FOR_PRIOR, finetuned_config
 from tests.tiny_models import tiny_config
 
 
@@ -15,17 +15,22 @@ def _with_postprocess(postprocess):
 
 def test_an_anchored_version_gives_its_network_a_say_in_the_mixture():
     parent = _with_postprocess({"brain_mask": {"closing_voxels": 3}, "em_refine": {"iterations": 30, "prior_weight": 0.0}})
-    version = finetuned_config(parent, anchored=True)
+    version = finetuned_config(parent, anchored=True, steps=MIN_STEPS_FOR_PRIOR)
     assert version.extra["postprocess"]["em_refine"] == {"iterations": 30, "prior_weight": FINETUNED_PRIOR_WEIGHT}
     assert version.extra["postprocess"]["brain_mask"] == {"closing_voxels": 3}
     assert parent.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0  # a copy, not an edit
-    assert finetuned_config(parent, anchored=False) is parent
+    assert finetuned_config(parent, anchored=False, steps=500) is parent
 
 
 def test_versions_without_a_mixture_or_with_a_stronger_prior_keep_their_settings():
     no_mixture = _with_postprocess({"brain_mask": {"closing_voxels": 3}})
-    assert finetuned_config(no_mixture, anchored=True) is no_mixture
+    assert finetuned_config(no_mixture, anchored=True, steps=MIN_STEPS_FOR_PRIOR) is no_mixture
     strong = _with_postprocess({"em_refine": {"iterations": 5, "prior_weight": 2.0}})
-    assert finetuned_config(strong, anchored=True) is strong
+    assert finetuned_config(strong, anchored=True, steps=MIN_STEPS_FOR_PRIOR) is strong
     plain = tiny_config()
-    assert finetuned_config(plain, anchored=True) is plain
+    assert finetuned_config(plain, anchored=True, steps=MIN_STEPS_FOR_PRIOR) is plain
+
+
+def test_a_short_run_keeps_the_parents_post_processing():
+    parent = _with_postprocess({"em_refine": {"iterations": 30, "prior_weight": 0.0}})
+    assert finetuned_config(parent, anchored=True, steps=MIN_STEPS_FOR_PRIOR - 1) is parent
