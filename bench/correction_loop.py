@@ -70,12 +70,15 @@ def dice_table(labels: np.ndarray, reference: np.ndarray, where: np.ndarray, cla
     return scores
 
 
+DEVICE = "cpu"  # set from --device
+
+
 def segment_both(volume, model) -> dict[str, np.ndarray]:
     from napari_medseg.inference import segment
 
     return {
-        "postprocessed": segment(volume, model, device="cpu", postprocessing=True).labels,
-        "network": segment(volume, model, device="cpu", postprocessing=False).labels,
+        "postprocessed": segment(volume, model, device=DEVICE, postprocessing=True).labels,
+        "network": segment(volume, model, device=DEVICE, postprocessing=False).labels,
     }
 
 
@@ -112,11 +115,11 @@ def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=
     load = os.getloadavg()[0]
     start, cpu = time.perf_counter(), time.process_time()
     result = run_finetune(
-        parent, [volume], [sparse], steps=steps, seed=seed, device="cpu", new_classes=new_classes, **guard_options(*guard)
+        parent, [volume], [sparse], steps=steps, seed=seed, device=DEVICE, new_classes=new_classes, **guard_options(*guard)
     )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     path = save_result(result, parent)
-    model = load_model(path, device="cpu")
+    model = load_model(path, device=DEVICE)
     record = {
         "version": model.bundle_meta.get("version"),
         "parent": parent.bundle_meta.get("name"),
@@ -242,8 +245,11 @@ def main() -> None:
                         help="which segmentation the annotator corrects (each is its own loop)")
     parser.add_argument("--keep-models", type=Path, help="keep the fine-tuned versions in this user data folder")
     parser.add_argument("--scenarios", nargs="+", choices=("corrections", "new-class"), default=["corrections", "new-class"])
+    parser.add_argument("--device", default="cpu", help="where to fine-tune and segment: cpu, cuda, auto...")
     parser.add_argument("--quick", action="store_true", help="a tiny run (1 round, 3 steps) to check that it works")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     if args.quick:
         args.rounds, args.steps, args.guards, args.annotate_on = 1, 3, args.guards[:1], args.annotate_on[:1]
     if not (SHARED / "dev-subject").is_dir():
@@ -259,12 +265,13 @@ def main() -> None:
 
         volume = read_volume(SHARED / "dev-subject" / "t1.nii.gz")
         reference = read_volume(SHARED / "dev-subject" / "tissue_labels.nii.gz").array.astype(np.uint8)
-        parent = load_model(MODEL, device="cpu")
+        parent = load_model(MODEL, device=DEVICE)
         started = time.perf_counter()
         baseline = segment_both(volume, parent)
         report = {
             "model": MODEL,
             "threads": torch.get_num_threads(),
+            "device": DEVICE if DEVICE == "cpu" else f"{DEVICE} ({torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})",
             "settings": {"rounds": args.rounds, "steps": args.steps, "seed": args.seed, "budget": args.budget, "quick": args.quick},
             "brain_voxels": int((reference > 0).sum()),
             "parent_dice": {mode: dice_table(labels, reference, np.ones(reference.shape, bool)) for mode, labels in baseline.items()},
