@@ -137,6 +137,9 @@ def _summary(result, parent, path) -> None:
     out.write(f"accuracy on annotated voxels: {before['accuracy']:.3f} -> {after['accuracy']:.3f}\n")
     for cls, value in after["dice"].items():
         out.write(f"  Dice {cls}: {before['dice'].get(cls, 0.0):.3f} -> {value:.3f}\n")
+    note = result.settings.get("postprocess_note")
+    if note:
+        out.write(f"post-processing: {note}\n")
     out.write(f"bundle: {path}\n" if path else "bundle: none written (stopped, --no-save-on-stop)\n")
     out.flush()
 

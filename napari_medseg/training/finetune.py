@@ -88,7 +88,7 @@ from .sampling import (
     flip_dim,
     prepare_case,
 )
-from .version_postprocess import finetuned_config
+from .version_postprocess import finetuned_config, mixture_note
 
 __all__ = [
     "DISTILL_TARGETS",
@@ -374,7 +374,9 @@ def _run(
         )  # fmt: skip
 
     student.eval()
-    student.config = finetuned_config(student.config, anchored=references[0] is not None, steps=steps_done)
+    anchored = references[0] is not None
+    student.config = finetuned_config(student.config, anchored=anchored, steps=steps_done)
+    settings["postprocess_note"] = mixture_note(parent.config, student.config, anchored=anchored, steps=steps_done)
     metrics_after = annotated_metrics(
         annotated_confusion(student, cases, config, torch_device, amp, window, context), config.class_names
     )

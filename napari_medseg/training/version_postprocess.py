@@ -23,11 +23,12 @@ the parent's post-processing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..config import ModelConfig
 
-__all__ = ["FINETUNED_PRIOR_WEIGHT", "MIN_STEPS_FOR_PRIOR", "finetuned_config"]
+__all__ = ["FINETUNED_PRIOR_WEIGHT", "MIN_STEPS_FOR_PRIOR", "finetuned_config", "mixture_note", "mixture_prior_weight"]
 
 FINETUNED_PRIOR_WEIGHT = 1.0
 MIN_STEPS_FOR_PRIOR = 150
@@ -57,3 +58,27 @@ def finetuned_config(config: ModelConfig, *, anchored: bool, steps: int) -> Mode
     extra["postprocess"] = postprocess
     data["extra"] = extra
     return ModelConfig.from_dict(data)
+
+
+def mixture_prior_weight(config: ModelConfig) -> float | None:
+    """The per-scan mixture's network prior weight, or None when ``config`` has no mixture."""
+    mixture = ((config.extra or {}).get("postprocess") or {}).get("em_refine")
+    return float(mixture.get("prior_weight", 1.0)) if isinstance(mixture, Mapping) else None
+
+
+def mixture_note(parent: ModelConfig, version: ModelConfig, *, anchored: bool, steps: int) -> str | None:
+    """One sentence for the user on how the version's tissue labels relate to its network,
+    or None when there is nothing to say (no mixture, or the same as the parent's)."""
+    before, after = mixture_prior_weight(parent), mixture_prior_weight(version)
+    if after is None or before is None:
+        return None
+    if after > before:
+        return f"the per-scan tissue mixture now uses this version's network as its prior (weight {after:g}): the corrections reach the labels"
+    if anchored and before == 0 and steps < MIN_STEPS_FOR_PRIOR:
+        return (
+            f"only {steps} steps (fewer than {MIN_STEPS_FOR_PRIOR}): the tissue labels still come from the per-scan "
+            "intensity mixture alone, so the corrections will not show in them; fine-tune longer"
+        )
+    if before == 0:
+        return "the tissue labels still come from the per-scan intensity mixture alone (the network only names the classes)"
+    return None

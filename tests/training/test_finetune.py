@@ -223,6 +223,8 @@ def test_default_reference_is_the_parents_own_segmentation_and_the_version_trust
     assert plain.model.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
     short = run_finetune(parent, [volume], [strokes(truth)], **{**options, "steps": 3})
     assert short.model.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
+    assert "reach the labels" in anchored.settings["postprocess_note"]
+    assert "fine-tune longer" in short.settings["postprocess_note"]
 
 
 def test_reference_segmentations_are_checked_at_call_time():

@@ -34,3 +34,15 @@ def test_versions_without_a_mixture_or_with_a_stronger_prior_keep_their_settings
 def test_a_short_run_keeps_the_parents_post_processing():
     parent = _with_postprocess({"em_refine": {"iterations": 30, "prior_weight": 0.0}})
     assert finetuned_config(parent, anchored=True, steps=MIN_STEPS_FOR_PRIOR - 1) is parent
+
+
+def test_the_note_tells_whether_corrections_reach_the_labels():
+    from napari_medseg.training.version_postprocess import mixture_note
+
+    parent = _with_postprocess({"em_refine": {"iterations": 30, "prior_weight": 0.0}})
+    version = finetuned_config(parent, anchored=True, steps=MIN_STEPS_FOR_PRIOR)
+    assert "reach the labels" in mixture_note(parent, version, anchored=True, steps=MIN_STEPS_FOR_PRIOR)
+    short = mixture_note(parent, parent, anchored=True, steps=20)
+    assert "only 20 steps" in short and "fine-tune longer" in short
+    assert "mixture alone" in mixture_note(parent, parent, anchored=False, steps=500)
+    assert mixture_note(tiny_config(), tiny_config(), anchored=True, steps=500) is None

@@ -82,7 +82,8 @@ class FinetuneSection(QGroupBox):
         before = result.metrics_before.get("accuracy") if isinstance(result.metrics_before, dict) else None
         if before is not None and after is not None:
             self.loss_label.setText(f"{result.steps_done} steps; accuracy on the strokes {before:.3f} → {after:.3f}")
-        show_info(f"New model version saved: {path.name}")
+        note = result.settings.get("postprocess_note") if isinstance(result.settings, dict) else None
+        show_info(f"New model version saved: {path.name}" + (f"; {note}" if note else ""))
         self.panel.model_section.select_path(path)  # the new version becomes active
 
     def _on_resegment_clicked(self) -> None:
