@@ -129,6 +129,7 @@ def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=
         "steps": result.steps_done,
         "precision": result.settings.get("precision"),
         # the version's per-scan mixture: None when it has none (a grown head), 0 = network ignored
+        "new_class_parents": result.settings.get("new_class_parents"),
         "mixture_prior_weight": (model.config.extra.get("postprocess", {}).get("em_refine") or {}).get("prior_weight"),
         "annotated_accuracy_before_after": [round(result.metrics_before["accuracy"], 4), round(result.metrics_after["accuracy"], 4)],
     }
@@ -207,6 +208,8 @@ def new_class(volume, reference, parent, baseline, *, guard, args) -> dict:
     slices = sorted({int(z_of[np.searchsorted(cumulative, q)]) for q in (0.25, 0.5, 0.75)})
     new_value = len(CLASSES) + 2  # class 4 -> sparse value 5
     sparse = new_class_strokes(reference, ventricles, slices)
+    if args.new_class_strokes == "only-new":  # an annotator who paints the new structure alone
+        sparse[sparse != len(CLASSES) + 2] = 0
     annotated = int((sparse > 0).sum())
     model, record = finetune_version(parent, volume, sparse, steps=args.steps, seed=args.seed, guard=guard, new_classes=[NEW_CLASS])
     truth = reference.copy()
@@ -225,6 +228,7 @@ def new_class(volume, reference, parent, baseline, *, guard, args) -> dict:
         guard={"method": guard[0], "weight": guard[1]},
         parent_dice_tissue_other_slices={mode: dice_table(labels, reference, other) for mode, labels in baseline.items()},
         structure=description,
+        strokes_on=args.new_class_strokes,
         stroke_slices=slices,
         annotated_voxels=annotated,
         annotated_new_class_voxels=int((sparse == new_value).sum()),
@@ -245,6 +249,8 @@ def main() -> None:
                         help="which segmentation the annotator corrects (each is its own loop)")
     parser.add_argument("--keep-models", type=Path, help="keep the fine-tuned versions in this user data folder")
     parser.add_argument("--scenarios", nargs="+", choices=("corrections", "new-class"), default=["corrections", "new-class"])
+    parser.add_argument("--new-class-strokes", choices=("full", "only-new"), default="full",
+                        help="new-class scenario: strokes on the new class, the tissue around it and other CSF, or on the new class alone")
     parser.add_argument("--device", default="cpu", help="where to fine-tune and segment: cpu, cuda, auto...")
     parser.add_argument("--quick", action="store_true", help="a tiny run (1 round, 3 steps) to check that it works")
     args = parser.parse_args()

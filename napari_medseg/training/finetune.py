@@ -18,7 +18,10 @@ Each step (see :mod:`~napari_medseg.training.sampling` for the windows):
   (cross-entropy to those labels, the default: what the annotator saw and corrected), or the
   parent *network*'s softmax (KL divergence). With new classes the model's distribution over the
   old classes is taken conditional on "not a new class" (softmax over the old logits), so
-  the guard keeps what the parent knew without forbidding the new class anywhere;
+  the guard keeps what the parent knew without forbidding the new class anywhere; toward
+  the segmentation, a new class is kept out of the softmax only where the segmentation
+  says one of the classes its strokes were painted on (``reference_log_probabilities``):
+  painted on CSF, it may grow in CSF but costs like a wrong class elsewhere;
   ``"l2sp"`` adds ``l2sp_weight`` x the squared distance of the weights to the parent's
   (L2-SP; the new head rows are free); ``"distill+l2sp"`` both; ``"none"`` neither.
 - AdamW, a linear warm-up of a few steps then a cosine decay to 10% of ``lr``; batch-norm
@@ -75,7 +78,7 @@ from ..types import Volume
 from . import distributed
 from .annotated import annotated_confusion, annotated_metrics
 from .forgetting import anchors as parent_anchors
-from .forgetting import distillation_loss, l2sp_penalty, reference_loss
+from .forgetting import distillation_loss, l2sp_penalty, new_class_parents, reference_log_probabilities, reference_loss
 from .heads import grow_head
 from .losses import segmentation_loss
 from .options import DISTILL_TARGETS, FORGETTING, check_options
@@ -322,6 +325,14 @@ def _run(
     )
     if not use_distill or references[0] is not None:
         teacher = None  # only needed for the metrics before
+    parents = None
+    if references[0] is not None and config.num_classes > k_old:
+        parents = new_class_parents([c.labels for c in cases], [c.reference for c in cases], k_old, config.num_classes)
+        settings["new_class_parents"] = {
+            name: {old: round(float(share), 4) for old, share in zip(config.class_names, row) if share > 0}
+            for name, row in zip(config.class_names[k_old:], parents)
+        }
+        parents = parents.to(torch_device)
     anchors = parent_anchors(student, k_old) if method in ("l2sp", "distill+l2sp") and forgetting["l2sp_weight"] > 0 else None
     optimizer = torch.optim.AdamW(
         student.parameters(), lr=settings["lr"], weight_decay=0.0 if anchors is not None else 1e-4
@@ -357,7 +368,8 @@ def _run(
         if teacher_logits is not None:
             guard = guard + forgetting["distill_weight"] * distillation_loss(outputs[0][:, :k_old], teacher_logits, unannotated)
         elif batch.reference is not None and use_distill:
-            guard = guard + forgetting["distill_weight"] * reference_loss(outputs[0][:, :k_old], batch.reference, unannotated)
+            log_probabilities = reference_log_probabilities(outputs[0], k_old, batch.reference, parents)
+            guard = guard + forgetting["distill_weight"] * reference_loss(log_probabilities, batch.reference, unannotated)
         if anchors is not None:
             guard = guard + forgetting["l2sp_weight"] * l2sp_penalty(student, anchors)
         loss = supervised + guard

@@ -24,11 +24,44 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return (kl * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def reference_loss(student_logits: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+PARENT_SHARE = 0.1
+
+
+def reference_log_probabilities(
+    logits: torch.Tensor, k_old: int, reference: torch.Tensor, parents: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The student's log-probabilities that :func:`reference_loss` reads at the reference class.
+
+    Without ``parents``: a softmax over the old classes only, i.e. the distribution given
+    "not a new class", which never penalises a new class anywhere. With ``parents``
+    ((N_new, k_old), the share of each new class's strokes on each old class of the
+    reference, :func:`new_class_parents`): at a voxel whose reference class is a parent of
+    new class n (at least :data:`PARENT_SHARE` of its strokes; fewer are strokes that
+    strayed over a boundary), n stays out of the softmax (free to grow there, as without parents); at
+    any other voxel n takes part, so its probability there costs as much as a wrong old
+    class. A new class carved out of CSF may grow in what the reference calls CSF, but
+    not into grey matter, white matter or background (in the spirit of the unbiased
+    distillation of class-incremental segmentation, MiB, Cermelli et al. 2020).
+
+    Args:
+        logits: (B, K, *S) with K = k_old + N_new.
+        reference: (B, *S) int64 reference classes (-1 where there is none).
+    Returns:
+        (B, k_old, *S) without parents, else (B, K, *S), float32; index k < k_old is old class k.
+    """
+    if parents is None or logits.shape[1] == k_old:
+        return torch.log_softmax(logits[:, :k_old].float(), dim=1)
+    allowed = parents[:, reference.clamp_min(0)] < PARENT_SHARE  # (N_new, B, *S): n counts at this voxel
+    new = logits[:, k_old:].float().masked_fill(~allowed.movedim(0, 1), float("-inf"))
+    return torch.log_softmax(torch.cat([logits[:, :k_old].float(), new], dim=1), dim=1)
+
+
+def reference_loss(log_probabilities: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the student toward dense reference classes over ``mask``.
 
     Args:
-        student_logits: (B, K, *S); the student's old-class logits only.
+        log_probabilities: (B, K', *S), index k < K the parent's class k
+            (:func:`reference_log_probabilities`).
         reference: (B, *S) int64 classes in 0..K-1, -1 where there is none.
         mask: (B, *S) bool (unannotated voxels inside the volume).
 
@@ -36,10 +69,26 @@ def reference_loss(student_logits: torch.Tensor, reference: torch.Tensor, mask: 
         A scalar (0 with a graph when no voxel takes part).
     """
     keep = mask & (reference >= 0)
-    log_student = torch.log_softmax(student_logits.float(), dim=1)
-    picked = log_student.gather(1, reference.clamp_min(0).unsqueeze(1)).squeeze(1)
+    picked = log_probabilities.gather(1, reference.clamp_min(0).unsqueeze(1)).squeeze(1)
     weight = keep.to(picked.dtype)
     return -(picked * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def new_class_parents(labels: list[torch.Tensor], references: list[torch.Tensor], k_old: int, k_new: int) -> torch.Tensor:
+    """(k_new - k_old, k_old): for each new class, the share of its strokes that the
+    reference segmentation gives to each old class (rows of zeros for a class without
+    strokes on the model grid).
+
+    Args:
+        labels: per case (Z, Y, X) sparse labels on the model grid (k + 1 = class k).
+        references: per case (Z, Y, X) reference classes on the same grid.
+    """
+    counts = torch.zeros(k_new - k_old, k_old, dtype=torch.float64)
+    for sparse, reference in zip(labels, references):
+        for n in range(k_new - k_old):
+            under = reference[sparse.long() == k_old + n + 1].long()
+            counts[n] += torch.bincount(under[(under >= 0) & (under < k_old)], minlength=k_old).double()
+    return counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
 def l2sp_penalty(model: nn.Module, anchors: dict[str, tuple[torch.Tensor, int | None]]) -> torch.Tensor:

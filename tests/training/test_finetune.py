@@ -247,11 +247,36 @@ def test_the_reference_loss_is_cross_entropy_on_unannotated_voxels_only():
     reference = torch.randint(0, 4, (2, 5, 6))
     reference[0, 0] = -1  # past the volume's edge
     mask = torch.rand(2, 5, 6) > 0.3
-    loss = reference_loss(logits, reference, mask)
+    loss = reference_loss(torch.log_softmax(logits, dim=1), reference, mask)
     keep = mask & (reference >= 0)
     expected = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[keep], reference[keep])
     torch.testing.assert_close(loss, expected)
     loss.backward()
     assert (logits.grad.abs().sum(1)[~keep] == 0).all() and (logits.grad.abs().sum(1)[keep] > 0).all()
-    empty = reference_loss(logits, reference, torch.zeros_like(mask))
+    empty = reference_loss(torch.log_softmax(logits, dim=1), reference, torch.zeros_like(mask))
     assert float(empty.detach()) == 0.0 and empty.requires_grad
+
+
+def test_a_new_class_may_grow_only_where_the_reference_says_its_parent_class():
+    from napari_medseg.training.forgetting import new_class_parents, reference_log_probabilities, reference_loss
+
+    logits = torch.zeros(1, 5, 1, 2, requires_grad=True)  # 4 old classes + 1 new, two voxels
+    reference = torch.tensor([[[1, 3]]])  # CSF, then white matter
+    parents = torch.tensor([[0.0, 1.0, 0.0, 0.0]])  # the new class was painted on CSF
+    log_probabilities = reference_log_probabilities(logits, 4, reference, parents)
+    torch.testing.assert_close(log_probabilities.exp()[0, :, 0, 0], torch.tensor([0.25, 0.25, 0.25, 0.25, 0.0]))
+    torch.testing.assert_close(log_probabilities.exp()[0, :, 0, 1], torch.full((5,), 0.2))
+    reference_loss(log_probabilities, reference, torch.ones(1, 1, 2, dtype=torch.bool)).backward()
+    new_logit_gradient = logits.grad[0, 4, 0]
+    assert new_logit_gradient[0] == 0 and new_logit_gradient[1] > 0  # free in CSF, discouraged in WM
+    strayed = torch.tensor([[0.0, 0.95, 0.0, 0.05]])  # 5% of the strokes crossed into WM: not a parent
+    assert torch.isinf(reference_log_probabilities(logits, 4, reference, strayed)[0, 4, 0, 0])
+    assert reference_log_probabilities(logits, 4, reference, strayed)[0, 4, 0, 1].isfinite()
+    plain = reference_log_probabilities(logits, 4, reference)
+    torch.testing.assert_close(plain, torch.log_softmax(logits[:, :4], dim=1))
+
+    sparse = torch.tensor([[[5, 5, 5, 2, 0]]], dtype=torch.int16)
+    seen = torch.tensor([[[1, 1, 2, 1, 3]]])
+    shares = new_class_parents([sparse], [seen], 4, 5)
+    torch.testing.assert_close(shares, torch.tensor([[0.0, 2 / 3, 1 / 3, 0.0]], dtype=torch.float64))
+    assert new_class_parents([torch.zeros_like(sparse)], [seen], 4, 5).sum() == 0
