@@ -73,12 +73,19 @@ from torch import nn
 from ..config import ModelConfig
 from ..control import StopCheck
 from ..inference.device import training_autocast_dtype
-from ..inference.engine import context_offsets, segment
+from ..inference.engine import context_offsets
 from ..types import Volume
 from . import distributed
 from .annotated import annotated_confusion, annotated_metrics
 from .forgetting import anchors as parent_anchors
-from .forgetting import distillation_loss, l2sp_penalty, new_class_parents, reference_log_probabilities, reference_loss
+from .forgetting import (
+    distillation_loss,
+    l2sp_penalty,
+    new_class_parents,
+    parent_segmentation,
+    reference_log_probabilities,
+    reference_loss,
+)
 from .heads import grow_head
 from .losses import segmentation_loss
 from .options import DISTILL_TARGETS, FORGETTING, check_options
@@ -409,15 +416,6 @@ def _run(
         steps_done, steps, result.seconds, metrics_before["accuracy"], metrics_after["accuracy"],
     )  # fmt: skip
     return result
-
-
-def parent_segmentation(parent: nn.Module, image: Volume, device: torch.device) -> np.ndarray:
-    """(z, y, x) class indices the parent's whole pipeline (post-processing included) gives ``image``."""
-    was_training = parent.training
-    try:
-        return segment(image, parent, device=device).labels
-    finally:
-        parent.train(was_training)
 
 
 def _supervised_loss(outputs: Sequence[torch.Tensor], batch, weights: torch.Tensor | None) -> torch.Tensor:

@@ -3,8 +3,12 @@ softmax, or the segmentation it produced) and L2-SP."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..inference.engine import segment
+from ..types import Volume
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -120,3 +124,12 @@ def anchors(student: nn.Module, k_old: int) -> dict[str, tuple[torch.Tensor, int
         name: (p.detach().float().clone()[: k_old if name in heads else None], k_old if name in heads else None)
         for name, p in student.named_parameters()
     }
+
+
+def parent_segmentation(parent: nn.Module, image: Volume, device: torch.device) -> np.ndarray:
+    """(z, y, x) class indices the parent's whole pipeline (post-processing included) gives ``image``."""
+    was_training = parent.training
+    try:
+        return segment(image, parent, device=device).labels
+    finally:
+        parent.train(was_training)
