@@ -175,6 +175,7 @@ def test_stop_button_ends_fine_tuning_with_a_valid_version(make_napari_viewer, q
     data[70, 80:90, 60:70] = 2
     corrections.data = data
     panel.finetune_section.steps_spin.setValue(5000)
+    panel.finetune_section.keep_combo.setCurrentIndex(panel.finetune_section.keep_combo.findData("network"))
     assert panel.finetune_section.run() is not None
     qtbot.waitUntil(lambda: "step" in panel.status_label.text(), timeout=JOB_TIMEOUT_MS)  # training has begun
     panel.stop_button.click()
@@ -184,5 +185,6 @@ def test_stop_button_ends_fine_tuning_with_a_valid_version(make_napari_viewer, q
     assert active.bundle_path != bundle  # the steps taken so far became a new, loadable version
     training = active.bundle_meta["training"]
     assert training["stopped"] is True and 0 < training["steps"] < 5000
+    assert training["forgetting"]["distill_target"] == "network"  # as chosen in "Keep elsewhere"
     assert load_model(active.bundle_path, device="cpu").config == active.config
     assert (bundle / "weights.pt").is_file()
