@@ -351,46 +351,49 @@ def _run(
     losses: list[float] = []
     stopped = False
     steps_done = 0
-    for step in range(steps):
-        if distributed.any_rank(should_stop is not None and bool(should_stop()), context):
-            stopped = True
-            break
-        lr = _learning_rate(settings["lr"], step, steps, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = sampler.sample(settings["batch_size"])
-        if settings["augment"]:
-            batch = augment_batch(batch, generator, flip=flip)
-        batch = batch.to(torch_device)
-        with torch.autocast(torch_device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            output = trained(batch.image)
-            outputs = output if isinstance(output, (tuple, list)) else (output,)
-            teacher_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(batch.image)
-        supervised = _supervised_loss(outputs, batch, weights)
-        guard = outputs[0].new_zeros(()).float()
-        unannotated = batch.valid & ~batch.annotated
-        if teacher_logits is not None:
-            guard = guard + forgetting["distill_weight"] * distillation_loss(outputs[0][:, :k_old], teacher_logits, unannotated)
-        elif batch.reference is not None and use_distill:
-            log_probabilities = reference_log_probabilities(outputs[0], k_old, batch.reference, parents)
-            guard = guard + forgetting["distill_weight"] * reference_loss(log_probabilities, batch.reference, unannotated)
-        if anchors is not None:
-            guard = guard + forgetting["l2sp_weight"] * l2sp_penalty(student, anchors)
-        loss = supervised + guard
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        parts = torch.stack([loss.detach(), supervised.detach(), guard.detach()]).float()
-        parts = distributed.all_reduce(parts, context, op="mean").cpu().tolist()
-        losses.append(parts[0])
-        steps_done = step + 1
-        yield FinetuneProgress(
-            step=steps_done, total=steps, loss=parts[0], supervised=parts[1], forgetting=parts[2],
-            lr=lr, elapsed=time.perf_counter() - started,
-        )  # fmt: skip
+    # dropout draws from torch's global generator: seed it for the run, restore it after
+    with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []):
+        torch.manual_seed(seed + 104729 * rank)
+        for step in range(steps):
+            if distributed.any_rank(should_stop is not None and bool(should_stop()), context):
+                stopped = True
+                break
+            lr = _learning_rate(settings["lr"], step, steps, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = sampler.sample(settings["batch_size"])
+            if settings["augment"]:
+                batch = augment_batch(batch, generator, flip=flip)
+            batch = batch.to(torch_device)
+            with torch.autocast(torch_device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                output = trained(batch.image)
+                outputs = output if isinstance(output, (tuple, list)) else (output,)
+                teacher_logits = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(batch.image)
+            supervised = _supervised_loss(outputs, batch, weights)
+            guard = outputs[0].new_zeros(()).float()
+            unannotated = batch.valid & ~batch.annotated
+            if teacher_logits is not None:
+                guard = guard + forgetting["distill_weight"] * distillation_loss(outputs[0][:, :k_old], teacher_logits, unannotated)
+            elif batch.reference is not None and use_distill:
+                log_probabilities = reference_log_probabilities(outputs[0], k_old, batch.reference, parents)
+                guard = guard + forgetting["distill_weight"] * reference_loss(log_probabilities, batch.reference, unannotated)
+            if anchors is not None:
+                guard = guard + forgetting["l2sp_weight"] * l2sp_penalty(student, anchors)
+            loss = supervised + guard
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            parts = torch.stack([loss.detach(), supervised.detach(), guard.detach()]).float()
+            parts = distributed.all_reduce(parts, context, op="mean").cpu().tolist()
+            losses.append(parts[0])
+            steps_done = step + 1
+            yield FinetuneProgress(
+                step=steps_done, total=steps, loss=parts[0], supervised=parts[1], forgetting=parts[2],
+                lr=lr, elapsed=time.perf_counter() - started,
+            )  # fmt: skip
 
     student.eval()
     anchored = references[0] is not None

@@ -280,3 +280,22 @@ def test_a_new_class_may_grow_only_where_the_reference_says_its_parent_class():
     shares = new_class_parents([sparse], [seen], 4, 5)
     torch.testing.assert_close(shares, torch.tensor([[0.0, 2 / 3, 1 / 3, 0.0]], dtype=torch.float64))
     assert new_class_parents([torch.zeros_like(sparse)], [seen], 4, 5).sum() == 0
+
+
+def test_the_seed_makes_a_run_repeatable_and_the_callers_generator_is_left_alone():
+    """Dropout draws from torch's global generator; the run seeds it and restores it."""
+    volume, truth = toy_volume()
+    parent = tiny_model(0)  # dropout 0.2 in the decoder
+
+    def weights(seed):
+        model = run_finetune(parent, [volume], [strokes(truth)], steps=4, lr=1e-2, device="cpu", seed=seed).model
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = weights(0)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's stream continues as if nothing ran
+    torch.manual_seed(999)
+    assert torch.equal(weights(0), first)
+    assert not torch.equal(weights(1), first)
