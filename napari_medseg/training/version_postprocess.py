@@ -10,9 +10,9 @@ gives its network a say: the mixture's network prior weight becomes
 :mod:`napari_medseg.inference.refine`).
 
 Measured with ``bench/correction_loop.py`` (dev subject, 3 rounds of simulated strokes on
-0.19% of the brain, 200 steps each): mean tissue Dice of the labels users get 0.893 → 0.930
-with weight 1, 0.934 with 0.5; 0.893 throughout with weight 0 (the network's gains never
-reached them).
+about 0.2% of the brain, 200 steps each): mean tissue Dice of the labels users get 0.893 →
+0.936 with weight 1 (0.930 in a first trial, 0.934 there with weight 0.5); 0.893
+throughout with weight 0 (the network's gains never reached them).
 
 A network fine-tuned for only a few steps has not learned the scan yet and is a worse prior
 than none: one round on the same strokes gave 0.881 after 20 steps and 0.854 after 60
