@@ -4,7 +4,7 @@
 
 The same steps as the end-to-end viewer test, with the default U-Net instead of a tiny
 random one: open a scan through the plugin, segment, Grad-CAM for grey matter, MC-dropout
-uncertainty, paint a correction and accept a slice, fine-tune a few steps (a new version
+uncertainty, paint a correction and accept a slice, fine-tune 200 steps (a new version
 in a throw-away model home), re-segment, quantify, export. One JPEG per stage
 (``workflow_<n>_<stage>.jpg``); the README shows them. Default scan: the shipped sample.
 """
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--volume", type=Path, help="scan to open (default: the shipped sample)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
-    parser.add_argument("--finetune-steps", type=int, default=20)
+    parser.add_argument("--finetune-steps", type=int, default=200)
     args = parser.parse_args()
     os.environ["NAPARI_MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg-screenshots-")  # versions go here
 
