@@ -49,7 +49,7 @@ from simulated_annotator import CLASSES, draw_strokes, lateral_ventricles, new_c
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
-MODEL = "brain-tissue-unet"
+MODEL = "brain-tissue-unet"  # the default parent
 NEW_CLASS = "lateral ventricles"
 GUARDS = ("distill", "distill-network", "l2sp", "none")
 DEFAULT_GUARDS = [("distill", 1.0), ("distill-network", 1.0), ("l2sp", 0.01), ("none", 0.0)]
@@ -239,6 +239,7 @@ def new_class(volume, reference, parent, baseline, *, guard, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=MODEL, help="the parent bundle (name or path)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps per fine-tune")
     parser.add_argument("--seed", type=int, default=0)
@@ -271,11 +272,11 @@ def main() -> None:
 
         volume = read_volume(SHARED / "dev-subject" / "t1.nii.gz")
         reference = read_volume(SHARED / "dev-subject" / "tissue_labels.nii.gz").array.astype(np.uint8)
-        parent = load_model(MODEL, device=DEVICE)
+        parent = load_model(args.model, device=DEVICE)
         started = time.perf_counter()
         baseline = segment_both(volume, parent)
         report = {
-            "model": MODEL,
+            "model": args.model,
             "threads": torch.get_num_threads(),
             "device": DEVICE if DEVICE == "cpu" else f"{DEVICE} ({torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})",
             "settings": {"rounds": args.rounds, "steps": args.steps, "seed": args.seed, "budget": args.budget, "quick": args.quick},
