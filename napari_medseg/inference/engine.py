@@ -15,7 +15,7 @@ from ..types import Geometry, Volume
 from .atlas import atlas_region, fit_brain_atlas
 from .control import ProgressCallback, StopCheck
 from .device import autocast_dtype, select_device
-from .refine import TissueMixture, apply_mixture, brain_mask, fit_mixture, largest_component
+from .refine import TissueMixture, apply_mixture, brain_mask, fit_mixture, largest_component, network_override
 from .slices import predict_slices
 from .windows import predict_windows
 
@@ -94,12 +94,15 @@ class PostprocessFit:
         details: what was applied (brain mask source, atlas fit), JSON-ready.
         em: whether the bundle asks for the mixture step (without a mask step, its
             region is each prediction's own foreground).
+        override: the network's confidence above which its class replaces the
+            mixture's (``em_refine.network_override``), or None.
     """
 
     mask: np.ndarray | None
     mixture: TissueMixture | None
     details: dict[str, Any]
     em: bool = False
+    override: float | None = None
 
     def apply(self, image: np.ndarray, probabilities: np.ndarray, region: tuple[slice, ...] | None = None) -> np.ndarray:
         """Post-processed (K, *S) probabilities for the block ``region`` of the model grid
@@ -111,7 +114,10 @@ class PostprocessFit:
         if self.em:
             if self.mask is None:
                 mask = np.argmax(probabilities, axis=0) > 0
-            return apply_mixture(self.mixture, image, probabilities, mask)
+            out = apply_mixture(self.mixture, image, probabilities, mask)
+            if self.override is not None and self.mixture is not None:
+                out = network_override(out, probabilities, mask, self.override)
+            return out
         out = probabilities.copy()
         out[0][~mask] = 1.0
         out[1:, ~mask] = 0.0
@@ -157,7 +163,12 @@ def fit_postprocess(
                               prior_weight=float(em.get("prior_weight", 1.0)))  # fmt: skip
         if mixture is not None:
             details["mixture"] = {"means": np.round(mixture.means, 4).tolist(), "prior_weight": mixture.prior_weight}
-    return PostprocessFit(mask=mask, mixture=mixture, details=details, em=bool(em))
+    override = em.get("network_override") if em else None
+    if override is not None:
+        details["network_override"] = float(override)
+    return PostprocessFit(
+        mask=mask, mixture=mixture, details=details, em=bool(em), override=None if override is None else float(override)
+    )
 
 
 def postprocess(

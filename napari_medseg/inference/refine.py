@@ -14,6 +14,8 @@
        r_k(x) ∝ pi_k · prior_k(x)^w · N(I(x); mu_k, sigma_k^2)
 
    with mixing proportions pi_k fitted too (w = 0 is a plain Gaussian mixture).
+3. ``network_override`` (fine-tuned versions): where the network is confident and
+   disagrees with the mixture, its own class wins.
 
    The network decides where the brain is and roughly which tissue; the scan's own
    intensities sharpen the tissue boundaries. Both steps are recorded in the bundle's
@@ -209,6 +211,25 @@ def apply_mixture(
         return out
     out[0, mask] = 0.0
     out[1:, mask] = mixture.posterior(image[mask], probabilities[1:, mask])
+    return out
+
+
+def network_override(
+    postprocessed: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Inside ``mask``, the network's own probabilities where it is confident (max > ``threshold``)
+    and its class differs from the post-processed one; ``postprocessed`` elsewhere.
+
+    For fine-tuned versions (see :mod:`napari_medseg.training.version_postprocess`): their
+    network learned the per-scan mixture's labels plus the corrections, so where it still
+    confidently disagrees with the mixture it is mostly because of what it was taught.
+    Shapes: (K, *S) both, ``mask`` (*S); works per block. Returns a new array.
+    """
+    network = np.argmax(probabilities, axis=0)
+    confident = probabilities.max(axis=0) > threshold
+    take = mask & confident & (network != np.argmax(postprocessed, axis=0))
+    out = postprocessed.astype(np.float32, copy=True)
+    out[:, take] = probabilities[:, take]
     return out
 
 

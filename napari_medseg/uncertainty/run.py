@@ -300,13 +300,13 @@ def _accumulate(
 
 def _sample_dependent(settings: Mapping[str, Any]) -> bool:
     """Whether post-processing treats MC samples differently: a tissue mixture that uses
-    the network's probabilities as a prior (weight > 0), or one whose region is each
-    sample's own foreground (no fixed brain mask)."""
+    the network's probabilities as a prior (weight > 0) or lets a confident network
+    override it, or one whose region is each sample's own foreground (no fixed brain mask)."""
     em = settings.get("em_refine")
     if not em:
         return False
     fixed_mask = bool(settings.get("brain_mask") or settings.get("largest_component"))
-    return float(em.get("prior_weight", 1.0)) > 0 or not fixed_mask
+    return float(em.get("prior_weight", 1.0)) > 0 or em.get("network_override") is not None or not fixed_mask
 
 
 def _sample_transform(fit: PostprocessFit, image: np.ndarray):

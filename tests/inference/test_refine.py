@@ -80,3 +80,18 @@ def test_opening_cuts_a_thin_bridge_and_what_it_leads_to():
     assert opened[20, 20, 20] and not opened[20, 20, 50] and not opened[19, 19, 40]
     assert opened[5:35, 5:35, 5:35].mean() > 0.97  # the brain keeps its corners mostly
     assert (opening(mask, 0.0, (1.0, 1.0, 1.0)) == mask).all()
+
+
+def test_a_confident_network_overrides_the_mixture_inside_the_mask_only():
+    from napari_medseg.inference.refine import network_override
+
+    post = np.zeros((4, 1, 4), np.float32)
+    post[1] = 1.0  # the mixture says CSF everywhere (background 0 inside the mask)
+    network = np.full((4, 1, 4), 0.02, np.float32)
+    network[3, 0, :] = [0.94, 0.94, 0.6, 0.94]  # white matter: confident, confident, unsure, confident
+    network[1, 0, 2] = 0.34
+    mask = np.array([[True, True, True, False]])
+    out = network_override(post, network, mask, 0.9)
+    assert np.argmax(out, axis=0).tolist() == [[3, 3, 1, 1]]  # not where unsure, not outside the mask
+    np.testing.assert_array_equal(out[:, 0, 0], network[:, 0, 0])
+    assert np.argmax(post, axis=0).tolist() == [[1, 1, 1, 1]]  # the input is left alone

@@ -18,7 +18,7 @@ from napari_medseg.training.finetune import (
     finetune,
     run_finetune,
 )
-from napari_medseg.training.version_postprocess import MIN_STEPS_FOR_PRIOR
+from napari_medseg.training.version_postprocess import FINETUNED_OVERRIDE, MIN_STEPS_FOR_OVERRIDE
 from tests.tiny_models import tiny_config, tiny_model
 from tests.training import single_thread, strokes, toy_volume  # noqa: F401 (fixture)
 
@@ -215,14 +215,16 @@ def test_default_reference_is_the_parents_own_segmentation_and_the_version_trust
     data = tiny_config().to_dict()
     data["extra"] = {**data["extra"], "postprocess": {"em_refine": {"iterations": 5, "prior_weight": 0.0}}}
     parent = build_model(type(tiny_config()).from_dict(data))
-    options = {"steps": MIN_STEPS_FOR_PRIOR, "batch_size": 1, "patch": (16, 16), "device": "cpu", "precision": "fp32"}
+    options = {"steps": MIN_STEPS_FOR_OVERRIDE, "batch_size": 1, "patch": (16, 16), "device": "cpu", "precision": "fp32"}
     anchored = run_finetune(parent, [volume], [strokes(truth)], **options)
-    assert anchored.model.config.extra["postprocess"]["em_refine"] == {"iterations": 5, "prior_weight": 1.0}
-    assert parent.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
+    assert anchored.model.config.extra["postprocess"]["em_refine"] == {
+        "iterations": 5, "prior_weight": 0.0, "network_override": FINETUNED_OVERRIDE
+    }  # fmt: skip
+    assert "network_override" not in parent.config.extra["postprocess"]["em_refine"]
     plain = run_finetune(parent, [volume], [strokes(truth)], **options, distill_target="network")
-    assert plain.model.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
+    assert "network_override" not in plain.model.config.extra["postprocess"]["em_refine"]
     short = run_finetune(parent, [volume], [strokes(truth)], **{**options, "steps": 3})
-    assert short.model.config.extra["postprocess"]["em_refine"]["prior_weight"] == 0.0
+    assert "network_override" not in short.model.config.extra["postprocess"]["em_refine"]
     assert "reach the labels" in anchored.settings["postprocess_note"]
     assert "fine-tune longer" in short.settings["postprocess_note"]
 

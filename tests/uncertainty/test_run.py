@@ -220,3 +220,17 @@ def test_network_prior_in_the_mixture_makes_samples_differ():
     np.testing.assert_allclose(result.total, result.aleatoric + result.epistemic, atol=1e-6)
     assert result.epistemic.max() > 1e-4
     np.testing.assert_allclose(result.mean_probabilities.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_a_network_override_makes_samples_differ_and_is_not_taken_for_the_shortcut():
+    from napari_medseg.uncertainty.run import _sample_dependent
+
+    fixed = {"largest_component": True, "em_refine": {"iterations": 5, "prior_weight": 0.0}}
+    assert not _sample_dependent(fixed)
+    overridden = {**fixed, "em_refine": {**fixed["em_refine"], "network_override": 0.3}}
+    assert _sample_dependent(overridden)
+    volume = _volume()
+    result = estimate_uncertainty(volume, tiny_model(0, postprocess=overridden), samples=3, device="cpu",
+                                  precision="fp32", batch_size=3)  # fmt: skip
+    np.testing.assert_allclose(result.total, result.aleatoric + result.epistemic, atol=1e-6)
+    assert result.epistemic.max() > 1e-4
