@@ -165,10 +165,8 @@ def fit_postprocess(
             details["mixture"] = {"means": np.round(mixture.means, 4).tolist(), "prior_weight": mixture.prior_weight}
     override = em.get("network_override") if em else None
     if override is not None:
-        details["network_override"] = float(override)
-    return PostprocessFit(
-        mask=mask, mixture=mixture, details=details, em=bool(em), override=None if override is None else float(override)
-    )
+        override = details["network_override"] = float(override)
+    return PostprocessFit(mask=mask, mixture=mixture, details=details, em=bool(em), override=override)
 
 
 def postprocess(

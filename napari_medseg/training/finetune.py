@@ -93,6 +93,7 @@ from .records import FinetuneProgress, FinetuneResult
 from .sampling import (
     PatchSampler,
     augment_batch,
+    check_reference,
     check_sparse_labels,
     default_patch,
     flip_dim,
@@ -227,12 +228,10 @@ def finetune(
             raise ValueError(
                 f"references ({len(references)}) need distill_target='segmentation' and one per image ({len(images)})"
             )
-        for i, (image, reference) in enumerate(zip(images, references)):
-            reference = np.asarray(reference)
-            if reference.shape != tuple(image.shape) or not np.issubdtype(reference.dtype, np.integer):
-                raise ValueError(
-                    f"reference {i} {reference.shape} {reference.dtype} must be integer classes on image {i}'s grid {tuple(image.shape)}"
-                )
+        references = [
+            check_reference(reference, image.shape, config.num_classes, where=f"reference {i}")
+            for i, (image, reference) in enumerate(zip(images, references))
+        ]
     sparse_labels = [
         check_sparse_labels(labels, image.shape, num_classes, where=f"labels of image {i}")
         for i, (image, labels) in enumerate(zip(images, sparse_labels))
@@ -377,7 +376,7 @@ def _run(
             unannotated = batch.valid & ~batch.annotated
             if teacher_logits is not None:
                 guard = guard + forgetting["distill_weight"] * distillation_loss(outputs[0][:, :k_old], teacher_logits, unannotated)
-            elif batch.reference is not None and use_distill:
+            elif batch.reference is not None:  # only set when distilling toward the segmentation
                 log_probabilities = reference_log_probabilities(outputs[0], k_old, batch.reference, parents)
                 guard = guard + forgetting["distill_weight"] * reference_loss(log_probabilities, batch.reference, unannotated)
             if anchors is not None:

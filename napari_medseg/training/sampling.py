@@ -40,6 +40,7 @@ __all__ = [
     "TrainingCase",
     "annotated_counts",
     "augment_batch",
+    "check_reference",
     "check_sparse_labels",
     "default_patch",
     "flip_dim",
@@ -128,6 +129,22 @@ def check_sparse_labels(labels: np.ndarray, shape: Sequence[int], num_classes: i
     return array.astype(np.uint8 if high < 256 else np.int32, copy=False)
 
 
+def check_reference(
+    reference: np.ndarray, shape: Sequence[int], num_classes: int, where: str = "reference segmentation"
+) -> np.ndarray:
+    """Validate a dense segmentation (class indices 0..num_classes-1 on the image's grid).
+
+    Raises:
+        ValueError: wrong shape, a non-integer dtype, or a class outside the model's.
+    """
+    array = np.asarray(reference)
+    if array.shape != tuple(shape) or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{where} {array.shape} {array.dtype} must be integer classes on the image's grid {tuple(shape)}")
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        raise ValueError(f"{where} holds classes {int(array.min())}..{int(array.max())}; the model has {num_classes}")
+    return array
+
+
 def annotated_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(K,) int64 annotated voxels per class of a sparse label volume."""
     return np.bincount(np.asarray(labels).ravel(), minlength=num_classes + 1)[1 : num_classes + 1]
@@ -159,17 +176,7 @@ def prepare_case(
     mapped = _label_to_model_grid(sparse.astype(np.int16 if k >= 255 else np.uint8), prepared)
     dense = None
     if reference is not None:
-        reference = np.asarray(reference)
-        if reference.shape != tuple(volume.shape) or not np.issubdtype(reference.dtype, np.integer):
-            raise ValueError(
-                f"reference segmentation {reference.shape} {reference.dtype} must be integer classes "
-                f"on the image's grid {tuple(volume.shape)}"
-            )
-        if reference.size and (reference.min() < 0 or reference.max() >= config.num_classes):
-            raise ValueError(
-                f"reference segmentation holds classes {int(reference.min())}..{int(reference.max())}; "
-                f"the model has {config.num_classes}"
-            )
+        reference = check_reference(reference, volume.shape, config.num_classes)
         dense = torch.from_numpy(_label_to_model_grid(reference.astype(np.int16), prepared).astype(np.int16))
     if counts.sum() and not mapped.any():
         logger.warning("all strokes of an image vanished when resampled to the model's spacing")

@@ -50,22 +50,28 @@ def finetuned_config(config: ModelConfig, *, anchored: bool, steps: int) -> Mode
         ``config`` itself, or a copy whose intensity mixture is overridden where the
         network is more confident than :data:`FINETUNED_OVERRIDE`.
     """
+    mixture = _mixture(config)
+    if not anchored or steps < MIN_STEPS_FOR_OVERRIDE or mixture is None or "network_override" in mixture:
+        return config
     data = config.to_dict()
     extra: dict[str, Any] = dict(data.get("extra") or {})
     postprocess = dict(extra.get("postprocess") or {})
-    mixture = postprocess.get("em_refine")
-    if not anchored or steps < MIN_STEPS_FOR_OVERRIDE or not isinstance(mixture, dict) or "network_override" in mixture:
-        return config
-    postprocess["em_refine"] = {**mixture, "network_override": FINETUNED_OVERRIDE}
+    postprocess["em_refine"] = {**postprocess["em_refine"], "network_override": FINETUNED_OVERRIDE}
     extra["postprocess"] = postprocess
     data["extra"] = extra
     return ModelConfig.from_dict(data)
 
 
+def _mixture(config: ModelConfig) -> Mapping[str, Any] | None:
+    """The ``em_refine`` settings of ``config``'s post-processing, or None."""
+    mixture = ((config.extra or {}).get("postprocess") or {}).get("em_refine")
+    return mixture if isinstance(mixture, Mapping) else None
+
+
 def network_override_of(config: ModelConfig) -> float | None:
     """The mixture's ``network_override`` threshold, or None (no mixture, or no override)."""
-    mixture = ((config.extra or {}).get("postprocess") or {}).get("em_refine")
-    if not isinstance(mixture, Mapping) or mixture.get("network_override") is None:
+    mixture = _mixture(config)
+    if mixture is None or mixture.get("network_override") is None:
         return None
     return float(mixture["network_override"])
 
@@ -73,8 +79,8 @@ def network_override_of(config: ModelConfig) -> float | None:
 def mixture_note(parent: ModelConfig, version: ModelConfig, *, anchored: bool, steps: int) -> str | None:
     """One sentence for the user on how the version's tissue labels relate to its network,
     or None when there is nothing to say (no mixture, or the same as the parent's)."""
-    mixture = ((version.extra or {}).get("postprocess") or {}).get("em_refine")
-    if not isinstance(mixture, Mapping):
+    mixture = _mixture(version)
+    if mixture is None:
         return None
     before, after = network_override_of(parent), network_override_of(version)
     if after is not None and before is None:
