@@ -9,9 +9,9 @@ computed, as :func:`~napari_medseg.uncertainty.estimate_uncertainty` does, on th
 In-distribution images (never validation scans):
 
 - ``synthetic``: small volumes of 2.5D slabs drawn by the training synthesiser
-  (:class:`~napari_medseg.training.brain_synth.BrainSynthesizer`, another seed than
-  training), each volume a stack of ``--slices`` slabs; needs the MNI template cache that
-  ``scripts/train_default.py`` fills (skipped with a note otherwise);
+  (:class:`~napari_medseg.training.label_synth.LabelSynthesizer` over the label maps in
+  ``shared/data/synthseg-label-maps``, another seed than training), each volume a stack of
+  ``--slices`` slabs (skipped with a note when the maps are missing, or for 3D models);
 - ``augmented``: the shipped sample volume (MNI ICBM152 T1) and copies with a random gamma,
   bias field, Rician noise, blur, a +-10% change of voxel size per axis and, for half of
   them, thick slices (2-4 mm) along a random axis, as the training synthesiser also draws.
@@ -37,13 +37,7 @@ from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-HEAD_LABELS = REPO / "data" / "full-head-labels" / "labels_1mm.nii.gz"
-TEMPLATE_CACHE = REPO / "data-cache" / "mni152_2009a"
-TEMPLATE_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
+LABEL_MAPS = SHARED / "synthseg-label-maps"
 
 
 def volume_score(volume, model, device, amp) -> dict:
@@ -61,28 +55,24 @@ def volume_score(volume, model, device, amp) -> dict:
 def synthetic_scores(model, device, amp, volumes: int, slices: int, seed: int) -> list[float]:
     import torch
 
-    from napari_medseg.training.brain_atlas import build_atlas
-    from napari_medseg.training.brain_synth import BrainSynthesizer, SynthSettings
+    from napari_medseg.training.label_maps import load_label_maps
+    from napari_medseg.training.label_synth import LabelSynthesizer, SynthSettings
     from napari_medseg.uncertainty import ood_score
     from napari_medseg.uncertainty.ood import MAIN_SCORE
 
-    files = {key: TEMPLATE_CACHE / name for key, name in TEMPLATE_FILES.items()}
-    if not all(path.is_file() for path in files.values()):
-        print(f"note: template cache {TEMPLATE_CACHE} missing, synthetic source skipped", file=sys.stderr)
-        return []
     config = model.config
+    if not LABEL_MAPS.is_dir() or config.spatial_dims != 2:
+        print(f"note: no label maps at {LABEL_MAPS} or not a 2.5D model, synthetic source skipped", file=sys.stderr)
+        return []
     offsets = tuple(float(o) for o in config.extra.get("context_offsets_mm", (0.0,)))
-    settings = SynthSettings(offsets_mm=offsets)
-    if len(config.patch_size) == 2:
-        settings = SynthSettings(offsets_mm=offsets, patch=tuple(config.patch_size))
-    atlas = build_atlas(files["t1"], files["gm"], files["wm"], HEAD_LABELS)
-    synthesizer = BrainSynthesizer(atlas, settings, seed=seed)
+    patch = tuple(config.patch_size) if len(config.patch_size) == 2 else (176, 208)
+    synthesizer = LabelSynthesizer(load_label_maps(LABEL_MAPS), SynthSettings(), seed=seed)
     scores = []
     model.eval().to(device)
     for _ in range(volumes):
         probabilities = []
         for start in range(0, slices, 8):
-            image, _ = synthesizer.sample(min(8, slices - start))
+            image, _ = synthesizer.slabs(min(8, slices - start), patch=patch, offsets_mm=offsets)
             with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = model(image.to(device))
             probabilities.append(torch.softmax(logits.float(), dim=1).cpu().numpy())

@@ -15,6 +15,7 @@ from ..types import Geometry, Volume
 from .atlas import atlas_region, fit_brain_atlas
 from .control import ProgressCallback, StopCheck
 from .device import autocast_dtype, select_device
+from .locator import LocatorSettings, locate_brain, locator_of
 from .refine import TissueMixture, apply_mixture, brain_mask, fit_mixture, largest_component, network_override
 from .slices import predict_slices
 from .windows import predict_windows
@@ -125,8 +126,16 @@ class PostprocessFit:
 
 
 def postprocess_settings(config: Any, enabled: bool = True) -> dict[str, Any]:
-    """The bundle's ``extra["postprocess"]`` settings (a copy), or {} when not ``enabled``."""
-    return dict(config.extra.get("postprocess", {})) if enabled else {}
+    """The bundle's ``extra["postprocess"]`` settings (a copy), or {} when not ``enabled``.
+
+    A bundle with a brain locator (``extra["locator"]``, see
+    :mod:`napari_medseg.inference.locator`) gets it under ``"locator"`` either way: the
+    locator is part of the model, not a refinement.
+    """
+    settings = dict(config.extra.get("postprocess", {})) if enabled else {}
+    if config.extra.get("locator"):
+        settings["locator"] = dict(config.extra["locator"])
+    return settings
 
 
 def fit_postprocess(
@@ -136,16 +145,27 @@ def fit_postprocess(
     *,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     geometry: Geometry | None = None,
+    locator: torch.nn.Module | None = None,
+    device: torch.device | None = None,
 ) -> PostprocessFit:
     """Decide the bundle's ``extra["postprocess"]`` for one scan: brain mask (atlas prior,
     opening, largest component, closing, or the non-zero region of a brain-extracted
     scan) and the per-scan tissue mixture (see :mod:`napari_medseg.inference.refine` and
     :mod:`napari_medseg.inference.atlas`). ``probabilities`` (K, z, y, x) are the
-    network's plain prediction on the model grid."""
+    network's plain prediction on the model grid. ``locator`` is the model's brain locator
+    (:func:`~napari_medseg.inference.locator.locator_of`), required when ``settings`` has
+    ``"locator"``; it runs on ``device``."""
     details: dict[str, Any] = {}
     mask = None
+    if settings.get("locator"):
+        if locator is None:
+            raise ValueError("the model's settings ask for a brain locator but none was given")
+        grid = geometry or Geometry(tuple(spacing), (0.0, 0.0, 0.0))
+        mask, details["locator"] = locate_brain(
+            locator, image, grid, LocatorSettings.from_config_dict(settings["locator"]), device=device
+        )
     mask_settings = dict(settings.get("brain_mask") or {})
-    if mask_settings:
+    if mask_settings and mask is None:
         margin = mask_settings.pop("atlas_margin_mm", None)
         allowed = None
         if margin is not None and geometry is not None:
@@ -153,7 +173,7 @@ def fit_postprocess(
         mask, stripped = brain_mask(image, probabilities, spacing=spacing, allowed_region=allowed, **mask_settings)
         details["brain_mask"] = "non-zero region (brain-extracted input)" if stripped else "network"
         logger.info("brain mask of %d voxels (%s)", int(mask.sum()), details["brain_mask"])
-    elif settings.get("largest_component"):
+    elif settings.get("largest_component") and mask is None:
         mask = largest_component(np.argmax(probabilities, axis=0) > 0)
     em = settings.get("em_refine")
     mixture = None
@@ -177,6 +197,8 @@ def postprocess(
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     geometry: Geometry | None = None,
     details: dict[str, Any] | None = None,
+    locator: torch.nn.Module | None = None,
+    device: torch.device | None = None,
 ) -> np.ndarray:
     """:func:`fit_postprocess` applied to the whole grid; (K, z, y, x) probabilities.
 
@@ -185,7 +207,7 @@ def postprocess(
     """
     if not settings:
         return probabilities
-    fit = fit_postprocess(image, probabilities, settings, spacing=spacing, geometry=geometry)
+    fit = fit_postprocess(image, probabilities, settings, spacing=spacing, geometry=geometry, locator=locator, device=device)
     if details is not None:
         details.update(fit.details)
     return fit.apply(image, probabilities)
@@ -256,6 +278,7 @@ def segment(
     probabilities = postprocess(
         prepared.image, probabilities, settings,
         spacing=prepared.geometry.spacing, geometry=prepared.geometry, details=details,
+        locator=locator_of(model), device=torch_device,
     )  # fmt: skip
     timings["postprocess"] = time.perf_counter() - mark
 

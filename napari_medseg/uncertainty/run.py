@@ -21,6 +21,7 @@ from torch import nn
 
 from ..inference.control import ProgressCallback, StopCheck
 from ..inference.device import autocast_dtype, select_device
+from ..inference.locator import locator_of
 from ..inference.engine import PostprocessFit, fit_postprocess, postprocess_settings, predict_probabilities
 from ..preprocess import Prepared, prepare, restore
 from ..preprocess.pipeline import resample_array
@@ -196,7 +197,8 @@ def estimate_uncertainty(
         plain_first = predict_probabilities(sampler.models[0], prepared.image, device=torch_device, amp=amp,
                                             batch_size=batch_size, should_stop=should_stop)  # fmt: skip
         fit = fit_postprocess(prepared.image, plain_first, settings, spacing=prepared.geometry.spacing,
-                              geometry=prepared.geometry)  # fmt: skip
+                              geometry=prepared.geometry, locator=locator_of(sampler.models[0]),
+                              device=torch_device)  # fmt: skip
         del plain_first
         timings["postprocess_fit"] = time.perf_counter() - mark
 
@@ -216,7 +218,8 @@ def estimate_uncertainty(
     if fit is None and settings:
         # A fixed mask and a prior-free mixture treat every sample alike: exact on the moments.
         fit = fit_postprocess(prepared.image, plain, settings, spacing=prepared.geometry.spacing,
-                              geometry=prepared.geometry)  # fmt: skip
+                              geometry=prepared.geometry, locator=locator_of(sampler.models[0]),
+                              device=torch_device)  # fmt: skip
         mean, mean_entropy = _postprocess_moments(fit, prepared.image, mean, mean_entropy)
     del plain
     timings["postprocess"] = time.perf_counter() - mark

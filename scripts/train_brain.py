@@ -1,0 +1,269 @@
+"""Train a shipped brain model from the 20 real label maps (SynthSeg's method).
+
+    python scripts/train_brain.py --task locator --out resources/models/brain-locator
+    python scripts/train_brain.py --task tissue --arch unet --out resources/models/brain-tissue-unet
+    python scripts/train_brain.py --task tissue --arch transunet --out resources/models/brain-tissue-transunet
+    python scripts/train_brain.py --task structures --arch unet --out resources/models/brain-structures
+
+Data: ``--maps`` (default ``../shared/data/synthseg-label-maps`` beside the checkout): the
+label maps of 20 real heads from the public repository BBillot/SynthSeg,
+``data/training_label_maps/`` (commit 3168fdf38ad220bd1927be43b67c5e9409a78ee7),
+Apache-2.0. Every training image is synthesised on the fly from them
+(:mod:`napari_medseg.training.label_synth`); no scan is used. The tasks:
+
+- ``locator``: a small 3D U-Net that finds the brain (every brain label, CSF included) in
+  the whole head at 4 mm; the tissue and structure bundles run it first
+  (``extra["locator"]``) and label only inside the brain it finds.
+- ``tissue``: a 2.5D network (5 slices 2 mm apart) for background, CSF, grey and white
+  matter at 1 mm.
+- ``structures``: the same for SynthSeg's 32 structures, written with FreeSurfer ids.
+
+Runs on the CPU (bf16 autocast where the processor has it) or a GPU; ``--max-minutes``
+bounds the wall time. The command, data and machine are recorded in ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from napari_medseg.config import ModelConfig
+from napari_medseg.inference.device import training_autocast_dtype
+from napari_medseg.models import build_model, save_bundle
+from napari_medseg.training.augment import FOREGROUND_FRACTION, NORMALIZE_PERCENTILE
+from napari_medseg.training.label_maps import STRUCTURES, TISSUE_COLORS, TISSUE_NAMES, load_label_maps
+from napari_medseg.training.label_synth import LabelSynthesizer, SynthSettings
+from napari_medseg.training.losses import segmentation_loss
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MAPS = REPO.parent / "shared" / "data" / "synthseg-label-maps"
+MAPS_SOURCE = "BBillot/SynthSeg data/training_label_maps (commit 3168fdf38ad220bd1927be43b67c5e9409a78ee7), Apache-2.0"
+CONTEXT_OFFSETS_MM = (-4.0, -2.0, 0.0, 2.0, 4.0)
+SLAB_PATCH = (176, 208)
+LOCATOR_GRID = (64, 64, 64)
+LOCATOR_SPACING = 4.0
+ARCHITECTURES = {
+    "unet": {"features": [16, 32, 64, 128, 256], "residual": True, "norm": "group", "dropout": 0.1},
+    "transunet": {
+        "features": [16, 32, 64, 128],
+        "embed_dim": 192,
+        "depth": 4,
+        "num_heads": 4,
+        "mlp_ratio": 2.0,
+        "dropout": 0.1,
+        "train_grid": [22, 26],
+    },
+    "locator": {"features": [8, 16, 32, 64], "residual": True, "norm": "group"},
+}
+#: How a tissue or structure bundle uses the locator: labels only inside its brain
+#: (probability > threshold, largest piece) grown by ``margin_mm``.
+LOCATOR_USE = {"bundle": "brain-locator", "threshold": 0.5, "margin_mm": 3.0}
+NORMALIZATION = {"method": "foreground-percentile", "foreground_fraction": FOREGROUND_FRACTION, "percentile": NORMALIZE_PERCENTILE}
+
+logger = logging.getLogger("train_brain")
+
+
+class SyntheticBatches(IterableDataset):
+    """Endless synthetic batches for ``task``; one generator per data worker."""
+
+    def __init__(self, maps_folder: Path, task: str, batch: int, seed: int, settings: SynthSettings) -> None:
+        self.maps_folder = maps_folder
+        self.task = task
+        self.batch = batch
+        self.seed = seed
+        self.settings = settings
+
+    def __iter__(self):
+        torch.set_num_threads(1)
+        info = get_worker_info()
+        seed = self.seed + (info.id if info else 0) * 7919
+        synthesizer = LabelSynthesizer(load_label_maps(self.maps_folder), self.settings, seed=seed)
+        while True:
+            if self.task == "locator":
+                yield synthesizer.volumes(self.batch, shape=LOCATOR_GRID, spacing_mm=LOCATOR_SPACING, target="brain")
+            else:
+                yield synthesizer.slabs(self.batch, patch=SLAB_PATCH, offsets_mm=CONTEXT_OFFSETS_MM, target=self.task)
+
+
+def model_config(task: str, arch: str) -> ModelConfig:
+    """The bundle configuration of ``task`` (locator, tissue, structures) with ``arch``."""
+    if task == "locator":
+        return ModelConfig(
+            architecture="unet",
+            spatial_dims=3,
+            in_channels=1,
+            class_names=("background", "brain"),
+            class_colors=("#00000000", "#f0c040ff"),
+            arch_kwargs=ARCHITECTURES["locator"],
+            modality="MR",
+            canonical_orientation="RAS",
+            target_spacing=(LOCATOR_SPACING,) * 3,
+            normalization=NORMALIZATION,
+            patch_size=LOCATOR_GRID,
+        )
+    if task == "tissue":
+        names, colors, extra = TISSUE_NAMES, TISSUE_COLORS, {}
+    else:
+        names = tuple(s[1] for s in STRUCTURES)
+        colors = tuple(s[3] for s in STRUCTURES)
+        extra = {"label_values": [s[0] for s in STRUCTURES]}
+    return ModelConfig(
+        architecture=arch,
+        spatial_dims=2,
+        in_channels=len(CONTEXT_OFFSETS_MM),
+        class_names=names,
+        class_colors=colors,
+        arch_kwargs=ARCHITECTURES[arch],
+        modality="MR",
+        canonical_orientation="RAS",
+        target_spacing=(1.0, 1.0, 1.0),
+        normalization=NORMALIZATION,
+        patch_size=SLAB_PATCH,
+        dropout_sites=("decoder",),
+        extra={"context_offsets_mm": list(CONTEXT_OFFSETS_MM), "locator": LOCATOR_USE, **extra},
+    )
+
+
+def synth_settings(args: argparse.Namespace) -> SynthSettings:
+    """The synthesis of ``task``: T1-like contrasts for ``t1_fraction`` of the samples
+    (default: most for the T1 tissue models, half for the any-contrast models)."""
+    fraction = args.t1_fraction
+    if fraction is None:
+        fraction = 0.8 if args.task == "tissue" else 0.5
+    return SynthSettings(p_t1_contrast=fraction)
+
+
+def train(args: argparse.Namespace) -> Path:
+    if args.out.exists():
+        raise SystemExit(f"{args.out} exists; bundles are never overwritten")
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, args.threads))
+    config = model_config(args.task, args.arch)
+    model = build_model(config).to(device)
+    if config.spatial_dims == 2 and device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    warmup = max(1, args.steps // 40)
+    scheduler = torch.optim.lr_scheduler.SequentialLR(
+        optimizer,
+        [
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.05, total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, args.steps - warmup), eta_min=args.lr * 0.02),
+        ],
+        milestones=[warmup],
+    )
+    loader = DataLoader(
+        SyntheticBatches(args.maps, args.task, args.batch, args.seed, synth_settings(args)),
+        batch_size=None,
+        num_workers=args.workers,
+        prefetch_factor=4 if args.workers else None,
+        persistent_workers=bool(args.workers),
+    )
+    amp = training_autocast_dtype(device)
+    logger.info("training %s/%s on %s (autocast %s), %d steps of %d", args.task, args.arch, device, amp, args.steps, args.batch)
+    model.train()
+    started = None
+    losses: list[float] = []
+    step = 0
+    for step, (image, target) in enumerate(loader, start=1):
+        if started is None:  # the clock starts when the first batch arrives (maps read)
+            started = time.time()
+        image = image.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            output = model(image)
+        outputs = output if isinstance(output, (list, tuple)) else [output]
+        loss = sum(segmentation_loss(o.float(), _resize_target(target, o)) / (2**i) for i, o in enumerate(outputs))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        elapsed = time.time() - started
+        if step % args.log_every == 0 or step == 1:
+            recent = sum(losses[-args.log_every :]) / len(losses[-args.log_every :])
+            logger.info("step %d/%d loss %.4f lr %.2e %.1f min", step, args.steps, recent, scheduler.get_last_lr()[0], elapsed / 60)
+        if step >= args.steps or elapsed > args.max_minutes * 60:
+            break
+
+    minutes = (time.time() - (started or time.time())) / 60
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    meta = {
+        "name": args.out.name,
+        "description": _description(args.task, args.arch),
+        "training": {
+            "command": " ".join(["python", "scripts/train_brain.py", *sys.argv[1:]]),
+            "task": args.task,
+            "steps": step,
+            "planned_steps": args.steps,
+            "batch": args.batch,
+            "minutes": round(minutes, 1),
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "autocast": str(amp),
+            "seed": args.seed,
+            "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+            "data": {
+                "label_maps": f"20 real whole-head label maps: {MAPS_SOURCE}",
+                "synthesis": f"napari_medseg.training.label_synth, {synth_settings(args)}",
+            },
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        },
+    }
+    path = save_bundle(model, args.out, meta=meta, half=True)
+    (args.out / "training_log.json").write_text(json.dumps({"loss": losses[:: max(1, len(losses) // 500)]}))
+    logger.info("saved %s after %d steps in %.1f min", path, step, minutes)
+    return path
+
+
+def _description(task: str, arch: str) -> str:
+    if task == "locator":
+        return "3D U-Net that finds the brain (CSF included) in a whole head, any MR contrast, at 4 mm"
+    if task == "tissue":
+        return f"2.5D {arch} brain tissue segmentation of T1-weighted MRI (CSF, GM, WM)"
+    return f"2.5D {arch} segmentation of 32 brain structures (SynthSeg's set, FreeSurfer ids), any MR contrast"
+
+
+def _resize_target(target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    spatial = output.shape[2:]
+    if target.shape[1:] == spatial:
+        return target
+    return torch.nn.functional.interpolate(target[:, None].float(), size=spatial, mode="nearest")[:, 0].long()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["locator", "tissue", "structures"], default="tissue")
+    parser.add_argument("--arch", choices=["unet", "transunet"], default="unet", help="2.5D architecture (tissue, structures)")
+    parser.add_argument("--out", type=Path, required=True, help="new bundle folder (never overwritten)")
+    parser.add_argument("--maps", type=Path, default=DEFAULT_MAPS, help="folder of label maps")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="data synthesis processes")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the network on CPU")
+    parser.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    parser.add_argument("--max-minutes", type=float, default=90.0)
+    parser.add_argument("--t1-fraction", type=float, default=None, help="share of T1-like synthetic contrasts")
+    parser.add_argument("--log-every", type=int, default=50)
+    args = parser.parse_args()
+    if args.task == "locator":
+        args.arch = "locator"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

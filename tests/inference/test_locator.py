@@ -1,0 +1,100 @@
+"""The brain locator: settings, the mask it gives, and its place in segment()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.config import ModelConfig
+from napari_medseg.inference import segment
+from napari_medseg.inference.locator import LocatorSettings, locate_brain, locator_of
+from napari_medseg.models import build_model, save_bundle
+from napari_medseg.types import Geometry, Volume
+from tests.tiny_models import tiny_config
+
+
+def _locator_config(**changes) -> ModelConfig:
+    data = dict(
+        architecture="unet", spatial_dims=3, in_channels=1, class_names=("background", "brain"),
+        arch_kwargs={"features": [4, 8]}, canonical_orientation="RAS", target_spacing=(4.0, 4.0, 4.0),
+        patch_size=(16, 16, 16),
+    )  # fmt: skip
+    data.update(changes)
+    return ModelConfig(**data)
+
+
+class BrightIsBrain(torch.nn.Module):
+    """A one-layer 3D network: brain logit rises with intensity (threshold 0.5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 2, 1)
+        with torch.no_grad():
+            self.conv.weight[:] = torch.tensor([-20.0, 20.0]).view(2, 1, 1, 1, 1)
+            self.conv.bias[:] = torch.tensor([10.0, -10.0])
+        self.config = _locator_config()
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _scene(shape=(64, 64, 64)) -> np.ndarray:
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    image = np.zeros(shape, np.float32)
+    image[(z - 32) ** 2 + (y - 32) ** 2 + (x - 28) ** 2 < 16**2] = 1.0  # the brain
+    image[(z - 8) ** 2 + (y - 8) ** 2 + (x - 56) ** 2 < 5**2] = 1.0  # a bright blob elsewhere
+    return image
+
+
+def test_settings_parse_and_name_bad_values():
+    assert LocatorSettings.from_config(tiny_config()) is None
+    settings = LocatorSettings.from_config_dict({"bundle": "brain-locator", "threshold": 0.4, "margin_mm": 2})
+    assert settings == LocatorSettings("brain-locator", 0.4, 2.0)
+    with pytest.raises(ValueError, match="threshold 1.5"):
+        LocatorSettings.from_config_dict({"bundle": "x", "threshold": 1.5})
+    with pytest.raises(ValueError, match="margin_mm -1"):
+        LocatorSettings.from_config_dict({"bundle": "x", "margin_mm": -1})
+    with pytest.raises(ValueError, match="unknown keys"):
+        LocatorSettings.from_config_dict({"bundle": "x", "code": "import os"})
+    with pytest.raises(ValueError, match="bundle"):
+        LocatorSettings.from_config_dict({"threshold": 0.5})
+
+
+def test_locate_brain_keeps_the_largest_piece_grown_by_the_margin():
+    image = _scene()
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    tight, details = locate_brain(BrightIsBrain(), image, geometry, LocatorSettings("x", 0.5, 0.0))
+    grown, _ = locate_brain(BrightIsBrain(), image, geometry, LocatorSettings("x", 0.5, 3.0))
+    sphere = _scene() > 0
+    sphere[:20, :20, 45:] = False  # the blob is not brain
+    assert not tight[:16, :16, 50:].any(), "the small bright blob must be dropped"
+    dice = 2 * (tight & sphere).sum() / (tight.sum() + sphere.sum())
+    assert dice > 0.85  # a 4 mm grid draws a 16 mm sphere only roughly
+    assert (grown >= tight).all() and grown.sum() > tight.sum()
+    assert details["brain_ml"] == pytest.approx(16**3 * 4 / 3 * np.pi / 1000, rel=0.2)
+
+
+def test_segment_labels_nothing_outside_the_located_brain(tmp_path):
+    torch.manual_seed(0)
+    locator = build_model(_locator_config()).eval()
+    locator_path = save_bundle(locator, tmp_path / "locator", meta={"description": "test locator"})
+    config = tiny_config()
+    data = config.to_dict()
+    data["extra"]["locator"] = {"bundle": str(locator_path), "threshold": 0.5, "margin_mm": 2.0}
+    model = build_model(ModelConfig.from_dict(data)).eval()
+    volume = Volume(_scene((40, 40, 40)) * 100, Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+
+    result = segment(volume, model, device="cpu", postprocessing=False)
+    applied = result.postprocess["applied"]["locator"]
+    assert applied["margin_mm"] == 2.0 and applied["spacing_mm"] == [4.0, 4.0, 4.0]
+    # the same mask computed directly: nothing outside it is labelled
+    from napari_medseg.preprocess import prepare
+
+    prepared = prepare(volume, orientation="RAS", spacing=(1.0, 1.0, 1.0))
+    mask, _ = locate_brain(locator_of(model), prepared.image, prepared.geometry, LocatorSettings.from_config(model.config))
+    outside = prepared.reorientation.invert(~mask[None], channel_axis=0)[0]
+    assert (result.labels[outside] == 0).all()
+    # the locator is held beside the model, never inside its parameters or state
+    assert not any(key.startswith("_medseg") for key in model.state_dict())
+    assert locator_of(model) is locator_of(model)

@@ -1,0 +1,73 @@
+"""Synthesis from label maps: shapes, targets, reproducibility, mirrored sides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.training.label_maps import STRUCTURES, LabelMap
+from napari_medseg.training.label_synth import LabelSynthesizer, SynthSettings
+
+
+def _head(size: int = 48) -> LabelMap:
+    """A toy head: left/right white matter and cortex inside CSF inside soft tissue."""
+    z, y, x = np.mgrid[:size, :size, :size] - (size - 1) / 2
+    radius = np.sqrt(z**2 + y**2 + x**2)
+    ids = np.zeros((size,) * 3, np.int32)
+    ids[radius < 22] = 507
+    ids[radius < 18] = 24
+    ids[radius < 16] = np.where(x[radius < 16] < 0, 3, 42)
+    ids[radius < 11] = np.where(x[radius < 11] < 0, 2, 41)
+    values, generation = np.unique(ids, return_inverse=True)
+    index = {s[0]: i for i, s in enumerate(STRUCTURES)}
+    structures = np.vectorize(lambda v: index.get(v, 0))(ids).astype(np.uint8)
+    return LabelMap(generation.reshape(ids.shape).astype(np.uint8), structures, tuple(values.tolist()), "toy")
+
+
+@pytest.mark.parametrize("target, classes", [("tissue", 4), ("structures", 33), ("brain", 2)])
+def test_slabs_have_the_promised_shapes_and_targets(target, classes):
+    synth = LabelSynthesizer([_head()], SynthSettings(elastic_mm=1.0), seed=0)
+    image, labels = synth.slabs(3, patch=(40, 36), offsets_mm=(-2.0, 0.0, 2.0), target=target)
+    assert image.shape == (3, 3, 40, 36) and image.dtype == torch.float32
+    assert labels.shape == (3, 40, 36) and labels.dtype == torch.int64
+    assert torch.isfinite(image).all() and image.min() >= 0
+    assert 0 <= int(labels.min()) and int(labels.max()) < classes
+    assert (labels > 0).any()
+
+
+def test_volumes_are_coarse_whole_heads_with_a_brain_target():
+    synth = LabelSynthesizer([_head()], seed=1)
+    image, labels = synth.volumes(2, shape=(12, 12, 12), spacing_mm=4.0)
+    assert image.shape == (2, 1, 12, 12, 12) and labels.shape == (2, 12, 12, 12)
+    brain_fraction = labels.float().mean().item()
+    # brain (r < 18 mm of a 48 mm cube seen through a 48 mm box) is a fair share, not all
+    assert 0.05 < brain_fraction < 0.6
+
+
+def test_same_seed_same_batch_other_seed_other_batch():
+    first = LabelSynthesizer([_head()], seed=3).slabs(2, patch=(32, 32), offsets_mm=(0.0,))
+    again = LabelSynthesizer([_head()], seed=3).slabs(2, patch=(32, 32), offsets_mm=(0.0,))
+    other = LabelSynthesizer([_head()], seed=4).slabs(2, patch=(32, 32), offsets_mm=(0.0,))
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
+
+
+def test_mirrored_samples_swap_left_and_right_structures():
+    """Whatever the pose, left cortex stays on the image's left (lower x) in the target."""
+    index = {s[0]: i for i, s in enumerate(STRUCTURES)}
+    settings = SynthSettings(rotate_deg=(0.0, 0.0, 0.0), elastic_mm=0.0, shift_mm=0.0, scale=(1.0, 1.0), p_brain_centre=0.0)
+    synth = LabelSynthesizer([_head()], settings, seed=5)
+    _, labels = synth.slabs(16, patch=(40, 40), offsets_mm=(0.0,), target="structures")
+    columns = torch.arange(40, dtype=torch.float32)
+    for sample in labels:
+        left, right = sample == index[3], sample == index[42]
+        if left.any() and right.any():
+            assert columns[left.nonzero()[:, 1]].mean() < columns[right.nonzero()[:, 1]].mean()
+
+
+def test_unknown_target_is_refused():
+    with pytest.raises(ValueError, match="target"):
+        LabelSynthesizer([_head()]).slabs(1, target="lesions")
+    with pytest.raises(ValueError, match="no label maps"):
+        LabelSynthesizer([])
