@@ -138,7 +138,10 @@ class ModelConfig:
             switched on; every dropout module inside a named module counts.
         gradcam_layer: module name Grad-CAM hooks by default; empty means the
             architecture's ``default_gradcam_layer``.
-        extra: free-form JSON data for later additions (e.g. an OOD threshold).
+        extra: free-form JSON data for later additions (e.g. an OOD threshold). Its
+            ``"label_values"``, when present, is checked here: one distinct integer in
+            [0, 65535] per class, 0 for background; the value written for each class in
+            label files (e.g. FreeSurfer ids), see :meth:`encode_labels`.
     """
 
     architecture: str
@@ -191,6 +194,7 @@ class ModelConfig:
         if not isinstance(self.extra, Mapping):
             raise ValueError(f"extra {self.extra!r} must be a mapping")
         self._set("extra", _freeze(self.extra, "extra"))
+        self._check_label_values()
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # frozen: only __post_init__ normalises fields
@@ -215,6 +219,21 @@ class ModelConfig:
             )
         self._set("class_names", names)
         self._set("class_colors", tuple(_check_color(i, c) for i, c in enumerate(colors)))
+
+    def _check_label_values(self) -> None:
+        values = self.extra.get("label_values")
+        if values is None:
+            return
+        values = _as_tuple("extra['label_values']", values)
+        if len(values) != len(self.class_names):
+            raise ValueError(
+                f"extra['label_values'] has {len(values)} entries; class_names has {len(self.class_names)}"
+            )
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+                raise ValueError(f"extra['label_values'] entry {value!r} must be an integer in [0, 65535]")
+        if values[0] != 0 or len(set(values)) != len(values):
+            raise ValueError(f"extra['label_values'] {list(values)} must be distinct, with 0 for background")
 
     def _check_arch_kwargs(self) -> None:
         if not isinstance(self.arch_kwargs, Mapping):
@@ -272,6 +291,42 @@ class ModelConfig:
     def num_classes(self) -> int:
         """Number of output channels (logits), background included."""
         return len(self.class_names)
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """The value written for each class in label files: ``extra["label_values"]`` or
+        the class indices 0..K-1."""
+        values = self.extra.get("label_values")
+        return tuple(int(v) for v in values) if values is not None else tuple(range(self.num_classes))
+
+    def encode_labels(self, labels: Any) -> Any:
+        """Class indices (any shape) -> the written label values: uint8 when they fit, else uint16."""
+        import numpy as np
+
+        values = np.asarray(self.label_values, dtype=np.uint16 if max(self.label_values) > 255 else np.uint8)
+        return values[np.asarray(labels)]
+
+    def decode_labels(self, values: Any) -> Any:
+        """Written label values -> class indices (uint8 or uint16).
+
+        Raises:
+            ValueError: a value that names no class (the first one is quoted).
+        """
+        import numpy as np
+
+        values = np.asarray(values)
+        if self.extra.get("label_values") is None:
+            if values.size and (values.min() < 0 or values.max() >= self.num_classes):
+                bad = values[(values < 0) | (values >= self.num_classes)].flat[0]
+                raise ValueError(f"label value {bad} names no class of {self.num_classes}")
+            return values
+        table = np.full(max(self.label_values) + 1, -1, np.int32)
+        table[list(self.label_values)] = np.arange(self.num_classes)
+        inside = (values >= 0) & (values < table.size)
+        indices = np.where(inside, table[np.clip(values, 0, table.size - 1).astype(np.int64)], -1)
+        if (indices < 0).any():
+            raise ValueError(f"label value {values[indices < 0].flat[0]} names no class; known: {list(self.label_values)}")
+        return indices.astype(np.uint8 if self.num_classes <= 256 else np.uint16)
 
     def rgba_colors(self) -> tuple[tuple[float, float, float, float], ...]:
         """Class colours as RGBA floats in [0, 1], one per class."""

@@ -34,7 +34,8 @@ def run_segmentation(
 ) -> dict[str, Path]:
     """Segment ``volume`` and write everything asked for into ``output_dir``, on the input's grid.
 
-    Writes ``<stem>_seg.nii.gz`` (uint8), ``<stem>_prob.nii.gz`` (float32, classes on the
+    Writes ``<stem>_seg.nii.gz`` (the bundle's label values, ``config.label_values``: class
+    indices unless the bundle maps them, e.g. to FreeSurfer ids; uint8 or uint16), ``<stem>_prob.nii.gz`` (float32, classes on the
     last axis), with ``uncertainty`` also ``<stem>_entropy/_aleatoric/_epistemic.nii.gz``
     (nats), for each ``gradcam`` class ``<stem>_gradcam_<class>.nii.gz``, and always
     ``<stem>_report.json`` (model, classes, volumes in mL, components, OOD score and flag,
@@ -68,7 +69,7 @@ def run_segmentation(
         postprocessing=postprocessing, progress=progress, should_stop=should_stop, inspect=inspect,
     )  # fmt: skip
     paths = {
-        "seg": write_volume(output_dir / f"{stem}_seg.nii.gz", result.labels, volume, kind="labels"),
+        "seg": write_volume(output_dir / f"{stem}_seg.nii.gz", config.encode_labels(result.labels), volume, kind="labels"),
         "prob": write_volume(output_dir / f"{stem}_prob.nii.gz", result.probabilities, volume, kind="image"),
     }
     if uncertainty != "none":

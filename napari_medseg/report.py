@@ -35,7 +35,9 @@ def model_identity(model: Any) -> dict[str, Any]:
 
 
 def build_report(volume: Volume, segmentation, model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything a reader of the outputs needs: model, classes, volumes (mL), components, timings.
+    """Everything a reader of the outputs needs: model, classes and the label value written
+    for each, volumes (mL), left/right asymmetry of paired structures (percent), components,
+    timings.
 
     Args:
         volume: the input scan (its geometry gives voxel volumes and centroids in mm).
@@ -43,9 +45,10 @@ def build_report(volume: Volume, segmentation, model: Any, extra: dict[str, Any]
         model: the model that produced it (a loaded bundle).
         extra: further sections (uncertainty, OOD, Grad-CAM) merged in.
     """
-    from .quantify import class_volumes_ml, connected_components
+    from .quantify import asymmetry_indices, class_volumes_ml, connected_components
 
     names = list(segmentation.class_names)
+    volumes = class_volumes_ml(segmentation.labels, volume.geometry, names)
     components = connected_components(segmentation.labels, volume.geometry, names)
     per_class: dict[str, list] = {name: [] for name in names[1:]}
     for row in components:
@@ -66,7 +69,8 @@ def build_report(volume: Volume, segmentation, model: Any, extra: dict[str, Any]
         },
         "model": model_identity(model),
         "classes": names,
-        "volume_ml": class_volumes_ml(segmentation.labels, volume.geometry, names),
+        "label_values": dict(zip(names, model.config.label_values)),
+        "volume_ml": volumes,
         "components": per_class,
         "component_counts": {name: sum(1 for r in components if r["class"] == name) for name in names[1:]},
         "postprocess": segmentation.postprocess,
@@ -74,6 +78,9 @@ def build_report(volume: Volume, segmentation, model: Any, extra: dict[str, Any]
         "device": segmentation.device,
         "precision": segmentation.precision,
     }
+    asymmetry = asymmetry_indices(volumes)
+    if asymmetry:
+        report["asymmetry_index_percent"] = {k: round(v, 2) for k, v in asymmetry.items()}
     if extra:
         report.update(extra)
     return report

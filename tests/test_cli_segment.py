@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from napari_medseg.cli import main
 from napari_medseg.io import read_volume, write_volume
@@ -99,3 +100,27 @@ def test_models_lists_user_bundles(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["models"]) == 0
     assert "my-version" not in capsys.readouterr().out
+
+
+def test_a_bundle_with_label_values_writes_them_and_reports_asymmetry(oblique_scan, tmp_path):
+    """Classes written with the bundle's own values (FreeSurfer-style ids), read back exactly."""
+    from napari_medseg.config import ModelConfig
+    from napari_medseg.models import build_model, save_bundle
+    from tests.tiny_models import tiny_config
+
+    data = tiny_config().to_dict()
+    data["class_names"] = ["background", "left hippocampus", "right hippocampus", "CSF"]
+    data["extra"]["label_values"] = [0, 17, 53, 24]
+    torch.manual_seed(0)
+    bundle = save_bundle(build_model(ModelConfig.from_dict(data)).eval(), tmp_path / "m" / "values", meta={})
+    out = tmp_path / "out"
+    assert main(["segment", str(oblique_scan), "-o", str(out), "--model", str(bundle), "--device", "cpu"]) == 0
+    seg = read_volume(out / "scan_seg.nii.gz").array
+    prob = read_volume(out / "scan_prob.nii.gz", keep_channels=True).array
+    assert set(np.unique(seg)) <= {0, 17, 53, 24}
+    np.testing.assert_array_equal(seg, np.array([0, 17, 53, 24])[prob.argmax(axis=-1)])
+    report = json.loads((out / "scan_report.json").read_text())
+    assert report["label_values"] == {"background": 0, "left hippocampus": 17, "right hippocampus": 53, "CSF": 24}
+    left, right = report["volume_ml"]["left hippocampus"], report["volume_ml"]["right hippocampus"]
+    if left + right > 0:
+        assert report["asymmetry_index_percent"]["hippocampus"] == pytest.approx(200 * (left - right) / (left + right), abs=0.01)

@@ -145,3 +145,29 @@ def test_config_module_imports_neither_numpy_nor_torch():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_label_values_encode_and_decode_and_are_checked():
+    import numpy as np
+
+    config = full_config(extra={"label_values": [0, 3, 300]})
+    labels = np.array([[0, 1], [2, 1]], np.uint8)
+    written = config.encode_labels(labels)
+    assert written.dtype == np.uint16 and written.tolist() == [[0, 3], [300, 3]]
+    assert config.decode_labels(written).tolist() == labels.tolist()
+    with pytest.raises(ValueError, match="label value 7 names no class"):
+        config.decode_labels(np.array([0, 7]))
+    plain = full_config()
+    assert plain.label_values == (0, 1, 2) and plain.encode_labels(labels).dtype == np.uint8
+    with pytest.raises(ValueError, match="names no class"):
+        plain.decode_labels(np.array([3]))
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [([0, 3], "2 entries"), ([1, 3, 4], "0 for background"), ([0, 3, 3], "distinct"), ([0, 3, -1], "-1"),
+     ([0, 3, 70000], "70000"), ([0, 3, 2.5], "2.5")],
+)  # fmt: skip
+def test_bad_label_values_are_named(values, message):
+    with pytest.raises(ValueError, match=message):
+        full_config(extra={"label_values": values})

@@ -98,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
     with distributed.session(args.device) as context:
         main = context is None or context.is_main
         volumes, sparse = read_pairs(args.image, args.labels)
-        references = read_pairs(args.image, args.reference, "--reference")[1] if args.reference else None
         parent = load_model(args.model, device="cpu")
+        references = None
+        if args.reference:  # written segmentations carry the bundle's label values
+            references = [parent.config.decode_labels(r) for r in read_pairs(args.image, args.reference, "--reference")[1]]
         stop = _StopFlag()
         steps = finetune(
             parent, volumes, sparse, steps=args.steps, lr=args.lr, batch_size=args.batch,

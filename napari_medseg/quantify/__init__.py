@@ -6,10 +6,11 @@ is ``class_names[k]``, with ``class_names[0]`` the background (as in model confi
 
 from .components import connected_components, largest_component_fraction
 from .metrics import dice, evaluate, hd95, surface_distances, volume_difference_ml
-from .volumes import as_labels, class_volumes_ml
+from .volumes import as_labels, asymmetry_indices, class_volumes_ml
 
 __all__ = [
     "as_labels",
+    "asymmetry_indices",
     "class_volumes_ml",
     "connected_components",
     "dice",

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..types import Geometry
 
-__all__ = ["as_labels", "check_class_names", "class_volumes_ml", "label_counts"]
+__all__ = ["as_labels", "asymmetry_indices", "check_class_names", "class_volumes_ml", "label_counts"]
 
 
 def as_labels(array: np.ndarray, *, name: str = "labels", ndim: int | None = 3) -> np.ndarray:
@@ -108,3 +108,27 @@ def class_volumes_ml(labels: np.ndarray, geometry: Geometry, class_names: Sequen
     counts = np.pad(counts, (0, len(names) - len(counts)))
     voxel_ml = geometry.voxel_volume_ml()
     return {names[k]: float(counts[k]) * voxel_ml for k in range(1, len(names))}
+
+
+def asymmetry_indices(volumes_ml: dict[str, float]) -> dict[str, float]:
+    """Left/right asymmetry of paired structures, in percent.
+
+    For every pair of names ``"left X"`` / ``"right X"`` in ``volumes_ml``, the index of
+    ``"X"`` is 100 (L - R) / ((L + R) / 2): positive when the left one is larger; NaN when
+    both are empty.
+
+    Example:
+        >>> asymmetry_indices({"left hippocampus": 4.0, "right hippocampus": 3.6, "CSF": 200.0})
+        {'hippocampus': 10.526315789473683}
+    """
+    out: dict[str, float] = {}
+    for name, left in volumes_ml.items():
+        if not name.startswith("left "):
+            continue
+        structure = name[len("left "):]
+        right = volumes_ml.get("right " + structure)
+        if right is None:
+            continue
+        mean = (left + right) / 2
+        out[structure] = 100.0 * (left - right) / mean if mean > 0 else float("nan")
+    return out

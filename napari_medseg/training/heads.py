@@ -76,6 +76,10 @@ def grown_config(
     data = config.to_dict()
     data["class_names"] = [*config.class_names, *names]
     data["class_colors"] = [*config.to_dict()["class_colors"], *colors]
+    values = data.get("extra", {}).get("label_values")
+    if values is not None:  # new classes are written with the next free values
+        start = max(values) + 1
+        data["extra"] = {**data["extra"], "label_values": [*values, *range(start, start + len(names))]}
     postprocess = dict(data.get("extra", {}).get("postprocess", {}))
     if postprocess.pop("em_refine", None) is not None:
         # One Gaussian per class cannot tell a new structure from the tissue it is made of

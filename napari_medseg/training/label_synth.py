@@ -102,7 +102,7 @@ class LabelSynthesizer:
         local = torch.stack(torch.meshgrid(offsets, v, w, indexing="ij"), dim=-1)
         generation, labels, brain, choice = self._draw(batch, local, in_brain=self.settings.p_brain_centre)
         image = self._intensities(generation, choice)
-        image = self._strip_and_cut(image, brain, cut_axes=(2, 3))
+        image, labels = self._strip_and_cut(image, labels, brain, cut_axes=(2, 3))
         image = gaussian_blur(image, self._uniform(batch, 0, self.settings.max_blur_sigma))
         image = self._low_resolution(image)
         image = self._finish(image, bias_shape=image.shape)
@@ -123,7 +123,7 @@ class LabelSynthesizer:
         local = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
         generation, labels, brain, choice = self._draw(batch, local, in_brain=0.0)
         image = self._intensities(generation, choice)
-        image = self._strip_and_cut(image, brain, cut_axes=(1, 2, 3))
+        image, labels = self._strip_and_cut(image, labels, brain, cut_axes=(1, 2, 3))
         image = _blur3d(image[:, None], self._uniform(batch, 0, self.settings.max_blur_sigma))
         strided = self._bernoulli(batch, 0.25)[:, None, None, None, None]
         image = torch.where(strided, image[..., ::2, ::2, ::2], F.avg_pool3d(image, 2))
@@ -195,12 +195,16 @@ class LabelSynthesizer:
             out[b] = means[g] + stds[g] * torch.randn(g.shape, generator=self.generator)
         return out.clamp_min(0)
 
-    def _strip_and_cut(self, image: torch.Tensor, brain: torch.Tensor, cut_axes: tuple[int, ...]) -> torch.Tensor:
+    def _strip_and_cut(
+        self, image: torch.Tensor, labels: torch.Tensor, brain: torch.Tensor, cut_axes: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Skull-strip some samples (everything outside the brain, grown or shrunk by up to
         2 voxels, set to zero) and cut the field of view of others at a random plane
-        normal to one of ``cut_axes``."""
+        normal to one of ``cut_axes``. What is removed from the image is background in
+        the labels too: nothing tells a network that tissue was there."""
         s = self.settings
         batch = image.shape[0]
+        image, labels = image.clone(), labels.clone()
         strip = self._bernoulli(batch, s.p_skull_strip)
         if strip.any():
             mask = brain.float()[:, None]
@@ -209,17 +213,19 @@ class LabelSynthesizer:
                 mask = F.max_pool3d(mask, 2 * radius + 1, 1, radius)
             elif radius < 0:
                 mask = -F.max_pool3d(-mask, 1 - 2 * radius, 1, -radius)
-            mask = mask.reshape(image.shape)
-            image = torch.where(strip.view(-1, *([1] * (image.ndim - 1))), image * mask, image)
+            removed = (mask[:, 0] == 0) & strip.view(-1, *([1] * (image.ndim - 1)))
+            image[removed] = 0
+            labels[removed] = 0
         cut = self._bernoulli(batch, s.p_field_of_view_cut)
         for b in torch.nonzero(cut).flatten().tolist():
             axis = cut_axes[int(torch.randint(len(cut_axes), (1,), generator=self.generator))]
             size = image.shape[axis]
             at = int(torch.randint(size // 5, size // 2, (1,), generator=self.generator))
-            sl = [slice(None)] * (image.ndim - 1)
-            sl[axis - 1] = slice(0, at) if bool(self._bernoulli(1, 0.5)) else slice(size - at, size)
-            image[b][tuple(sl)] = 0
-        return image
+            region = [slice(None)] * (image.ndim - 1)
+            region[axis - 1] = slice(0, at) if bool(self._bernoulli(1, 0.5)) else slice(size - at, size)
+            image[b][tuple(region)] = 0
+            labels[b][tuple(region)] = 0
+        return image, labels
 
     def _low_resolution(self, image: torch.Tensor) -> torch.Tensor:
         """Thick-slice loss along one in-plane axis of (B, C, H, W) for some samples."""

@@ -50,3 +50,14 @@ def test_as_labels_does_not_copy_or_modify_integer_input():
     before = labels.copy()
     assert as_labels(labels) is labels
     np.testing.assert_array_equal(labels, before)
+
+
+def test_asymmetry_of_paired_structures_only():
+    from napari_medseg.quantify import asymmetry_indices
+
+    volumes = {"left hippocampus": 4.0, "right hippocampus": 3.6, "left putamen": 0.0, "right putamen": 0.0,
+               "CSF": 200.0, "left amygdala": 1.5}  # fmt: skip
+    out = asymmetry_indices(volumes)
+    assert set(out) == {"hippocampus", "putamen"}
+    assert out["hippocampus"] == pytest.approx(100 * 0.4 / 3.8)
+    assert np.isnan(out["putamen"])

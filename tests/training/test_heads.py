@@ -89,3 +89,14 @@ def test_grown_config_drops_the_intensity_mixture_but_keeps_the_mask():
     assert grown.extra["postprocess"] == {"brain_mask": {"closing_voxels": 2}}
     assert parent.extra["postprocess"] == settings  # the parent's config is not touched
     assert grown_config(tiny_config(), ["lesion"]).extra["postprocess"] == {}
+
+
+def test_new_classes_get_the_next_free_label_values():
+    from napari_medseg.config import ModelConfig
+    from napari_medseg.training.heads import grown_config
+    from tests.tiny_models import tiny_config
+
+    data = tiny_config().to_dict()
+    data["extra"]["label_values"] = [0, 24, 3, 2]
+    grown = grown_config(ModelConfig.from_dict(data), ["lesion", "vessel"])
+    assert grown.label_values == (0, 24, 3, 2, 25, 26)

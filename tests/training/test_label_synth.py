@@ -71,3 +71,16 @@ def test_unknown_target_is_refused():
         LabelSynthesizer([_head()]).slabs(1, target="lesions")
     with pytest.raises(ValueError, match="no label maps"):
         LabelSynthesizer([])
+
+
+def test_what_is_cut_from_the_image_is_background_in_the_target():
+    settings = SynthSettings(p_skull_strip=0.0, p_field_of_view_cut=1.0, max_noise=0.0, bias_strength=0.0)
+    synth = LabelSynthesizer([_head()], settings, seed=6)
+    image, labels = synth.slabs(8, patch=(40, 40), offsets_mm=(0.0,), target="tissue")
+    # every sample lost a band of at least 8 columns or rows; no tissue is labelled there
+    for sample, target in zip(image[:, 0], labels):
+        empty_rows = (sample == 0).all(dim=1)
+        empty_cols = (sample == 0).all(dim=0)
+        assert empty_rows.sum() >= 8 or empty_cols.sum() >= 8
+        assert (target[empty_rows] == 0).all() and (target[:, empty_cols] == 0).all()
+

@@ -57,7 +57,8 @@ class ExportSection(QGroupBox):
 
 
 def export_results(panel, image, folder: Path, suffix: str) -> list[Path]:
-    """Labels as uint8/uint16, maps as float32, all on the image's exact grid; report JSON."""
+    """Labels as uint8/uint16 (a segmentation with the bundle's label values), maps as
+    float32, all on the image's exact grid; report JSON."""
     from napari.layers import Image, Labels
 
     from ..._layers import volume_from_layer
@@ -74,10 +75,20 @@ def export_results(panel, image, folder: Path, suffix: str) -> list[Path]:
             continue
         kind = "labels" if isinstance(layer, Labels) else "image"
         name = "".join(ch if ch.isalnum() or ch in "-_()" else "_" for ch in layer.name)
-        written.append(write_volume(folder / f"{name}{suffix}", layer.data, source, kind=kind))
+        data = layer.data
+        model = panel.session.model
+        if kind == "labels" and model is not None and _is_segmentation_of(layer, model.config):
+            data = model.config.encode_labels(data)  # the bundle's label values, as `medseg segment` writes
+        written.append(write_volume(folder / f"{name}{suffix}", data, source, kind=kind))
     result = panel.session.segmentations.get(image.name)
     if result is not None and panel.session.model is not None:
         report = build_report(source, result, panel.session.model, panel.session.reports.get(image.name))
         report["outputs"] = [path.name for path in written]
         written.append(write_json(folder / f"{image.name}_report.json", report))
     return written
+
+
+def _is_segmentation_of(layer, config) -> bool:
+    """A segmentation layer (class indices) of ``config``'s classes, not a corrections layer."""
+    medseg = layer.metadata.get("medseg", {})
+    return not medseg.get("corrections") and list(medseg.get("class_names", [])) == list(config.class_names)

@@ -1,10 +1,11 @@
-"""Quantify: volume per class and per connected component (mL); a row click centres the view."""
+"""Quantify: volume per class and per connected component (mL), the left/right asymmetry of
+paired structures; a row click centres the view."""
 
 from __future__ import annotations
 
 from qtpy.QtWidgets import QAbstractItemView, QGroupBox, QTableWidget, QTableWidgetItem, QVBoxLayout
 
-COLUMNS = ["class", "#", "volume (mL)", "centroid z, y, x (mm)"]
+COLUMNS = ["class", "#", "volume (mL)", "L-R asymmetry (%)", "centroid z, y, x (mm)"]
 MAX_ROWS_PER_CLASS = 20
 
 
@@ -29,7 +30,10 @@ class QuantifySection(QGroupBox):
 
     def update_from_table(self, table: tuple[dict, list], class_names) -> None:
         """Fill the table: a total row per class, then its largest components."""
+        from ...quantify import asymmetry_indices
+
         totals, components = table
+        asymmetry = asymmetry_indices(totals)
         self.rows = []
         for name in class_names[1:]:
             mine = [row for row in components if row["class"] == name]
@@ -39,10 +43,13 @@ class QuantifySection(QGroupBox):
         self.table.setRowCount(len(self.rows))
         for r, row in enumerate(self.rows):
             centroid = row.get("centroid_mm_zyx")
+            paired = row["class"].split(" ", 1)[-1] if row["class"].startswith(("left ", "right ")) else None
+            index = asymmetry.get(paired) if row["component"] == "all" and paired else None
             values = [
                 row["class"],
                 str(row["component"]),
                 f"{row['volume_ml']:.2f}",
+                "" if index is None else f"{index:+.1f}",
                 "" if centroid is None else ", ".join(f"{v:.1f}" for v in centroid),
             ]
             for c, value in enumerate(values):
