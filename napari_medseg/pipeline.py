@@ -99,6 +99,9 @@ def run_segmentation(
     report = build_report(volume, result, model, extra)
     report["outputs"] = {key: path.name for key, path in paths.items()}
     paths["report"] = write_json(output_dir / f"{stem}_report.json", report)
+    for name, entry in report.get("volumes_outside_training_range", {}).items():
+        logger.warning("%s: %s %.1f mL lies outside the range the model was trained on (%.1f-%.1f mL)",
+                       stem, name, entry["ml"], *entry["range"])  # fmt: skip
     if extra.get("ood", {}).get("flag"):
         logger.warning("%s looks out of distribution for %s (score %.3f > %.3f)", stem, _name(model),
                        extra["ood"]["score"], extra["ood"]["threshold"])  # fmt: skip

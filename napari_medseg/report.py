@@ -78,12 +78,27 @@ def build_report(volume: Volume, segmentation, model: Any, extra: dict[str, Any]
         "device": segmentation.device,
         "precision": segmentation.precision,
     }
+    outside = volumes_outside_expected(volumes, model.config)
+    if outside:
+        report["volumes_outside_training_range"] = outside
     asymmetry = asymmetry_indices(volumes)
     if asymmetry:
         report["asymmetry_index_percent"] = {k: round(v, 2) for k, v in asymmetry.items()}
     if extra:
         report.update(extra)
     return report
+
+
+def volumes_outside_expected(volumes_ml: Mapping[str, float], config: Any) -> dict[str, dict[str, Any]]:
+    """Classes whose volume lies outside ``config.extra["expected_volume_ml"]`` (the range
+    over the anatomies the model was trained on): ``{name: {"ml", "range"}}``."""
+    expected = config.extra.get("expected_volume_ml") or {}
+    out = {}
+    for name, value in volumes_ml.items():
+        bounds = expected.get(name)
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            out[name] = {"ml": round(float(value), 2), "range": [float(b) for b in bounds]}
+    return out
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:

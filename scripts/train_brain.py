@@ -40,7 +40,13 @@ from napari_medseg.config import ModelConfig
 from napari_medseg.inference.device import training_autocast_dtype
 from napari_medseg.models import build_model, save_bundle
 from napari_medseg.training.augment import FOREGROUND_FRACTION, NORMALIZE_PERCENTILE
-from napari_medseg.training.label_maps import STRUCTURES, TISSUE_COLORS, TISSUE_NAMES, load_label_maps
+from napari_medseg.training.label_maps import (
+    STRUCTURES,
+    TISSUE_COLORS,
+    TISSUE_NAMES,
+    class_volume_ranges,
+    load_label_maps,
+)
 from napari_medseg.training.label_synth import LabelSynthesizer, SynthSettings
 from napari_medseg.training.losses import segmentation_loss
 
@@ -221,6 +227,9 @@ def train(args: argparse.Namespace) -> Path:
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
         },
     }
+    if args.task != "locator":  # the volumes of real anatomy this model has seen, for the report
+        ranges = class_volume_ranges(load_label_maps(args.maps), args.task)
+        model.config = ModelConfig.from_dict({**config.to_dict(), "extra": {**config.to_dict()["extra"], "expected_volume_ml": ranges}})
     path = save_bundle(model, args.out, meta=meta, half=True)
     (args.out / "training_log.json").write_text(json.dumps({"loss": losses[:: max(1, len(losses) // 500)]}))
     logger.info("saved %s after %d steps in %.1f min", path, step, minutes)

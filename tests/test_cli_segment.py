@@ -111,6 +111,7 @@ def test_a_bundle_with_label_values_writes_them_and_reports_asymmetry(oblique_sc
     data = tiny_config().to_dict()
     data["class_names"] = ["background", "left hippocampus", "right hippocampus", "CSF"]
     data["extra"]["label_values"] = [0, 17, 53, 24]
+    data["extra"]["expected_volume_ml"] = {"CSF": [1000.0, 2000.0]}  # far above a toy scan's
     torch.manual_seed(0)
     bundle = save_bundle(build_model(ModelConfig.from_dict(data)).eval(), tmp_path / "m" / "values", meta={})
     out = tmp_path / "out"
@@ -121,6 +122,7 @@ def test_a_bundle_with_label_values_writes_them_and_reports_asymmetry(oblique_sc
     np.testing.assert_array_equal(seg, np.array([0, 17, 53, 24])[prob.argmax(axis=-1)])
     report = json.loads((out / "scan_report.json").read_text())
     assert report["label_values"] == {"background": 0, "left hippocampus": 17, "right hippocampus": 53, "CSF": 24}
+    assert report["volumes_outside_training_range"]["CSF"] == {"ml": pytest.approx(report["volume_ml"]["CSF"], abs=0.01), "range": [1000.0, 2000.0]}
     left, right = report["volume_ml"]["left hippocampus"], report["volume_ml"]["right hippocampus"]
     if left + right > 0:
         assert report["asymmetry_index_percent"]["hippocampus"] == pytest.approx(200 * (left - right) / (left + right), abs=0.01)

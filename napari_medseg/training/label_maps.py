@@ -168,3 +168,21 @@ def _structure_target(labels: np.ndarray) -> np.ndarray:
         _, nearest = ndimage.distance_transform_edt(sub == 255, return_indices=True)
         sub[...] = sub[tuple(nearest)]
     return target
+
+
+def class_volume_ranges(maps: list[LabelMap], target: str) -> dict[str, list[float]]:
+    """Smallest and largest volume (mL) of each class over ``maps``: the range of real
+    adult anatomy a model trained on them has seen. ``target``: "tissue" or "structures".
+
+    Raises:
+        ValueError: an unknown target, or no maps.
+    """
+    if target not in ("tissue", "structures") or not maps:
+        raise ValueError(f"target {target!r} must be 'tissue' or 'structures', with at least one map")
+    table = TISSUE_OF_STRUCTURE if target == "tissue" else np.arange(len(STRUCTURES))
+    names = TISSUE_NAMES if target == "tissue" else tuple(s[1] for s in STRUCTURES)
+    volumes = np.array(
+        [np.bincount(table[m.structures.ravel()], minlength=len(names))[: len(names)] / 1000.0 for m in maps]
+    )
+    return {name: [round(float(volumes[:, k].min()), 2), round(float(volumes[:, k].max()), 2)]
+            for k, name in enumerate(names) if k > 0}  # fmt: skip

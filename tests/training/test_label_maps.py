@@ -77,3 +77,19 @@ def test_a_real_map_reads_in_the_canonical_orientation(shared_data):
     assert left_x < right_x
     # the cerebellum lies below (lower z than) the thalamus
     assert np.nonzero(label_map.structures == index[8])[0].mean() < np.nonzero(label_map.structures == index[10])[0].mean()
+
+
+def test_class_volume_ranges_span_the_maps(tmp_path):
+    from napari_medseg.training.label_maps import class_volume_ranges
+
+    small = np.zeros((10, 10, 10), np.int16)
+    small[2:4, 2:4, 2:4] = 17  # 8 voxels of left hippocampus: 0.008 mL
+    large = small.copy()
+    large[5:9, 5:9, 5:9] = 17  # 64 more
+    maps = [load_label_map(_write_map(tmp_path / f"{n}.nii.gz", a)) for n, a in (("s", small), ("l", large))]
+    ranges = class_volume_ranges(maps, "structures")
+    assert ranges["left hippocampus"] == [0.01, 0.07]
+    assert class_volume_ranges(maps, "tissue")["grey matter"] == [0.01, 0.07]
+    assert "background" not in ranges
+    with pytest.raises(ValueError, match="target"):
+        class_volume_ranges(maps, "brain")
