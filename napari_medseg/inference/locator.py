@@ -119,19 +119,17 @@ def locate_brain(
     coarse_geometry = Geometry(coarse_spacing, geometry.origin, geometry.direction)
     smoothed = ndimage.gaussian_filter(image, [max(0.0, (c / s) / 2.355) for c, s in zip(coarse_spacing, geometry.spacing)])
     coarse = normalize_intensity(resample_array(smoothed, geometry, coarse_geometry, coarse_shape, linear=True))
-    # The locator learned whole heads inside a field of view of its patch (256 mm for the
-    # shipped one), the head surrounded by air: a smaller scan is padded with air to it.
-    patch = tuple(locator.config.patch_size) or coarse.shape
-    before = [max(0, p - n) // 2 for p, n in zip(patch, coarse.shape)]
-    after = [max(0, p - n) - b for p, n, b in zip(patch, coarse.shape, before)]
-    padded = np.pad(coarse, list(zip(before, after)))
+    # The locator learned whole heads inside its patch's field of view (256 mm for the
+    # shipped one): predict_windows pads a smaller scan with air to it.
     was_training = locator.training
     locator.eval().to(device)
     try:
-        probability = predict_windows(locator, padded, patch=patch, overlap=0.25, device=device, amp=autocast_dtype(device))[1]
+        probability = predict_windows(
+            locator, coarse, patch=tuple(locator.config.patch_size) or coarse.shape, overlap=0.25,
+            device=device, amp=autocast_dtype(device),
+        )[1]  # fmt: skip
     finally:
         locator.train(was_training)
-    probability = probability[tuple(slice(b, b + n) for b, n in zip(before, coarse.shape))]
     fine = resample_array(probability, coarse_geometry, geometry, image.shape, linear=True)
     brain = _largest_piece(fine > settings.threshold)
     mask = _grow(brain, settings.margin_mm, geometry.spacing)

@@ -45,16 +45,27 @@ def predict_windows(
 ) -> np.ndarray:
     """Softmax probabilities of a 3D model over (Z, Y, X) by overlapping windows.
 
-    Windows are clipped to the volume (a volume smaller than ``patch`` is run whole);
-    per-window probabilities are blended with Gaussian weights.
+    A volume smaller than ``patch`` along an axis is padded with zeros (air after the
+    normalisation) to the patch, centred, and the result cropped back: a network trained
+    on whole fields of view sees one again (nnU-Net and MONAI pad the same way).
+    Per-window probabilities are blended with Gaussian weights.
 
     Returns:
         (K, Z, Y, X) float32.
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap {overlap} must be in [0, 1)")
+    before = [max(0, p - n) // 2 for p, n in zip(patch, image.shape)]
+    after = [max(0, p - n) - b for p, n, b in zip(patch, image.shape, before)]
+    if any(before) or any(after):
+        padded = np.pad(image, list(zip(before, after)))
+        out = predict_windows(
+            model, padded, patch=patch, overlap=overlap, batch_size=batch_size, device=device, amp=amp,
+            progress=progress, should_stop=should_stop,
+        )  # fmt: skip
+        return np.ascontiguousarray(out[(slice(None), *(slice(b, b + n) for b, n in zip(before, image.shape)))])
     shape = image.shape
-    patch = tuple(min(p, s) for p, s in zip(patch, shape))
+    patch = tuple(patch)
     weight = gaussian_importance(patch)
     starts = list(itertools.product(*[window_starts(s, p, overlap) for s, p in zip(shape, patch)]))
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))

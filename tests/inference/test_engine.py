@@ -90,3 +90,14 @@ def test_segment_cancel():
     volume = Volume(_head(), Geometry((1.0, 1.0, 1.0), (0, 0, 0)))
     with pytest.raises(Cancelled):
         segment(volume, tiny_model(), device="cpu", should_stop=lambda: True)
+
+
+def test_a_volume_smaller_than_the_patch_is_padded_with_air_to_it():
+    """Networks trained on whole fields of view see one: the same as running the padded volume."""
+    model = tiny_model(spatial_dims=3)
+    image = np.random.default_rng(1).random((10, 13, 16)).astype(np.float32)
+    out = predict_windows(model, image, patch=(16, 16, 16))
+    padded = np.pad(image, [(3, 3), (1, 2), (0, 0)])
+    with torch.inference_mode():
+        expected = torch.softmax(model(torch.from_numpy(padded)[None, None]), dim=1)[0].numpy()
+    np.testing.assert_allclose(out, expected[:, 3:13, 1:14, :], atol=1e-5)
