@@ -141,10 +141,15 @@ def model_config(task: str, arch: str) -> ModelConfig:
 
 def synth_settings(args: argparse.Namespace) -> SynthSettings:
     """The synthesis of ``task``: T1-like contrasts for ``t1_fraction`` of the samples
-    (default: most for the T1 tissue models, half for the any-contrast models)."""
+    (default: most for the T1 tissue models, half for the any-contrast models); the
+    locator's boxes are shifted further around the head."""
     fraction = args.t1_fraction
     if fraction is None:
         fraction = 0.8 if args.task == "tissue" else 0.5
+    if args.task == "locator":
+        # Real fields of view put the brain anywhere in the box, not where the centre of
+        # a head-and-neck map puts it: shift the box by up to a few centimetres.
+        return SynthSettings(p_t1_contrast=fraction, shift_mm=30.0)
     return SynthSettings(p_t1_contrast=fraction)
 
 

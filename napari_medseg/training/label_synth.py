@@ -31,6 +31,7 @@ from .augment import bias_field, gamma, gaussian_blur, normalize_torch, rician_n
 from .label_maps import BRAIN_OF_STRUCTURE, STRUCTURES, T1_LEVEL, TISSUE_OF_STRUCTURE, LabelMap
 
 TARGETS = ("structures", "tissue", "brain")
+_OUTER_CSF = [s[0] for s in STRUCTURES].index(24)  # the CSF label around the brain (and in sulci)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class SynthSettings:
     p_t1_contrast: float = 0.6
     p_dark_air: float = 0.9
     p_skull_strip: float = 0.3
+    p_strip_at_pial_surface: float = 0.5
     p_field_of_view_cut: float = 0.2
     within_label_std: tuple[float, float] = (0.005, 0.06)
     bias_strength: float = 0.4
@@ -207,7 +209,14 @@ class LabelSynthesizer:
         image, labels = image.clone(), labels.clone()
         strip = self._bernoulli(batch, s.p_skull_strip)
         if strip.any():
-            mask = brain.float()[:, None]
+            # Extraction tools differ in where they cut: some keep the CSF around the
+            # brain, others (HD-BET, many pipelines) cut near the pial surface, so the
+            # cortex itself is the outermost layer. Both, grown or shrunk a little.
+            if bool(self._bernoulli(1, s.p_strip_at_pial_surface)):
+                parenchyma = (brain & (labels != _OUTER_CSF)).float()[:, None]
+                mask = -F.max_pool3d(-F.max_pool3d(parenchyma, (3, 7, 7), 1, (1, 3, 3)), (3, 7, 7), 1, (1, 3, 3))
+            else:
+                mask = brain.float()[:, None]
             radius = int(torch.randint(-2, 3, (1,), generator=self.generator))
             if radius > 0:
                 mask = F.max_pool3d(mask, 2 * radius + 1, 1, radius)

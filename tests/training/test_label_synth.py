@@ -10,13 +10,13 @@ from napari_medseg.training.label_maps import STRUCTURES, LabelMap
 from napari_medseg.training.label_synth import LabelSynthesizer, SynthSettings
 
 
-def _head(size: int = 48) -> LabelMap:
+def _head(size: int = 48, csf_outer: float = 18) -> LabelMap:
     """A toy head: left/right white matter and cortex inside CSF inside soft tissue."""
     z, y, x = np.mgrid[:size, :size, :size] - (size - 1) / 2
     radius = np.sqrt(z**2 + y**2 + x**2)
     ids = np.zeros((size,) * 3, np.int32)
-    ids[radius < 22] = 507
-    ids[radius < 18] = 24
+    ids[radius < csf_outer + 4] = 507
+    ids[radius < csf_outer] = 24
     ids[radius < 16] = np.where(x[radius < 16] < 0, 3, 42)
     ids[radius < 11] = np.where(x[radius < 11] < 0, 2, 41)
     values, generation = np.unique(ids, return_inverse=True)
@@ -84,3 +84,21 @@ def test_what_is_cut_from_the_image_is_background_in_the_target():
         assert empty_rows.sum() >= 8 or empty_cols.sum() >= 8
         assert (target[empty_rows] == 0).all() and (target[:, empty_cols] == 0).all()
 
+
+
+def test_some_extractions_cut_at_the_pial_surface():
+    """Stripped at the pial surface, the outer CSF shell is gone and cortex is the outer layer;
+    the same draws stripped around the CSF keep it."""
+    index = {s[0]: i for i, s in enumerate(STRUCTURES)}
+
+    def outer_csf_and_cortex(pial: float):
+        settings = SynthSettings(p_skull_strip=1.0, p_strip_at_pial_surface=pial, p_field_of_view_cut=0.0,
+                                 rotate_deg=(0.0, 0.0, 0.0), elastic_mm=0.0, p_brain_centre=1.0)  # fmt: skip
+        synth = LabelSynthesizer([_head(56, csf_outer=22)], settings, seed=8)
+        _, labels = synth.slabs(6, patch=(48, 48), offsets_mm=(0.0,), target="structures")
+        return int((labels == index[24]).sum()), int((labels == index[3]).sum())
+
+    pial_csf, pial_cortex = outer_csf_and_cortex(1.0)
+    kept_csf, kept_cortex = outer_csf_and_cortex(0.0)
+    assert 0 < pial_cortex <= kept_cortex
+    assert pial_csf < 0.5 * kept_csf
