@@ -58,8 +58,6 @@ def test_installed_wheel_is_discovered_outside_checkout(wheel, tmp_path):
         from napari_medseg.models import load_model, resolve_bundle
         default = resolve_bundle("brain-tissue-unet")
         model = load_model("brain-tissue-unet")
-        from napari_medseg.inference.locator import locator_of
-        locator = locator_of(model)
         manager = PluginManager()
         manager.discover()
         manifest = manager.get_manifest("napari-medseg")
@@ -76,7 +74,6 @@ def test_installed_wheel_is_discovered_outside_checkout(wheel, tmp_path):
             "sample": str(sample_volume_path()),
             "default_model": str(default),
             "default_classes": list(model.config.class_names),
-            "locator": str(locator.bundle_path) if locator is not None else None,
         }))
         """
     )
@@ -91,7 +88,5 @@ def test_installed_wheel_is_discovered_outside_checkout(wheel, tmp_path):
     assert Path(found["sample"]).is_file()
     assert Path(found["default_model"]).is_relative_to(target)
     assert found["default_classes"] == ["background", "CSF", "grey matter", "white matter"]
-    # the default model's brain locator is a shipped bundle of the installed wheel too
-    assert found["locator"] is not None and Path(found["locator"]).is_relative_to(target)
     assert found["manifest"] == "napari-medseg"
     assert found["readers"] >= 1 and found["writers"] == 2 and found["samples"] == 1 and found["widgets"] >= 1
