@@ -188,3 +188,47 @@ def test_stop_button_ends_fine_tuning_with_a_valid_version(make_napari_viewer, q
     assert training["forgetting"]["distill_target"] == "network"  # as chosen in "Keep elsewhere"
     assert load_model(active.bundle_path, device="cpu").config == active.config
     assert (bundle / "weights.pt").is_file()
+
+
+def test_a_structure_bundle_shows_asymmetry_and_exports_its_label_values(make_napari_viewer, qtbot, shared_data, home, tmp_path):
+    """A bundle that writes its own label values (FreeSurfer-style ids) for paired structures."""
+    import torch
+
+    from napari_medseg.config import ModelConfig
+    from napari_medseg.models import build_model, save_bundle
+    from napari_medseg.widgets.sections.quantify import COLUMNS
+    from tests.tiny_models import tiny_config
+
+    data = tiny_config().to_dict()
+    data["class_names"] = ["background", "left hippocampus", "right hippocampus", "CSF"]
+    data["extra"]["label_values"] = [0, 17, 53, 24]
+    torch.manual_seed(3)
+    bundle = save_bundle(build_model(ModelConfig.from_dict(data)).eval(), home / "models" / "structures", meta={})
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(shared_data / "dev-subject" / "t1.nii.gz"), plugin="napari-medseg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    panel.model_section.select_path(bundle)
+    panel.session.device = "cpu"
+    panel.segment_section.run()
+    _wait_for_job(qtbot, panel)
+
+    table = panel.quantify_section.table
+    column = COLUMNS.index("L-R asymmetry (%)")
+    rows = {table.item(r, 0).text(): r for r in range(table.rowCount()) if table.item(r, 1).text() == "all"}
+    left = viewer.layers["t1 segmentation"].data == 1
+    right = viewer.layers["t1 segmentation"].data == 2
+    assert left.any() and right.any()  # the seed's random network labels both somewhere
+    expected = 200 * (left.sum() - right.sum()) / (left.sum() + right.sum())
+    assert float(table.item(rows["left hippocampus"], column).text()) == pytest.approx(expected, abs=0.06)
+    assert table.item(rows["CSF"], column).text() == ""
+
+    corrections = panel.correct_section.create()
+    painted = corrections.data
+    painted[70, 80:90, 60:70] = 3
+    corrections.data = painted
+    panel.export_section.folder_edit.setText(str(tmp_path / "export"))
+    written = panel.export_section.export()
+    segmentation = read_volume(next(p for p in written if p.name.startswith("t1_segmentation"))).array
+    np.testing.assert_array_equal(segmentation, np.array([0, 17, 53, 24])[viewer.layers["t1 segmentation"].data])
+    exported_corrections = read_volume(next(p for p in written if "correction" in p.name)).array
+    np.testing.assert_array_equal(exported_corrections, corrections.data)  # strokes keep the k+1 convention
