@@ -74,6 +74,10 @@ def locator_of(model: torch.nn.Module) -> torch.nn.Module | None:
 
     It is held outside the module tree, so the model's state dict, parameters and
     fine-tuning never include it.
+
+    Raises:
+        BundleError: the locator bundle cannot be found or read.
+        ValueError: it is not a 3D two-class model, or names a locator itself.
     """
     settings = LocatorSettings.from_config(model.config)
     if settings is None:
@@ -83,8 +87,15 @@ def locator_of(model: torch.nn.Module) -> torch.nn.Module | None:
         from ..models.catalog import load_model
 
         locator = load_model(settings.bundle, device="cpu")
-        if LocatorSettings.from_config(locator.config) is not None:
+        config = locator.config
+        if LocatorSettings.from_config(config) is not None:
             raise ValueError(f"locator bundle {settings.bundle!r} has a locator of its own")
+        if config.spatial_dims != 3 or config.num_classes != 2 or config.in_channels != 1:
+            raise ValueError(
+                f"locator bundle {settings.bundle!r} must be a 3D model with 1 input channel and 2 classes "
+                f"(background, brain), not spatial_dims {config.spatial_dims}, in_channels {config.in_channels}, "
+                f"classes {list(config.class_names)}"
+            )
         model.__dict__[_ATTRIBUTE] = locator
     return locator
 

@@ -98,3 +98,18 @@ def test_segment_labels_nothing_outside_the_located_brain(tmp_path):
     # the locator is held beside the model, never inside its parameters or state
     assert not any(key.startswith("_medseg") for key in model.state_dict())
     assert locator_of(model) is locator_of(model)
+
+
+def test_a_locator_that_is_not_a_3d_brain_model_is_refused_by_name(tmp_path):
+    torch.manual_seed(0)
+    wrong = save_bundle(build_model(tiny_config()).eval(), tmp_path / "not-a-locator", meta={})  # 2D, 4 classes
+    data = tiny_config().to_dict()
+    data["extra"]["locator"] = {"bundle": str(wrong)}
+    model = build_model(ModelConfig.from_dict(data))
+    with pytest.raises(ValueError, match="must be a 3D model with 1 input channel and 2 classes"):
+        locator_of(model)
+    data["extra"]["locator"] = {"bundle": str(tmp_path / "missing")}
+    from napari_medseg.models import BundleError
+
+    with pytest.raises(BundleError):
+        locator_of(build_model(ModelConfig.from_dict(data)))
