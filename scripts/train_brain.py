@@ -48,7 +48,9 @@ from napari_medseg.training.label_maps import (
     load_label_maps,
 )
 from napari_medseg.training.label_synth import LabelSynthesizer, SynthSettings
-from napari_medseg.training.losses import segmentation_loss
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from training_steps import supervised_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MAPS = REPO.parent / "shared" / "data" / "synthseg-label-maps"
@@ -190,18 +192,7 @@ def train(args: argparse.Namespace) -> Path:
     for step, (image, target) in enumerate(loader, start=1):
         if started is None:  # the clock starts when the first batch arrives (maps read)
             started = time.time()
-        image = image.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            output = model(image)
-        outputs = output if isinstance(output, (list, tuple)) else [output]
-        loss = sum(segmentation_loss(o.float(), _resize_target(target, o)) / (2**i) for i, o in enumerate(outputs))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
+        losses.append(supervised_step(model, optimizer, scheduler, image, target, device, amp))
         elapsed = time.time() - started
         if step % args.log_every == 0 or step == 1:
             recent = sum(losses[-args.log_every :]) / len(losses[-args.log_every :])
@@ -247,13 +238,6 @@ def _description(task: str, arch: str) -> str:
     if task == "tissue":
         return f"2.5D {arch} brain tissue segmentation of T1-weighted MRI (CSF, GM, WM)"
     return f"2.5D {arch} segmentation of 32 brain structures (SynthSeg's set, FreeSurfer ids), any MR contrast"
-
-
-def _resize_target(target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    spatial = output.shape[2:]
-    if target.shape[1:] == spatial:
-        return target
-    return torch.nn.functional.interpolate(target[:, None].float(), size=spatial, mode="nearest")[:, 0].long()
 
 
 def main() -> None:

@@ -30,10 +30,10 @@ from napari_medseg.models import build_model, save_bundle
 from napari_medseg.training.augment import FOREGROUND_FRACTION, NORMALIZE_PERCENTILE
 from napari_medseg.training.brain_atlas import build_atlas
 from napari_medseg.training.brain_synth import CONTEXT_OFFSETS_MM, BrainSynthesizer, SynthSettings
-from napari_medseg.training.losses import segmentation_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nilearn_template import NILEARN_VERSION, fetch_template  # noqa: E402
+from training_steps import supervised_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD_LABELS = REPO / "data" / "full-head-labels" / "labels_1mm.nii.gz"
@@ -133,18 +133,7 @@ def train(args: argparse.Namespace) -> Path:
     losses: list[float] = []
     step = 0
     for step, (image, target) in enumerate(loader, start=1):
-        image = image.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            output = model(image)
-        outputs = output if isinstance(output, (list, tuple)) else [output]
-        loss = sum(segmentation_loss(o.float(), _resize_target(target, o)) / (2**i) for i, o in enumerate(outputs))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
+        losses.append(supervised_step(model, optimizer, scheduler, image, target, device, amp))
         elapsed = time.time() - started
         if step % args.log_every == 0 or step == 1:
             recent = sum(losses[-args.log_every :]) / len(losses[-args.log_every :])
@@ -179,12 +168,6 @@ def train(args: argparse.Namespace) -> Path:
     (args.out / "training_log.json").write_text(json.dumps({"loss": losses[:: max(1, len(losses) // 500)]}))
     logger.info("saved %s after %d steps in %.1f min", path, step, minutes)
     return path
-
-
-def _resize_target(target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    if target.shape[-2:] == output.shape[-2:]:
-        return target
-    return torch.nn.functional.interpolate(target[:, None].float(), size=output.shape[-2:], mode="nearest")[:, 0].long()
 
 
 def main() -> None:

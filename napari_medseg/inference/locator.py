@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from ..types import Geometry
 from .device import autocast_dtype
+from .refine import largest_component
 from .windows import predict_windows
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def locate_brain(
     finally:
         locator.train(was_training)
     fine = resample_array(probability, coarse_geometry, geometry, image.shape, linear=True)
-    brain = _largest_piece(fine > settings.threshold)
+    brain = largest_component(fine > settings.threshold)
     mask = _grow(brain, settings.margin_mm, geometry.spacing)
     voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
     details = {
@@ -153,15 +154,6 @@ def locate_brain(
     }
     logger.info("locator: brain of %.0f mL", details["brain_ml"])
     return mask, details
-
-
-def _largest_piece(mask: np.ndarray) -> np.ndarray:
-    labelled, count = ndimage.label(mask)
-    if count == 0:
-        return mask
-    sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0
-    return ndimage.binary_fill_holes(labelled == int(np.argmax(sizes)))
 
 
 def _grow(mask: np.ndarray, margin_mm: float, spacing) -> np.ndarray:

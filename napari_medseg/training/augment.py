@@ -72,16 +72,21 @@ def gamma(image: torch.Tensor, log_std: float, generator: torch.Generator) -> to
     return (image.clamp_min(0) / peak) ** exponent
 
 
+def gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, int]:
+    """Normalised 1D Gaussian of ``sigma`` (voxels), cut at 3 sigma: (kernel, radius)."""
+    radius = max(1, int(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    return kernel / kernel.sum(), radius
+
+
 def gaussian_blur(image: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """In-plane Gaussian blur of (B, C, H, W) with one sigma (pixels) per sample."""
     out = image.clone()
     for b, sigma in enumerate(sigmas.tolist()):
         if sigma < 0.3:
             continue
-        radius = max(1, int(3 * sigma))
-        x = torch.arange(-radius, radius + 1, dtype=image.dtype)
-        kernel = torch.exp(-(x**2) / (2 * sigma**2))
-        kernel = kernel / kernel.sum()
+        kernel, radius = gaussian_kernel(sigma, image.dtype)
         channels = image.shape[1]
         sample = image[b : b + 1]
         horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
@@ -90,6 +95,52 @@ def gaussian_blur(image: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
         sample = F.conv2d(F.pad(sample, (0, 0, radius, radius), mode="replicate"), vertical, groups=channels)
         out[b] = sample[0]
     return out
+
+
+def gaussian_blur3d(image: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of (B, 1, D, H, W), one sigma (voxels) per sample."""
+    out = image.clone()
+    for b, sigma in enumerate(sigmas.tolist()):
+        if sigma < 0.3:
+            continue
+        kernel, radius = gaussian_kernel(sigma, image.dtype)
+        sample = image[b : b + 1]
+        for axis in range(3):
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + axis] = -1
+            pad = [0, 0, 0, 0, 0, 0]
+            pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+            sample = F.conv3d(F.pad(sample, pad, mode="replicate"), kernel.view(shape))
+        out[b] = sample[0]
+    return out
+
+
+def thick_slices(image: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Thick-slice resolution loss along one in-plane axis of (B, C, H, W), for a share ``p``
+    of the samples: area-downsampled by a random factor in [1.3, 3], then upsampled back."""
+    chosen = torch.rand(image.shape[0], generator=generator) < p
+    if not chosen.any():
+        return image
+    height, width = image.shape[-2:]
+    factor = float(1.3 + 1.7 * torch.rand(1, generator=generator))
+    along_h = bool(torch.rand(1, generator=generator) < 0.5)
+    small = (max(8, int(height / factor)), width) if along_h else (height, max(8, int(width / factor)))
+    degraded = F.interpolate(F.interpolate(image, size=small, mode="area"), size=(height, width), mode="bilinear")
+    return torch.where(chosen[:, None, None, None], degraded, image)
+
+
+def rotation_matrices(about_z: torch.Tensor, about_y: torch.Tensor, about_x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) rotations in (z, y, x) index space from (B,) angles in radians: about the
+    z axis (in the axial plane) first, then x, then y."""
+
+    def rotation(angle: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        matrix = torch.eye(3).repeat(len(angle), 1, 1)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        matrix[:, i, i], matrix[:, j, j] = cos, cos
+        matrix[:, i, j], matrix[:, j, i] = -sin, sin
+        return matrix
+
+    return rotation(about_y, 0, 2) @ rotation(about_x, 0, 1) @ rotation(about_z, 1, 2)
 
 
 def rician_noise(image: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

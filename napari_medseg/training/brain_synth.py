@@ -31,7 +31,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import bias_field, gaussian_blur, gamma, normalize_torch, rician_noise, smooth_noise
+from .augment import (
+    bias_field,
+    gamma,
+    gaussian_blur,
+    normalize_torch,
+    rician_noise,
+    rotation_matrices,
+    smooth_noise,
+    thick_slices,
+)
 from .brain_atlas import BrainAtlas
 
 CONTEXT_OFFSETS_MM = (-4.0, -2.0, 0.0, 2.0, 4.0)
@@ -94,7 +103,7 @@ class BrainSynthesizer:
         scale = self._uniform((batch, 1), *s.scale) * self._uniform((batch, 3), 0.95, 1.05)
         flip = torch.where(self._bernoulli(batch, 0.5), -1.0, 1.0)
         scale[:, 2] *= flip
-        rotation = _rotation_matrices(
+        rotation = rotation_matrices(
             self._uniform(batch, -1, 1) * math.radians(s.rotate_in_plane_deg),
             self._uniform(batch, -1, 1) * math.radians(s.rotate_out_of_plane_deg),
             self._uniform(batch, -1, 1) * math.radians(s.rotate_out_of_plane_deg),
@@ -159,7 +168,7 @@ class BrainSynthesizer:
         image = image * bias_field(shape, s.bias_strength, self.generator)
         image = gamma(image, s.gamma_log_std, self.generator)
         image = gaussian_blur(image, self._uniform(batch, 0, s.max_blur_sigma))
-        image = self._low_resolution(image, batch)
+        image = thick_slices(image, s.p_low_resolution, self.generator)
         image = rician_noise(image, self._uniform((batch, 1, 1, 1), 0, s.max_noise), self.generator)
         image = normalize_torch(image) * self._uniform((batch, 1, 1, 1), *s.scale_jitter)
         return image.contiguous(), target[:, channels // 2].contiguous()
@@ -198,30 +207,6 @@ class BrainSynthesizer:
         mix = torch.sigmoid(4 * smooth_noise(shape, (3, 14, 16), self.generator))
         texture = 1 + self._uniform((batch, 1, 1, 1), 0, 0.15) * smooth_noise(shape, (3, 40, 46), self.generator)
         return (low_map + (high_map - low_map) * mix) * texture
-
-    def _low_resolution(self, image: torch.Tensor, batch: int) -> torch.Tensor:
-        chosen = self._bernoulli(batch, self.settings.p_low_resolution)
-        if not chosen.any():
-            return image
-        height, width = image.shape[-2:]
-        factor = float(self._uniform(1, 1.3, 3.0))
-        axis_h = bool(self._bernoulli(1, 0.5))
-        small = (max(8, int(height / factor)), width) if axis_h else (height, max(8, int(width / factor)))
-        degraded = F.interpolate(F.interpolate(image, size=small, mode="area"), size=(height, width), mode="bilinear")
-        return torch.where(chosen[:, None, None, None], degraded, image)
-
-
-def _rotation_matrices(about_z: torch.Tensor, about_y: torch.Tensor, about_x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 3) rotations in (z, y, x) index space: in-plane angle first."""
-
-    def rotation(angle: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        matrix = torch.eye(3).repeat(len(angle), 1, 1)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        matrix[:, i, i], matrix[:, j, j] = cos, cos
-        matrix[:, i, j], matrix[:, j, i] = -sin, sin
-        return matrix
-
-    return rotation(about_y, 0, 2) @ rotation(about_x, 0, 1) @ rotation(about_z, 1, 2)
 
 
 def _piecewise_linear(values: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:

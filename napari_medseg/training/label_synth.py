@@ -27,7 +27,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import bias_field, gamma, gaussian_blur, normalize_torch, rician_noise, smooth_noise
+from .augment import (
+    bias_field,
+    gamma,
+    gaussian_blur,
+    gaussian_blur3d,
+    normalize_torch,
+    rician_noise,
+    rotation_matrices,
+    smooth_noise,
+    thick_slices,
+)
 from .label_maps import BRAIN_OF_STRUCTURE, STRUCTURES, T1_LEVEL, TISSUE_OF_STRUCTURE, LabelMap
 
 TARGETS = ("structures", "tissue", "brain")
@@ -106,7 +116,7 @@ class LabelSynthesizer:
         image = self._intensities(generation, choice)
         image, labels = self._strip_and_cut(image, labels, brain, cut_axes=(2, 3))
         image = gaussian_blur(image, self._uniform(batch, 0, self.settings.max_blur_sigma))
-        image = self._low_resolution(image)
+        image = thick_slices(image, self.settings.p_low_resolution, self.generator)
         image = self._finish(image, bias_shape=image.shape)
         centre = len(offsets_mm) // 2
         return image.contiguous(), _reduce(labels[:, centre], target).long()
@@ -126,7 +136,7 @@ class LabelSynthesizer:
         generation, labels, brain, choice = self._draw(batch, local, in_brain=0.0)
         image = self._intensities(generation, choice)
         image, labels = self._strip_and_cut(image, labels, brain, cut_axes=(1, 2, 3))
-        image = _blur3d(image[:, None], self._uniform(batch, 0, self.settings.max_blur_sigma))
+        image = gaussian_blur3d(image[:, None], self._uniform(batch, 0, self.settings.max_blur_sigma))
         strided = self._bernoulli(batch, 0.25)[:, None, None, None, None]
         image = torch.where(strided, image[..., ::2, ::2, ::2], F.avg_pool3d(image, 2))
         image = self._finish(image, bias_shape=image.shape)
@@ -142,7 +152,7 @@ class LabelSynthesizer:
         s = self.settings
         choice = torch.randint(len(self.maps), (batch,), generator=self.generator)
         angles = [self._uniform(batch, -1, 1) * math.radians(a) for a in s.rotate_deg]
-        rotation = _rotation_matrices(*angles)
+        rotation = rotation_matrices(*angles)
         scale = self._uniform((batch, 1), *s.scale) * self._uniform((batch, 3), 0.95, 1.05)
         mirror = self._bernoulli(batch, 0.5)
         scale[:, 2] = torch.where(mirror, -scale[:, 2], scale[:, 2])
@@ -236,18 +246,6 @@ class LabelSynthesizer:
             labels[b][tuple(region)] = 0
         return image, labels
 
-    def _low_resolution(self, image: torch.Tensor) -> torch.Tensor:
-        """Thick-slice loss along one in-plane axis of (B, C, H, W) for some samples."""
-        chosen = self._bernoulli(image.shape[0], self.settings.p_low_resolution)
-        if not chosen.any():
-            return image
-        height, width = image.shape[-2:]
-        factor = float(self._uniform(1, 1.3, 3.0))
-        along_h = bool(self._bernoulli(1, 0.5))
-        small = (max(8, int(height / factor)), width) if along_h else (height, max(8, int(width / factor)))
-        degraded = F.interpolate(F.interpolate(image, size=small, mode="area"), size=(height, width), mode="bilinear")
-        return torch.where(chosen[:, None, None, None], degraded, image)
-
     def _finish(self, image: torch.Tensor, bias_shape) -> torch.Tensor:
         s = self.settings
         batch = image.shape[0]
@@ -302,37 +300,3 @@ def _flat_index(points: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor
     rounded = torch.minimum(rounded.clamp_min(0), size - 1)
     index = (rounded[:, 0] * shape[1] + rounded[:, 1]) * shape[2] + rounded[:, 2]
     return index, valid
-
-
-def _rotation_matrices(about_z: torch.Tensor, about_y: torch.Tensor, about_x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 3) rotations in (z, y, x) index space."""
-
-    def rotation(angle: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        matrix = torch.eye(3).repeat(len(angle), 1, 1)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        matrix[:, i, i], matrix[:, j, j] = cos, cos
-        matrix[:, i, j], matrix[:, j, i] = -sin, sin
-        return matrix
-
-    return rotation(about_y, 0, 2) @ rotation(about_x, 0, 1) @ rotation(about_z, 1, 2)
-
-
-def _blur3d(image: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of (B, 1, D, H, W), one sigma (voxels) per sample."""
-    out = image.clone()
-    for b, sigma in enumerate(sigmas.tolist()):
-        if sigma < 0.3:
-            continue
-        radius = max(1, int(3 * sigma))
-        x = torch.arange(-radius, radius + 1, dtype=image.dtype)
-        kernel = torch.exp(-(x**2) / (2 * sigma**2))
-        kernel = kernel / kernel.sum()
-        sample = image[b : b + 1]
-        for axis in range(3):
-            shape = [1, 1, 1, 1, 1]
-            shape[2 + axis] = -1
-            pad = [0, 0, 0, 0, 0, 0]
-            pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-            sample = F.conv3d(F.pad(sample, pad, mode="replicate"), kernel.view(shape))
-        out[b] = sample[0]
-    return out
