@@ -99,13 +99,19 @@ def run_segmentation(
     report = build_report(volume, result, model, extra)
     report["outputs"] = {key: path.name for key, path in paths.items()}
     paths["report"] = write_json(output_dir / f"{stem}_report.json", report)
+    _log_report_warnings(stem, report, model)
+    return paths
+
+
+def _log_report_warnings(stem: str, report: dict[str, Any], model: Any) -> None:
+    """Volumes outside the model's training range and an out-of-distribution verdict, logged."""
     for name, entry in report.get("volumes_outside_training_range", {}).items():
         logger.warning("%s: %s %.1f mL lies outside the range the model was trained on (%.1f-%.1f mL)",
                        stem, name, entry["ml"], *entry["range"])  # fmt: skip
-    if extra.get("ood", {}).get("flag"):
+    ood = report.get("ood", {})
+    if ood.get("flag"):
         logger.warning("%s looks out of distribution for %s (score %.3f > %.3f)", stem, _name(model),
-                       extra["ood"]["score"], extra["ood"]["threshold"])  # fmt: skip
-    return paths
+                       ood["score"], ood["threshold"])  # fmt: skip
 
 
 def _name(model: Any) -> str:
