@@ -61,6 +61,8 @@ class SynthSettings:
     within_label_std: tuple[float, float] = (0.005, 0.06)
     bias_strength: float = 0.4
     gamma_log_std: float = 0.25
+    #: Every real voxel averages its neighbours (partial volume): always some blur.
+    min_blur_sigma: float = 0.3
     max_blur_sigma: float = 1.0
     p_low_resolution: float = 0.25
     max_noise: float = 0.05
@@ -115,7 +117,7 @@ class LabelSynthesizer:
         generation, labels, brain, choice = self._draw(batch, local, in_brain=self.settings.p_brain_centre)
         image = self._intensities(generation, choice)
         image, labels = self._strip_and_cut(image, labels, brain, cut_axes=(2, 3))
-        image = gaussian_blur(image, self._uniform(batch, 0, self.settings.max_blur_sigma))
+        image = gaussian_blur(image, self._uniform(batch, self.settings.min_blur_sigma, self.settings.max_blur_sigma))
         image = thick_slices(image, self.settings.p_low_resolution, self.generator)
         image = self._finish(image, bias_shape=image.shape)
         centre = len(offsets_mm) // 2
@@ -136,7 +138,7 @@ class LabelSynthesizer:
         generation, labels, brain, choice = self._draw(batch, local, in_brain=0.0)
         image = self._intensities(generation, choice)
         image, labels = self._strip_and_cut(image, labels, brain, cut_axes=(1, 2, 3))
-        image = gaussian_blur3d(image[:, None], self._uniform(batch, 0, self.settings.max_blur_sigma))
+        image = gaussian_blur3d(image[:, None], self._uniform(batch, self.settings.min_blur_sigma, self.settings.max_blur_sigma))
         strided = self._bernoulli(batch, 0.25)[:, None, None, None, None]
         image = torch.where(strided, image[..., ::2, ::2, ::2], F.avg_pool3d(image, 2))
         image = self._finish(image, bias_shape=image.shape)
