@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QGroupBox,
@@ -33,7 +34,7 @@ from .sections.quantify import QuantifySection
 from .sections.segment import SegmentSection
 from .sections.uncertainty import UncertaintySection
 from .session import Session
-from .warmup import start_warmup
+from .warmup import TORCH_IMPORTS, start_warmup, warm_imports
 
 if TYPE_CHECKING:
     import napari
@@ -47,6 +48,8 @@ class MedSegPanel(QWidget):
         self.viewer = napari_viewer
         self.session = Session(viewer=napari_viewer)
         self.warmup = start_warmup()  # imports later jobs would otherwise do while the GUI waits
+        # torch's submodules on this (the model-loading) thread, once the panel is shown
+        QTimer.singleShot(0, lambda: warm_imports(TORCH_IMPORTS))
 
         # image chooser and what was read ---------------------------------------------
         self.image_combo = QComboBox()

@@ -1,9 +1,14 @@
-"""Start-up imports on a background thread, so that no job pays for them later.
+"""Start-up imports done when the panel opens, so that no job pays for them later.
 
 The first Labels layer makes napari import pandas (its features table), and the first
 optimizer step makes torch import ``torch._dynamo`` (about 1 s, sympy included). Done on
 a worker during a job, these imports hold the GIL in long stretches and freeze the viewer
 for 100-150 ms at a time; done once when the panel opens, nobody is waiting for them.
+
+Only pure-Python work goes to a background thread. torch's own submodules are imported
+on the GUI thread, the thread that loads models: with torch's GPU builds,
+``torch._dynamo`` loads triton's C extension, and doing that on one thread while another
+loads a state dict kills the process (segmentation fault).
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import threading
 
 logger = logging.getLogger(__name__)
 
-LAZY_IMPORTS = ("pandas", "torch._dynamo")
+#: Safe on any thread (no torch C extension is loaded by them).
+LAZY_IMPORTS = ("pandas",)
+#: Imported on the thread that uses torch (the GUI thread), never on a helper thread.
+TORCH_IMPORTS = ("torch._dynamo",)
 
 
 def warm_imports(names: tuple[str, ...] = LAZY_IMPORTS) -> None:
@@ -27,7 +35,14 @@ def warm_imports(names: tuple[str, ...] = LAZY_IMPORTS) -> None:
 
 
 def start_warmup(names: tuple[str, ...] = LAZY_IMPORTS) -> threading.Thread:
-    """:func:`warm_imports` on a daemon thread; returns it (``join()`` to wait)."""
+    """:func:`warm_imports` on a daemon thread; returns it (``join()`` to wait).
+
+    Raises:
+        ValueError: ``names`` include a torch module (those belong to the torch thread).
+    """
+    unsafe = [name for name in names if name == "torch" or name.startswith("torch.")]
+    if unsafe:
+        raise ValueError(f"{unsafe} must be imported on the thread that uses torch, not on a warm-up thread")
     thread = threading.Thread(target=warm_imports, args=(names,), name="napari-medseg-warmup", daemon=True)
     thread.start()
     return thread
