@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from .types import Volume
 
 logger = logging.getLogger(__name__)
 UNCERTAINTY_METHODS = ("none", "mc-dropout", "tta", "ensemble")
+UNCERTAINTY_MAPS = ("entropy", "aleatoric", "epistemic")  # total, aleatoric, epistemic (nats)
 
 
 def run_segmentation(
@@ -29,6 +31,7 @@ def run_segmentation(
     ensemble: Sequence[Any] = (),
     gradcam: Sequence[str | int] = (),
     gradcam_method: str = "gradcam",
+    overwrite: bool = False,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
 ) -> dict[str, Path]:
@@ -41,66 +44,121 @@ def run_segmentation(
     ``<stem>_report.json`` (model, classes, volumes in mL, components, OOD score and flag,
     timings, device).
 
+    The files are written as a set (:class:`~napari_medseg.result_set.ResultSet`): the
+    output folder is locked for the run, everything is written into a staging folder and
+    moved in at the end, the report last; a failure or Ctrl-C leaves the folder as it was.
+
     Args:
         ensemble: further models for ``uncertainty="ensemble"`` (with ``model``).
+        overwrite: replace earlier results of ``stem`` in ``output_dir``; without it any
+            of them refuses the run before the segmentation starts.
 
     Returns:
         Output name ("seg", "prob", "entropy", ..., "gradcam_<class>", "report") -> path.
+
+    Raises:
+        ResultsExistError: earlier results of ``stem`` exist and ``overwrite`` is False.
+        FolderLockedError: another run is writing into ``output_dir``.
+        ResultSetError: a file could not be written (named); nothing of this run is kept.
     """
     from .checks import model_warnings
-    from .explain.scan import class_index, explain_scan
+    from .explain.scan import class_index
     from .inference import segment
     from .io import write_volume
     from .report import build_report, write_json
+    from .result_set import ResultSet
     from .uncertainty.ood import assess_ood
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
     config = model.config
     targets = [(target, config.class_names[class_index(config.class_names, target)]) for target in gradcam]
-    output_dir = Path(output_dir)
+    names = output_names(stem, uncertainty, [name for _, name in targets])
     extra: dict[str, Any] = {}
 
     def inspect(probabilities, prepared) -> None:
         extra["ood"] = assess_ood(probabilities, config, spacing=prepared.geometry.spacing).as_dict()
 
-    result = segment(
-        volume, model, device=device, precision=precision, batch_size=batch_size,
-        postprocessing=postprocessing, progress=progress, should_stop=should_stop, inspect=inspect,
-    )  # fmt: skip
-    paths = {
-        "seg": write_volume(output_dir / f"{stem}_seg.nii.gz", config.encode_labels(result.labels), volume, kind="labels"),
-        "prob": write_volume(output_dir / f"{stem}_prob.nii.gz", result.probabilities, volume, kind="image"),
-    }
-    if uncertainty != "none":
-        from .uncertainty import estimate_uncertainty
-
-        models = [model, *ensemble] if uncertainty == "ensemble" else model
-        estimate = estimate_uncertainty(
-            volume, models, method=uncertainty, samples=samples, device=device, precision=precision,
-            batch_size=batch_size, postprocessing=postprocessing, progress=progress, should_stop=should_stop,
+    with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
+        result = segment(
+            volume, model, device=device, precision=precision, batch_size=batch_size,
+            postprocessing=postprocessing, progress=progress, should_stop=should_stop, inspect=inspect,
         )  # fmt: skip
-        for key, values in (("entropy", estimate.total), ("aleatoric", estimate.aleatoric), ("epistemic", estimate.epistemic)):
-            paths[key] = write_volume(output_dir / f"{stem}_{key}.nii.gz", values, volume, kind="image")
-        extra["uncertainty"] = {**estimate.report(), "units": "nats", "models": [_name(m) for m in ([model, *ensemble] if uncertainty == "ensemble" else [model])]}
-        extra["ood"] = {**extra.get("ood", {}), "foreground_epistemic": estimate.ood.foreground_epistemic}
-    if targets:
-        extra["gradcam"] = {"method": gradcam_method, "layer": config.gradcam_layer or "architecture default", "classes": []}
-        for target, name in targets:
-            start = time.perf_counter()
-            cam = explain_scan(volume, model, target_class=target, method=gradcam_method, progress=progress, should_stop=should_stop)
-            safe = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
-            paths[f"gradcam_{safe}"] = write_volume(output_dir / f"{stem}_gradcam_{safe}.nii.gz", cam, volume, kind="image")
-            extra["gradcam"]["classes"].append({"class": name, "seconds": round(time.perf_counter() - start, 2)})
-    warnings = model_warnings(volume, config)
-    for note in warnings:
-        logger.warning("%s: %s", stem, note)
-    extra["model_warnings"] = warnings
-    report = build_report(volume, result, model, extra)
-    report["outputs"] = {key: path.name for key, path in paths.items()}
-    paths["report"] = write_json(output_dir / f"{stem}_report.json", report)
+        labels = config.encode_labels(result.labels)
+        results.write(names["seg"], lambda path: write_volume(path, labels, volume, kind="labels"))
+        results.write(names["prob"], lambda path: write_volume(path, result.probabilities, volume, kind="image"))
+        if uncertainty != "none":
+            options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
+                           progress=progress, should_stop=should_stop)  # fmt: skip
+            extra.update(_write_uncertainty(results, names, volume, model, ensemble, uncertainty, samples, extra, options))
+        if targets:
+            extra["gradcam"] = _write_gradcam(results, names, volume, model, targets, gradcam_method, progress, should_stop)
+        warnings = model_warnings(volume, config)
+        for note in warnings:
+            logger.warning("%s: %s", stem, note)
+        extra["model_warnings"] = warnings
+        report = build_report(volume, result, model, extra)
+        report["outputs"] = {key: name for key, name in names.items() if key != "report"}
+        results.write(names["report"], lambda path: write_json(path, report))
+        written = results.commit(last=names["report"])
     _log_report_warnings(stem, report, model)
-    return paths
+    return {key: written[name] for key, name in names.items()}
+
+
+def output_names(stem: str, uncertainty: str, gradcam_classes: Sequence[str]) -> dict[str, str]:
+    """Output key -> file name of one case, the report last (see :func:`run_segmentation`)."""
+    names = {"seg": f"{stem}_seg.nii.gz", "prob": f"{stem}_prob.nii.gz"}
+    if uncertainty != "none":
+        names.update({key: f"{stem}_{key}.nii.gz" for key in UNCERTAINTY_MAPS})
+    for name in gradcam_classes:
+        names[f"gradcam_{safe_name(name)}"] = f"{stem}_gradcam_{safe_name(name)}.nii.gz"
+    names["report"] = f"{stem}_report.json"
+    return names
+
+
+def output_family(stem: str) -> list[str]:
+    """Glob patterns of every file a run for ``stem`` may write, whatever its options."""
+    stem = glob.escape(stem)
+    return [f"{stem}_{key}.nii.gz" for key in ("seg", "prob", *UNCERTAINTY_MAPS)] + [
+        f"{stem}_gradcam_*.nii.gz",
+        f"{stem}_report.json",
+    ]
+
+
+def safe_name(name: str) -> str:
+    """A class name as it appears in file names: lower case, other characters as ``_``."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
+
+
+def _write_uncertainty(results, names, volume, model, ensemble, method, samples, extra, options) -> dict[str, Any]:
+    """Write the three uncertainty maps; returns the report's ``uncertainty`` and ``ood``."""
+    from .io import write_volume
+    from .uncertainty import estimate_uncertainty
+
+    members = [model, *ensemble] if method == "ensemble" else [model]
+    estimate = estimate_uncertainty(
+        volume, members if method == "ensemble" else model, method=method, samples=samples, **options
+    )
+    for key, values in zip(UNCERTAINTY_MAPS, (estimate.total, estimate.aleatoric, estimate.epistemic)):
+        results.write(names[key], lambda path, values=values: write_volume(path, values, volume, kind="image"))
+    return {
+        "uncertainty": {**estimate.report(), "units": "nats", "models": [_name(m) for m in members]},
+        "ood": {**extra.get("ood", {}), "foreground_epistemic": estimate.ood.foreground_epistemic},
+    }
+
+
+def _write_gradcam(results, names, volume, model, targets, method, progress, should_stop) -> dict[str, Any]:
+    """Write one Grad-CAM map per (target, class name); returns the report's ``gradcam``."""
+    from .explain.scan import explain_scan
+    from .io import write_volume
+
+    section = {"method": method, "layer": model.config.gradcam_layer or "architecture default", "classes": []}
+    for target, name in targets:
+        start = time.perf_counter()
+        cam = explain_scan(volume, model, target_class=target, method=method, progress=progress, should_stop=should_stop)
+        results.write(names[f"gradcam_{safe_name(name)}"], lambda path: write_volume(path, cam, volume, kind="image"))
+        section["classes"].append({"class": name, "seconds": round(time.perf_counter() - start, 2)})
+    return section
 
 
 def _log_report_warnings(stem: str, report: dict[str, Any], model: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -126,3 +127,97 @@ def test_a_bundle_with_label_values_writes_them_and_reports_asymmetry(oblique_sc
     left, right = report["volume_ml"]["left hippocampus"], report["volume_ml"]["right hippocampus"]
     if left + right > 0:
         assert report["asymmetry_index_percent"]["hippocampus"] == pytest.approx(200 * (left - right) / (left + right), abs=0.01)
+
+
+# --- results as a set: earlier results, a locked folder, failed writes, Ctrl-C ---------------
+def _no_inference(*args, **kwargs):
+    raise AssertionError("the segmentation ran although the run should have been refused before it")
+
+
+def _segment(scan, bundle, out, *extra):
+    return main(["segment", str(scan), "-o", str(out), "--model", str(bundle), "--device", "cpu", "--quiet", *extra])
+
+
+def _case_files(out):
+    return sorted(p.name for p in out.iterdir())
+
+
+@pytest.fixture
+def earlier(oblique_scan, bundle, tmp_path):
+    """An output folder holding a complete earlier set for ``scan`` (with a Grad-CAM map)."""
+    out = tmp_path / "out"
+    assert _segment(oblique_scan, bundle, out, "--gradcam", "CSF") == 0
+    return out
+
+
+def test_earlier_results_refuse_the_run_before_inference(oblique_scan, bundle, earlier, monkeypatch, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in earlier.iterdir()}
+    capsys.readouterr()
+    monkeypatch.setattr("napari_medseg.inference.segment", _no_inference)
+    assert _segment(oblique_scan, bundle, earlier) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "scan_gradcam_csf.nii.gz" in err and "--overwrite" in err
+    assert {p.name: p.stat().st_mtime_ns for p in earlier.iterdir()} == before
+
+
+def test_overwrite_replaces_the_whole_set(oblique_scan, bundle, earlier):
+    old_report = json.loads((earlier / "scan_report.json").read_text())
+    assert _segment(oblique_scan, bundle, earlier, "--overwrite") == 0
+    # the Grad-CAM map of the earlier run is not part of the new set: gone, not left beside it
+    assert _case_files(earlier) == ["scan_prob.nii.gz", "scan_report.json", "scan_seg.nii.gz"]
+    report = json.loads((earlier / "scan_report.json").read_text())
+    assert "gradcam" in old_report and "gradcam" not in report
+
+
+@pytest.mark.parametrize("failing", ["scan_seg.nii.gz", "scan_prob.nii.gz", "scan_gradcam_csf.nii.gz", "scan_report.json"])
+@pytest.mark.parametrize("with_earlier", [False, True])
+def test_a_failed_write_leaves_no_partial_set_and_names_the_file(
+    oblique_scan, bundle, tmp_path, monkeypatch, capsys, failing, with_earlier
+):
+    out = tmp_path / "out"
+    if with_earlier:
+        assert _segment(oblique_scan, bundle, out, "--gradcam", "CSF") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if with_earlier else {}
+    import napari_medseg.io
+    import napari_medseg.report
+
+    def disk_full(writer):
+        def write(path, *args, **kwargs):
+            if path.name == failing:
+                raise OSError(28, "No space left on device")
+            return writer(path, *args, **kwargs)
+
+        return write
+
+    monkeypatch.setattr(napari_medseg.io, "write_volume", disk_full(napari_medseg.io.write_volume))
+    monkeypatch.setattr(napari_medseg.report, "write_json", disk_full(napari_medseg.report.write_json))
+    capsys.readouterr()
+    assert _segment(oblique_scan, bundle, out, "--gradcam", "CSF", "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert f"could not write {out / failing}: No space left on device" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder, no lock, old set intact
+
+
+def test_ctrl_c_during_the_run_keeps_the_old_set(oblique_scan, bundle, earlier, monkeypatch):
+    before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("napari_medseg.explain.scan.explain_scan", interrupted)  # after seg and prob were written
+    assert _segment(oblique_scan, bundle, earlier, "--gradcam", "CSF", "--overwrite") == 130
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+
+
+def test_a_second_run_into_a_locked_folder_fails_at_once(oblique_scan, bundle, tmp_path, monkeypatch, capsys):
+    from napari_medseg.folder_lock import FolderLock
+    from napari_medseg.result_set import LOCK_NAME
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr("napari_medseg.inference.segment", _no_inference)
+    with FolderLock(out / LOCK_NAME):
+        assert _segment(oblique_scan, bundle, out) == 2
+    err = capsys.readouterr().err
+    assert f"output folder {out} is in use by process {os.getpid()}" in err and str(out / LOCK_NAME) in err
+    assert _case_files(out) == []

@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
         description="Segment a file or DICOM folder. Outputs keep the input's exact geometry.",
     )
     parser.add_argument("input", help="NIfTI/NRRD/MHA file, DICOM file or DICOM folder")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if missing)")
+    parser.add_argument("-o", "--output", required=True, type=Path,
+                        help="output folder (created if missing; locked while the run writes into it)")  # fmt: skip
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"bundle name or path (default {DEFAULT_MODEL})")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -31,6 +32,8 @@ def add_parser(subparsers) -> None:
                         help="further bundles for --uncertainty ensemble (default: the shipped bundles with the same classes)")  # fmt: skip
     parser.add_argument("--gradcam", nargs="+", default=[], metavar="CLASS", help="write Grad-CAM maps for these classes (name or index)")
     parser.add_argument("--gradcam-method", default="gradcam", choices=["gradcam", "gradcam++"])
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace this input's earlier results in OUTDIR (default: refuse before segmenting)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -50,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
     volume = read_volume(args.input, series_uid=args.series)
     model = load_model(args.model, device="cpu")
-    args.output.mkdir(parents=True, exist_ok=True)
     progress = None if args.quiet else ProgressBar("segment")
     ensemble = []
     if args.uncertainty == "ensemble":
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         ensemble=ensemble,
         gradcam=args.gradcam,
         gradcam_method=args.gradcam_method,
+        overwrite=args.overwrite,
         progress=progress,
     )
     for path in outputs.values():

@@ -47,7 +47,7 @@ def run_headless(out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     volume = read_volume(sample_volume_path())
     model = load_model(DEFAULT_MODEL)
-    paths = run_segmentation(volume, model, out, "sample", uncertainty="mc-dropout", samples=5, gradcam=["grey matter"])
+    paths = run_segmentation(volume, model, out, "sample", uncertainty="mc-dropout", samples=5, gradcam=["grey matter"], overwrite=True)
     report = json.loads(paths["report"].read_text())
 
     viewer, panel = build_viewer(show=True)
