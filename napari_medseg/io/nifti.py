@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..types import Geometry
+from .nifti_header import NIFTI2_HEADER_SIZE, data_offset, data_shape, open_maybe_gzip, parse_header, read_extensions
 
 HEADER_SIZE = 348
 EXTENSION_CODE = 40  # NIFTI_ECODE range above 32 is free for applications; 40 = ours
@@ -42,55 +44,23 @@ _DTYPE_CODES = {
 _RAS_FROM_LPS_XYZ = np.diag([-1.0, -1.0, 1.0])
 
 
-def _open(path: Path, mode: str):
-    return gzip.open(path, mode, compresslevel=4) if path.name.endswith(".gz") else open(path, mode)
+_open = open_maybe_gzip
 
 
 def read_header(path: str | Path) -> dict[str, Any] | None:
-    """Raw NIfTI-1 fields needed for geometry and sizing, or None if not NIfTI-1.
+    """Raw NIfTI-1 or NIfTI-2 fields needed for geometry and sizing, or None if not NIfTI.
 
-    Returns a dict with ``dim`` (8 ints), ``datatype``, ``bitpix``, ``vox_offset`` and the
-    geometry fields, plus ``extensions``: a list of (code, bytes).
+    Returns the dict of :func:`.nifti_header.parse_header` (``dim`` (8 ints),
+    ``datatype``, ``bitpix``, ``vox_offset``, the geometry fields, ...) plus
+    ``extensions``: a list of (code, bytes).
     """
     path = Path(path)
     with _open(path, "rb") as handle:
-        raw = handle.read(HEADER_SIZE + 4)
-        if len(raw) < HEADER_SIZE:
+        raw = handle.read(NIFTI2_HEADER_SIZE + 4)
+        header = parse_header(raw)
+        if header is None:
             return None
-        for endian in "<>":
-            if struct.unpack(endian + "i", raw[:4])[0] == HEADER_SIZE:
-                break
-        else:
-            return None
-        if raw[344:347] not in (b"n+1", b"ni1"):
-            return None
-        unpack = lambda fmt, offset: struct.unpack_from(endian + fmt, raw, offset)  # noqa: E731
-        header = {
-            "endian": endian,
-            "dim": list(unpack("8h", 40)),
-            "datatype": unpack("h", 70)[0],
-            "bitpix": unpack("h", 72)[0],
-            "pixdim": list(unpack("8f", 76)),
-            "vox_offset": unpack("f", 108)[0],
-            "qform_code": unpack("h", 252)[0],
-            "sform_code": unpack("h", 254)[0],
-            "quatern": list(unpack("3f", 256)),
-            "qoffset": list(unpack("3f", 268)),
-            "srow": list(unpack("12f", 280)),
-            "extensions": [],
-        }
-        has_extension = len(raw) >= HEADER_SIZE + 4 and raw[HEADER_SIZE] != 0
-        if has_extension and raw[344:347] == b"n+1":
-            remaining = int(header["vox_offset"]) - HEADER_SIZE - 4
-            if 0 < remaining < 1 << 24:
-                blob = handle.read(remaining)
-                offset = 0
-                while offset + 8 <= len(blob):
-                    size, code = struct.unpack_from(endian + "2i", blob, offset)
-                    if size < 8 or offset + size > len(blob):
-                        break
-                    header["extensions"].append((code, blob[offset + 8 : offset + size]))
-                    offset += size
+        header["extensions"] = read_extensions(handle, raw, header)
     return header
 
 
@@ -101,14 +71,11 @@ def check_complete(path: str | Path, header: dict[str, Any]) -> str | None:
     streaming through the (decompressed) file once.
     """
     path = Path(path)
-    dims = header["dim"]
-    n_dims = dims[0]
+    n_dims = header["dim"][0]
     if not 1 <= n_dims <= 7:
         return f"invalid number of dimensions {n_dims} in the header"
-    n_voxels = 1
-    for size in dims[1 : n_dims + 1]:
-        n_voxels *= max(int(size), 1)
-    expected = int(header["vox_offset"]) + n_voxels * max(int(header["bitpix"]), 8) // 8
+    n_voxels = math.prod(data_shape(header))
+    expected = data_offset(header) + n_voxels * max(int(header["bitpix"]), 8) // 8
     total = 0
     try:
         with _open(path, "rb") as handle:

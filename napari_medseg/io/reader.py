@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..types import Geometry, Volume
-from . import dicom, nifti
-from ._sitk import geometry_from_sitk, quiet_itk
+from . import dicom, itk_headers, nifti, nifti_header, nifti_voxels
+from ._sitk import geometry_from_sitk, image_from_array, quiet_itk
 from .errors import VolumeReadError
+from .limits import DEFLATE_MAX_RATIO, check_volume_allocation
 
 logger = logging.getLogger(__name__)
+
+_FLOAT_PIXELS = (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32, sitk.sitkVectorFloat64)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + tuple(dicom.DICOM_SUFFIXES)
 GEOMETRY_KEY = "medseg_geometry"
-# Fraction of available memory one volume may take once decoded (the array is copied
-# at least once on its way to napari).
-_MEMORY_FRACTION = 0.5
 
 
 def volume_stem(path: str | Path) -> str:
@@ -81,7 +80,7 @@ def _read_volume(path: Path, series_uid: str | None, keep_channels: bool) -> Vol
         image, extra = dicom.read_series(path, series_uid)
         meta["format"] = "dicom"
     else:
-        if path.stat().st_size == 0:
+        if itk_headers.require_regular_file(path).st_size == 0:
             raise VolumeReadError(path, "the file is empty (0 bytes)")
         kind = file_format(path)
         if kind is None:
@@ -91,18 +90,24 @@ def _read_volume(path: Path, series_uid: str | None, keep_channels: bool) -> Vol
         meta["format"] = kind
         if kind == "dicom":
             image, extra = dicom.read_file(path)
+        elif kind == "nifti":
+            image, extra = _read_nifti_file(path)
         else:
             image, extra = _read_itk_file(path)
     notes.extend(extra.pop("warnings", []))
+    non_finite = extra.pop("non_finite", [])
+    header = extra.pop("nifti_header", None)
     meta.update(extra)
 
     image = _to_3d(image, path, notes, keep_channels)
     geometry = geometry_from_sitk(image)
     array = sitk.GetArrayFromImage(image)
+    if non_finite:  # SimpleITK turned them into 0; handle them as for every other format
+        array = nifti_voxels.restore_non_finite(array, non_finite)
     array = _replace_non_finite(array, notes)
 
     if meta["format"] == "nifti":
-        geometry = _nifti_exact_geometry(path, geometry, meta)
+        geometry = _nifti_exact_geometry(header, geometry, meta)
     elif meta["format"] == "itk":
         geometry = _stored_exact_geometry(extra.get("metadata", {}), geometry)
     meta.pop("metadata", None)
@@ -114,7 +119,55 @@ def _read_volume(path: Path, series_uid: str | None, keep_channels: bool) -> Vol
     return Volume(array=array, geometry=geometry, modality=modality, meta=meta)
 
 
-def _read_itk_file(path: Path) -> tuple[sitk.Image, dict]:
+def _read_nifti_file(path: Path) -> tuple[sitk.Image, dict]:
+    """NIfTI-1 through SimpleITK, NIfTI-2 through our own decoder; header checked first."""
+    header = _nifti_header(path)
+    problem = nifti_header.header_problem(header)
+    if problem:
+        raise VolumeReadError(path, f"invalid NIfTI header: {problem}")
+    compressed = path.name.lower().endswith(".gz")
+    check_volume_allocation(
+        path,
+        nifti_header.data_shape(header),
+        nifti_header.bytes_per_voxel(header),
+        bytes_present=path.stat().st_size - (0 if compressed else nifti_header.data_offset(header)),
+        max_expansion=DEFLATE_MAX_RATIO if compressed else 1,
+    )
+    _check_nifti_complete(path, header)
+    if header["version"] == 1:
+        image, extra = _read_itk_file(path, checked=True)
+        found = nifti_voxels.find_non_finite(path, header) if image.GetPixelID() in _FLOAT_PIXELS else []
+        return image, {**extra, "nifti_header": header, "non_finite": found}
+    try:
+        array, notes = nifti_voxels.read_voxels(path, header)
+        geometry = nifti_voxels.geometry_from_header(header)
+    except ValueError as exc:
+        raise VolumeReadError(path, f"the NIfTI-2 file could not be decoded: {exc}") from exc
+    return image_from_array(array, geometry), {"nifti_header": header, "warnings": notes}
+
+
+def _nifti_header(path: Path) -> dict:
+    try:
+        header = nifti.read_header(path)
+    except (OSError, EOFError) as exc:
+        raise VolumeReadError(path, f"not a valid NIfTI file ({exc})") from exc
+    if header is None:
+        raise VolumeReadError(path, "not a valid NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+    return header
+
+
+def _read_itk_file(path: Path, checked: bool = False) -> tuple[sitk.Image, dict]:
+    """NRRD and MetaImage (and NIfTI-1 once ``checked``): the header is parsed and its
+    data files checked here before SimpleITK opens anything."""
+    if not checked:
+        declared = _inspect_itk_header(path)
+        check_volume_allocation(
+            path,
+            declared.shape,
+            declared.bytes_per_voxel,
+            bytes_present=declared.bytes_present,
+            max_expansion=declared.max_expansion,
+        )
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -124,8 +177,6 @@ def _read_itk_file(path: Path) -> tuple[sitk.Image, dict]:
     size = reader.GetSize()
     components = reader.GetNumberOfComponents()
     _check_size(path, size, components, reader.GetPixelID())
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        _check_nifti_complete(path)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -139,12 +190,14 @@ def _read_itk_file(path: Path) -> tuple[sitk.Image, dict]:
     return image, {"metadata": metadata, "modality": modality}
 
 
-def _check_nifti_complete(path: Path) -> None:
-    try:
-        header = nifti.read_header(path)
-    except (OSError, EOFError) as exc:
-        raise VolumeReadError(path, f"the NIfTI file is truncated or corrupt ({exc})") from exc
-    problem = nifti.check_complete(path, header) if header is not None else None
+def _inspect_itk_header(path: Path) -> itk_headers.DeclaredData:
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        return itk_headers.inspect_nrrd(path)
+    return itk_headers.inspect_metaimage(path)
+
+
+def _check_nifti_complete(path: Path, header: dict) -> None:
+    problem = nifti.check_complete(path, header)
     if problem:
         raise VolumeReadError(path, f"the NIfTI file is truncated or corrupt: {problem}")
 
@@ -158,33 +211,9 @@ def _format_name(path: Path) -> str:
     return "MetaImage"
 
 
-def available_memory_bytes() -> int:
-    """Memory the process can still use (MemAvailable on Linux; physical pages otherwise)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 34
-
-
 def _check_size(path: Path, size: tuple[int, ...], components: int, pixel_id: int) -> None:
-    if any(s <= 0 for s in size):
-        raise VolumeReadError(path, f"the header declares an empty image of size {size}")
-    n_bytes = int(np.prod(size, dtype=np.float64)) * components * _bytes_per_component(pixel_id)
-    available = available_memory_bytes()
-    if n_bytes > _MEMORY_FRACTION * available:
-        raise VolumeReadError(
-            path,
-            f"the header declares {'x'.join(map(str, size))} voxels ({n_bytes / 2**30:.1f} GiB), "
-            f"more than this machine can hold ({available / 2**30:.1f} GiB available); "
-            "the header is corrupt or the image is too large",
-        )
+    """The size gate again with what SimpleITK understood of the header."""
+    check_volume_allocation(path, size, components * _bytes_per_component(pixel_id))
 
 
 def _bytes_per_component(pixel_id: int) -> int:
@@ -230,11 +259,7 @@ def _replace_non_finite(array: np.ndarray, notes: list[str]) -> np.ndarray:
     return array
 
 
-def _nifti_exact_geometry(path: Path, geometry: Geometry, meta: dict) -> Geometry:
-    try:
-        header = nifti.read_header(path)
-    except (OSError, EOFError):
-        return geometry
+def _nifti_exact_geometry(header: dict | None, geometry: Geometry, meta: dict) -> Geometry:
     if header is None:
         return geometry
     exact = nifti.exact_geometry(header, geometry)
