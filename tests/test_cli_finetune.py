@@ -96,3 +96,68 @@ def test_the_corrected_segmentation_can_be_given_and_is_recorded(files, bundle, 
     assert main(argv) == 0
     training = read_meta(out)["training"]
     assert training["forgetting"]["distill_target"] == "segmentation" and training["distill_reference"] == "given"
+
+
+# --- every check before the parent segments a scan or a step is trained ----------------------
+def _never_run(*args, **kwargs):
+    raise AssertionError("inference or training started although the fine-tune should have been refused first")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("all-zero labels", "no annotated voxel"),
+        ("zero steps", "steps 0 must be at least 1"),
+        ("output exists", "already exists"),
+        ("output locked", "is in use by process"),
+        ("output inside the parent", "inside the parent bundle"),
+    ],
+)
+def test_refusals_come_before_any_inference_or_training(files, bundle, tmp_path, monkeypatch, capsys, case, message):
+    from napari_medseg.folder_lock import FolderLock
+
+    out = tmp_path / "tuned"
+    labels, steps = files["labels"], "3"
+    if case == "all-zero labels":
+        labels = write_volume(tmp_path / "empty.nii.gz", np.zeros((8, 32, 32), np.uint8), Geometry((1.0, 1.0, 1.0), (2.0, -3.0, 4.0)))
+        message = f"{labels}: {message}"
+    elif case == "zero steps":
+        steps = "0"
+    elif case == "output exists":
+        out.mkdir()
+    elif case == "output inside the parent":
+        out = bundle / "nested"
+    monkeypatch.setattr("napari_medseg.training.finetune._run", _never_run)
+    argv = ["finetune", "--image", str(files["image"]), "--labels", str(labels), "--model", str(bundle),
+            "-o", str(out), "--steps", steps, "--device", "cpu", "--quiet"]  # fmt: skip
+    if case == "output locked":
+        with FolderLock(tmp_path / ".tuned.lock"):
+            assert main(argv) == 2
+    else:
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert out.exists() == (case == "output exists")
+    assert not (tmp_path / ".tuned.lock").exists()
+
+
+def test_the_output_stays_reserved_during_the_run_and_is_released_after(files, bundle, tmp_path, monkeypatch):
+    """The lock beside the new bundle is held while training runs (a rival fails) and removed after."""
+    from napari_medseg.folder_lock import FolderLock, FolderLockedError
+    from napari_medseg.training import finetune as engine
+
+    out = tmp_path / "tuned"
+    real_run = engine._run
+    rival = []
+
+    def run_and_race(*args, **kwargs):
+        with pytest.raises(FolderLockedError, match="is in use by process"):
+            FolderLock(tmp_path / ".tuned.lock").acquire()
+        rival.append("refused")
+        return (yield from real_run(*args, **kwargs))
+
+    monkeypatch.setattr(engine, "_run", run_and_race)
+    argv = ["finetune", "--image", str(files["image"]), "--labels", str(files["labels"]), "--model", str(bundle),
+            "-o", str(out), "--steps", "1", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert rival == ["refused"] and (out / "meta.json").is_file() and not (tmp_path / ".tuned.lock").exists()

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -91,14 +91,19 @@ def read_pairs(images: list[Path], labels: list[Path], option: str = "--labels")
 def run(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..training import distributed
-    from ..training.finetune import finetune
-    from ..training.versions import save_result
+    from ..training.finetune import finetune, require_annotations
+    from ..training.versions import default_version_path, reserve_version, save_result
     from .progress import ProgressBar
 
-    with distributed.session(args.device) as context:
+    # Every check comes before the parent segments a scan or a step is trained.
+    with distributed.session(args.device) as context, ExitStack() as held:
         main = context is None or context.is_main
         volumes, sparse = read_pairs(args.image, args.labels)
+        require_annotations(sparse, args.labels)
         parent = load_model(args.model, device="cpu")
+        out = None
+        if main:  # rank 0 alone writes: it holds the new bundle's folder for the whole run
+            out = held.enter_context(reserve_version(args.output or default_version_path(parent), parent))
         references = None
         if args.reference:  # written segmentations carry the bundle's label values
             references = [parent.config.decode_labels(r) for r in read_pairs(args.image, args.reference, "--reference")[1]]
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                     bar(record.step, record.total)
         path = None
         if main:
-            path = save_result(result, parent, out=args.output, save_on_stop=not args.no_save_on_stop)
+            path = save_result(result, parent, out=out, save_on_stop=not args.no_save_on_stop)
             _summary(result, parent, path)
     return 0
 

@@ -110,6 +110,7 @@ __all__ = [
     "distillation_loss",
     "finetune",
     "l2sp_penalty",
+    "require_annotations",
     "run_finetune",
 ]
 
@@ -134,6 +135,23 @@ def run_finetune(
             return done.value
         if progress is not None:
             progress(record)
+
+
+def require_annotations(sparse_labels: Sequence[np.ndarray], names: Sequence[object]) -> None:
+    """Refuse sparse label volumes that hold no annotated voxel at all (before any inference).
+
+    Args:
+        sparse_labels: (z, y, x) arrays, 0 = not annotated.
+        names: one name per volume for the message (files, or "labels of image 0").
+
+    Raises:
+        ValueError: every volume is all zero; the message names them.
+    """
+    if not any(np.any(np.asarray(labels)) for labels in sparse_labels):
+        listed = ", ".join(str(name) for name in names)
+        raise ValueError(
+            f"{listed}: no annotated voxel (all values 0 = not annotated; k+1 marks class k); paint at least one stroke"
+        )
 
 
 def finetune(
@@ -209,14 +227,17 @@ def finetune(
         :class:`FinetuneResult` (the generator's return value).
 
     Raises:
-        ValueError: mismatched inputs, labels outside the class range, no strokes, a bad
-            option (the message quotes it).
+        ValueError: mismatched inputs, labels outside the class range, no strokes, fewer
+            than 1 step, a bad option (the message quotes it); all raised before any
+            inference or training.
     """
     config = getattr(parent, "config", None)
     if not isinstance(config, ModelConfig):
         raise ValueError(f"parent model {type(parent).__name__} has no .config (a ModelConfig)")
     images, sparse_labels = list(images), list(sparse_labels)
     num_classes = config.num_classes + len(tuple(new_classes))
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps < 1:  # other bad values: check_options
+        raise ValueError(f"steps {steps} must be at least 1: a new version needs training")
     check_options(
         config, images=len(images), label_volumes=len(sparse_labels), steps=steps, batch_size=batch_size, lr=lr,
         forgetting=forgetting, distill_target=distill_target, distill_weight=distill_weight, l2sp_weight=l2sp_weight,
@@ -236,6 +257,7 @@ def finetune(
         check_sparse_labels(labels, image.shape, num_classes, where=f"labels of image {i}")
         for i, (image, labels) in enumerate(zip(images, sparse_labels))
     ]
+    require_annotations(sparse_labels, [f"labels of image {i}" for i in range(len(sparse_labels))])
     settings = {
         "steps_requested": steps,
         "lr": float(lr),

@@ -23,7 +23,8 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "latest_version",
     "lineage",
     "parent_identity",
+    "reserve_version",
     "save_result",
     "save_version",
 ]
@@ -80,10 +82,42 @@ def default_version_path(parent: nn.Module, folder: str | os.PathLike | None = N
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     candidate = folder / f"{root}-ft-{stamp}"
     counter = 2
-    while candidate.exists():
+    while candidate.exists() or _lock_file(candidate).exists():  # taken, or reserved by a running fine-tune
         candidate = folder / f"{root}-ft-{stamp}-{counter}"
         counter += 1
     return candidate
+
+
+@contextmanager
+def reserve_version(target: str | os.PathLike, parent: nn.Module | None = None) -> Iterator[Path]:
+    """Hold the bundle folder ``target`` for this process until the version is written.
+
+    Called before a fine-tune starts, so that a run that would lose the race for its output
+    fails at once instead of after its whole training: ``target`` must not exist, lie
+    outside the package's resources (and the parent's bundle), and no other run may hold
+    it (a lock file ``.<name>.lock`` beside it, see :class:`~napari_medseg.folder_lock.FolderLock`).
+
+    Raises:
+        FileExistsError: ``target`` exists (bundles are never overwritten).
+        FolderLockedError: another run holds ``target``; names the lock file and its holder.
+        ValueError: ``target`` is inside a protected folder.
+    """
+    from ..folder_lock import FolderLock
+
+    target = Path(target)
+    _refuse_protected(target, parent)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; a new version needs a new folder (bundles are never overwritten)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the folder of the new bundle {target}: {exc.strerror or exc}") from None
+    with FolderLock(_lock_file(target), what=f"model bundle {target}"):
+        yield target
+
+
+def _lock_file(target: Path) -> Path:
+    return target.parent / f".{target.name}.lock"
 
 
 def save_version(
@@ -205,7 +239,7 @@ def _metas_by_id() -> dict[Any, tuple[BundleInfo, dict[str, Any]]]:
     return entries
 
 
-def _refuse_protected(target: Path, parent: nn.Module) -> None:
+def _refuse_protected(target: Path, parent: nn.Module | None) -> None:
     resolved = target.expanduser().resolve()
     protected = []
     try:

@@ -301,3 +301,21 @@ def test_the_seed_makes_a_run_repeatable_and_the_callers_generator_is_left_alone
     torch.manual_seed(999)
     assert torch.equal(weights(0), first)
     assert not torch.equal(weights(1), first)
+
+
+@pytest.mark.parametrize(
+    ("steps", "zero_labels", "message"),
+    [(0, False, "steps 0 must be at least 1"), (-3, False, "steps -3 must be at least 1"), (5, True, "no annotated voxel")],
+)
+def test_a_fine_tune_that_cannot_train_is_refused_by_the_call(monkeypatch, steps, zero_labels, message):
+    """Refused when requested: before the parent segments the image, before any step."""
+    from napari_medseg.training import finetune as engine
+
+    def never(*args, **kwargs):
+        raise AssertionError("inference or training started")
+
+    monkeypatch.setattr(engine, "_run", never)
+    volume, truth = toy_volume()
+    labels = np.zeros(truth.shape, np.uint8) if zero_labels else strokes(truth)
+    with pytest.raises(ValueError, match=message):
+        finetune(tiny_model(0), [volume], [labels], steps=steps, device="cpu")

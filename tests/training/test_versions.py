@@ -144,3 +144,26 @@ def test_models_built_in_memory_have_a_state_hash_and_no_parent_id():
     assert identity["parent_id"] is None and identity["parent_version"] == 1
     assert re.fullmatch(r"[0-9a-f]{64}", identity["parent_weights_sha256"])
     assert identity == parent_identity(tiny_model(0))
+
+
+def test_a_reserved_version_folder_refuses_rivals_until_released(tmp_path):
+    from napari_medseg.folder_lock import FolderLockedError
+    from napari_medseg.training.versions import reserve_version
+
+    parent = tiny_model(0)
+    target = tmp_path / "models" / "tiny-ft"
+    with reserve_version(target, parent) as held:
+        assert held == target and not target.exists()
+        with pytest.raises(FolderLockedError, match=f"model bundle {target} is in use by process"):
+            with reserve_version(target, parent):
+                pass
+        save_version(tiny_model(1), parent, out=held)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["tiny-ft"]  # lock file gone
+    with reserve_version(default_version_path(parent, tmp_path / "models")) as default:
+        assert default_version_path(parent, tmp_path / "models") != default  # a reserved name is skipped too
+    with pytest.raises(FileExistsError, match="already exists"):
+        with reserve_version(target, parent):
+            pass
+    with pytest.raises(ValueError, match="package's resources"):
+        with reserve_version(resources_dir() / "models" / "new-version", parent):
+            pass
