@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from . import dicom_checks
 from .errors import VolumeReadError
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
             continue
         for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory) or ():
             names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid))
+            names = [name for name in names if dicom_checks.inside_folder(folder, name)]
+            if not names:
+                continue
             if uid in found:
                 found[uid].files.extend(names)
             else:
@@ -100,16 +104,22 @@ def read_series(folder: str | Path, series_uid: str | None = None) -> tuple[sitk
             listed = ", ".join(s.uid for s in series)
             raise VolumeReadError(folder, f"series {series_uid!r} not found; available: {listed}")
         chosen = matches[0]
+    notes = _folder_warnings(folder, series)
     if len(chosen.files) == 1:
         image, meta = read_file(chosen.files[0])
+        meta["warnings"] = notes + meta.get("warnings", [])
     else:
+        headers = [_member_header(folder, name) for name in chosen.files]
+        for header in headers:
+            dicom_checks.check_pixel_data(header)
+        notes += dicom_checks.check_series(folder, headers) + _spacing_warnings(headers)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(chosen.files)
         try:
             image = reader.Execute()
         except RuntimeError as exc:
             raise VolumeReadError(folder, f"series {chosen.uid} could not be decoded: {_itk_message(exc)}") from exc
-        meta = {"modality": chosen.modality, "warnings": _spacing_warnings(chosen.files)}
+        meta = {"modality": chosen.modality, "warnings": notes}
     meta.update(
         series_uid=chosen.uid,
         files=list(chosen.files),
@@ -125,17 +135,15 @@ def read_series(folder: str | Path, series_uid: str | None = None) -> tuple[sitk
 
 def read_file(path: str | Path) -> tuple[sitk.Image, dict]:
     """Read one DICOM file (single or multi-frame); fixes multi-frame geometry."""
-    import pydicom
-
     path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:  # pydicom raises several types for non-DICOM input
-        raise VolumeReadError(path, f"not a readable DICOM file ({exc})") from exc
-    if "PixelData" not in ds and "SOPClassUID" in ds and "Rows" not in ds:
+    header = dicom_checks.read_slice_header(path)
+    if header is None:
         raise VolumeReadError(path, "the DICOM file holds no image (no pixel data)")
+    try:
+        dicom_checks.check_pixel_data(header)
+    except VolumeReadError as exc:
+        raise VolumeReadError(path, f"DICOM pixel data could not be decoded: {exc.problem}") from exc
+    ds = header.dataset
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -225,25 +233,54 @@ def _fix_multiframe_geometry(image: sitk.Image, ds) -> tuple[sitk.Image, list[st
     return fixed, notes
 
 
-def _spacing_warnings(files: list[str]) -> list[str]:
-    """Warn when the slices of a series are not evenly spaced along their normal."""
+def _member_header(folder: Path, name: str) -> dicom_checks.SliceHeader:
+    """The header of one series member; a member without an image is refused by name."""
+    header = dicom_checks.read_slice_header(name)
+    if header is None:
+        raise VolumeReadError(folder, f"series member {Path(name).name} holds no image (no Rows/Columns)")
+    return header
+
+
+def _folder_warnings(folder: Path, series: list[SeriesInfo]) -> list[str]:
+    """Entries that were skipped: special files, links out, DICOM-looking files in no series."""
+    notes = []
+    irregular = dicom_checks.irregular_entries(folder)
+    if irregular:
+        notes.append(f"{len(irregular)} entries skipped, not regular files in the folder: {', '.join(irregular[:5])}")
+    used = {os.path.realpath(name) for info in series for name in info.files}
+    unread = [
+        str(path.relative_to(folder))
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink() and os.path.realpath(path) not in used and _unread_image(path)
+    ]
+    if unread:
+        notes.append(f"{len(unread)} DICOM files could not be read into any series: {', '.join(unread[:5])}")
+    return notes
+
+
+def _unread_image(path: Path) -> bool:
+    """True for a file that looks like DICOM yet is unreadable, or is an image no series took."""
     import pydicom
 
-    positions, normal = [], None
-    for name in files:
-        try:
-            ds = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
-        except Exception:  # noqa: BLE001 - a warning is best effort
-            return []
-        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
-            return []
-        if normal is None:
-            orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
-            normal = np.cross(orientation[:3], orientation[3:])
-        positions.append([float(v) for v in ds.ImagePositionPatient])
-    if len(positions) < 3:
+    if not looks_like_dicom(path):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - any failure means unreadable
+        return True
+    return "Rows" in ds
+
+
+def _spacing_warnings(headers: list[dicom_checks.SliceHeader]) -> list[str]:
+    """Warn when the slices of a series are not evenly spaced along their normal."""
+    if len(headers) < 3 or any(h.position is None or h.orientation is None for h in headers):
         return []
-    steps = np.abs(np.diff(np.asarray(positions) @ normal))
+    orientation = np.array(headers[0].orientation)
+    normal = np.cross(orientation[:3], orientation[3:])
+    along = np.sort(np.array([h.position for h in headers]) @ normal)
+    steps = np.diff(along)
     if steps.max() - steps.min() > 0.01 * max(steps.mean(), 1e-6):
         return [f"slices are not evenly spaced ({steps.min():.4g}-{steps.max():.4g} mm apart): missing slices or a mixed series"]
     return []
