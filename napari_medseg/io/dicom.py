@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -58,20 +61,34 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
     folder = Path(folder)
     found: dict[str, SeriesInfo] = {}
     for directory, _, files in os.walk(folder):
-        if not files:
+        regular = [name for name in files if dicom_checks.inside_folder(folder, Path(directory) / name)]
+        if not regular:
             continue
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory) or ():
-            names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid))
-            names = [name for name in names if dicom_checks.inside_folder(folder, name)]
-            if not names:
-                continue
-            if uid in found:
-                found[uid].files.extend(names)
-            else:
-                found[uid] = SeriesInfo(uid=uid, files=names)
+        with _clean_view(Path(directory), regular, len(files)) as scanned:
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(scanned) or ():
+                names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(scanned, uid)
+                names = [str(Path(directory) / Path(name).name) for name in names]
+                if uid in found:
+                    found[uid].files.extend(names)
+                else:
+                    found[uid] = SeriesInfo(uid=uid, files=names)
     for info in found.values():
         info.description, info.modality = _describe(info.files[0])
     return sorted(found.values(), key=lambda s: (-s.n_files, s.uid))
+
+
+@contextmanager
+def _clean_view(directory: Path, regular: list[str], n_entries: int) -> Iterator[str]:
+    """``directory`` itself when it holds only regular files inside the folder; else a
+    temporary folder of links to just those, so GDCM neither meets a FIFO or device nor
+    follows a link out (with one, it silently dropped other slices)."""
+    if len(regular) == n_entries:
+        yield str(directory)
+        return
+    with tempfile.TemporaryDirectory(prefix="medseg-dicom-") as view:
+        for name in regular:
+            os.symlink(os.path.realpath(directory / name), os.path.join(view, name))
+        yield view
 
 
 def _describe(path: str) -> tuple[str, str]:
@@ -104,7 +121,7 @@ def read_series(folder: str | Path, series_uid: str | None = None) -> tuple[sitk
             listed = ", ".join(s.uid for s in series)
             raise VolumeReadError(folder, f"series {series_uid!r} not found; available: {listed}")
         chosen = matches[0]
-    notes = _folder_warnings(folder, series)
+    notes = _folder_warnings(folder, series, chosen)
     if len(chosen.files) == 1:
         image, meta = read_file(chosen.files[0])
         meta["warnings"] = notes + meta.get("warnings", [])
@@ -241,36 +258,55 @@ def _member_header(folder: Path, name: str) -> dicom_checks.SliceHeader:
     return header
 
 
-def _folder_warnings(folder: Path, series: list[SeriesInfo]) -> list[str]:
-    """Entries that were skipped: special files, links out, DICOM-looking files in no series."""
+def _folder_warnings(folder: Path, series: list[SeriesInfo], chosen: SeriesInfo) -> list[str]:
+    """Entries that were skipped: special files, links out, DICOM files in no series.
+
+    A skipped file of the chosen series (e.g. truncated) refuses the read by name.
+    """
     notes = []
     irregular = dicom_checks.irregular_entries(folder)
     if irregular:
         notes.append(f"{len(irregular)} entries skipped, not regular files in the folder: {', '.join(irregular[:5])}")
     used = {os.path.realpath(name) for info in series for name in info.files}
-    unread = [
-        str(path.relative_to(folder))
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.is_symlink() and os.path.realpath(path) not in used and _unread_image(path)
-    ]
+    unread = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink() and os.path.realpath(path) not in used:
+            uid = _unread_image_series(path)
+            if uid == chosen.uid:
+                _refuse_member(folder, path)
+            if uid is not None:
+                unread.append(str(path.relative_to(folder)))
     if unread:
         notes.append(f"{len(unread)} DICOM files could not be read into any series: {', '.join(unread[:5])}")
     return notes
 
 
-def _unread_image(path: Path) -> bool:
-    """True for a file that looks like DICOM yet is unreadable, or is an image no series took."""
+def _refuse_member(folder: Path, path: Path) -> None:
+    """Raise the precise reason a member of the chosen series was left out."""
+    header = dicom_checks.read_slice_header(path)
+    if header is not None:
+        dicom_checks.check_pixel_data(header)
+    raise VolumeReadError(folder, f"series member {path.relative_to(folder)} could not be decoded; refused")
+
+
+def _unread_image_series(path: Path) -> str | None:
+    """For a file no series took: its SeriesInstanceUID ('' when unreadable or unknown)
+    if it looks like a DICOM image, None when it is not DICOM or holds no image."""
     import pydicom
 
     if not looks_like_dicom(path):
-        return False
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 - any failure means unreadable
-        return True
-    return "Rows" in ds
+        return ""
+    meta = getattr(ds, "file_meta", None)
+    has_class = "SOPClassUID" in ds or (meta is not None and "MediaStorageSOPClassUID" in meta)
+    if has_class and "Rows" not in ds:
+        return None  # a DICOMDIR, report or plan: not an image
+    return str(ds.get("SeriesInstanceUID", ""))
 
 
 def _spacing_warnings(headers: list[dicom_checks.SliceHeader]) -> list[str]:
