@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..types import Geometry
-from .nifti_header import NIFTI2_HEADER_SIZE, data_offset, data_shape, open_maybe_gzip, parse_header, read_extensions
+from .nifti_header import NIFTI2_HEADER_SIZE, NIFTI2_MAGIC, data_offset, data_shape, open_maybe_gzip, parse_header, read_extensions
 
 HEADER_SIZE = 348
+NIFTI1_MAX_EXTENT = 32767  # dim[] is int16 in NIfTI-1
 EXTENSION_CODE = 40  # NIFTI_ECODE range above 32 is free for applications; 40 = ours
 EXTENSION_TAG = "napari-medseg-geometry"
 GEOMETRY_FIELDS = ("qform_code", "sform_code", "quatern", "qoffset", "pixdim", "srow")
@@ -181,8 +182,9 @@ def write_nifti(
     array: np.ndarray,
     geometry: Geometry,
     source_fields: dict[str, Any] | None = None,
+    version: int | None = None,
 ) -> None:
-    """Write a NIfTI-1 single file (gzip when the name ends in .gz), not atomically.
+    """Write a NIfTI single file (gzip when the name ends in .gz), not atomically.
 
     Args:
         path: destination (.nii or .nii.gz).
@@ -190,8 +192,13 @@ def write_nifti(
         geometry: the grid, stored exactly in an extension and in float32 header fields.
         source_fields: header geometry fields of the file this grid came from; used
             verbatim so other tools see the source's exact header.
+        version: 1 or 2; by default NIfTI-1 unless an extent exceeds its 32767 limit.
     """
     path = Path(path)
+    if version is None:
+        version = 2 if max(array.shape) > NIFTI1_MAX_EXTENT else 1
+    if version not in (1, 2):
+        raise ValueError(f"NIfTI version {version} must be 1 or 2")
     dtype = np.dtype(array.dtype).newbyteorder("=")
     if dtype not in _DTYPE_CODES:
         raise ValueError(f"cannot write dtype {array.dtype} to NIfTI")
@@ -219,8 +226,20 @@ def write_nifti(
     extension_size = 8 + len(payload)
     extension_size += (-extension_size) % 16
     payload = payload.ljust(extension_size - 8, b"\0")
-    vox_offset = HEADER_SIZE + 4 + extension_size
+    header_size = HEADER_SIZE if version == 1 else NIFTI2_HEADER_SIZE
+    vox_offset = header_size + 4 + extension_size
+    pack = _pack_nifti1 if version == 1 else _pack_nifti2
+    header = pack(dims, datatype, bitpix, intent_code, fields, vox_offset)
 
+    with _open(path, "wb") as handle:
+        handle.write(bytes(header))
+        handle.write(struct.pack("<4B", 1, 0, 0, 0))
+        handle.write(struct.pack("<2i", extension_size, EXTENSION_CODE))
+        handle.write(payload)
+        handle.write(np.ascontiguousarray(data, dtype=dtype.newbyteorder("<")).tobytes())
+
+
+def _pack_nifti1(dims, datatype, bitpix, intent_code, fields, vox_offset) -> bytearray:
     header = bytearray(HEADER_SIZE)
     struct.pack_into("<i", header, 0, HEADER_SIZE)
     header[38:39] = b"r"
@@ -238,10 +257,24 @@ def write_nifti(
     struct.pack_into("<3f", header, 268, *fields["qoffset"])
     struct.pack_into("<12f", header, 280, *fields["srow"])
     header[344:348] = b"n+1\0"
+    return header
 
-    with _open(path, "wb") as handle:
-        handle.write(bytes(header))
-        handle.write(struct.pack("<4B", 1, 0, 0, 0))
-        handle.write(struct.pack("<2i", extension_size, EXTENSION_CODE))
-        handle.write(payload)
-        handle.write(np.ascontiguousarray(data, dtype=dtype.newbyteorder("<")).tobytes())
+
+def _pack_nifti2(dims, datatype, bitpix, intent_code, fields, vox_offset) -> bytearray:
+    """NIfTI-2: int64 extents and float64 geometry (so fields keep double precision)."""
+    header = bytearray(NIFTI2_HEADER_SIZE)
+    struct.pack_into("<i", header, 0, NIFTI2_HEADER_SIZE)
+    header[4:12] = NIFTI2_MAGIC
+    struct.pack_into("<hh", header, 12, datatype, bitpix)
+    struct.pack_into("<8q", header, 16, *dims)
+    struct.pack_into("<8d", header, 104, *fields["pixdim"])
+    struct.pack_into("<q", header, 168, vox_offset)
+    struct.pack_into("<dd", header, 176, 1.0, 0.0)  # scl_slope, scl_inter
+    description = b"napari-medseg"
+    header[240 : 240 + len(description)] = description
+    struct.pack_into("<ii", header, 344, int(fields["qform_code"]), int(fields["sform_code"]))
+    struct.pack_into("<3d", header, 352, *fields["quatern"])
+    struct.pack_into("<3d", header, 376, *fields["qoffset"])
+    struct.pack_into("<12d", header, 400, *fields["srow"])
+    struct.pack_into("<ii", header, 500, 2 | 8, intent_code)  # xyzt_units (mm, s), intent_code
+    return header

@@ -44,6 +44,7 @@ def write_volume(
     like: Volume | Geometry,
     *,
     kind: str = "auto",
+    nifti_version: int | None = None,
 ) -> Path:
     """Write ``array`` with the geometry of ``like``; the file appears complete or not at all.
 
@@ -53,6 +54,8 @@ def write_volume(
         like: the source volume (or just its geometry).
         kind: "labels" (stored as uint8/uint16), "image" (float32) or "auto" (labels
             for integer and bool arrays).
+        nifti_version: 1 or 2 for NIfTI outputs; by default NIfTI-1 unless an extent
+            exceeds 32767, which only NIfTI-2 can store.
 
     Returns:
         The path written.
@@ -78,7 +81,9 @@ def write_volume(
     temporary = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part{suffix}")
     try:
         if suffix in (".nii", ".nii.gz"):
-            nifti.write_nifti(temporary, data, geometry, _source_nifti_fields(like, geometry))
+            nifti.write_nifti(
+                temporary, data, geometry, _source_nifti_fields(like, geometry), version=nifti_version
+            )
         else:
             image = image_from_array(data, geometry)
             image.SetMetaData(GEOMETRY_KEY, _geometry_json(geometry))

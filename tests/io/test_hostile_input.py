@@ -499,3 +499,47 @@ def test_absurd_dicom_refused_before_allocation_under_a_memory_limit(tmp_path):
     assert result.stdout.startswith("refused")
     peak_kib = int(result.stdout.split()[1])
     assert peak_kib < 600 * 1024  # far below the 8 GiB the header declares
+
+
+# ------------------------------------------------------------------ NIfTI-2
+
+
+ROTATED = Geometry((2.5, 1.1, 0.7), (30.0, -20.0, 10.0), ((1, 0, 0), (0, 0.8, -0.6), (0, 0.6, 0.8)))
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti2_written_on_request_reads_back_exactly_and_in_nibabel(tmp_path, suffix):
+    import nibabel
+
+    data = np.random.default_rng(0).random((4, 5, 6)).astype(np.float32)
+    path = write_volume(tmp_path / f"v2{suffix}", data, ROTATED, nifti_version=2)
+    assert isinstance(nibabel.load(path), nibabel.Nifti2Image)
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.array, data)
+    assert volume.geometry == ROTATED  # bit-exact through the extension
+    np.testing.assert_array_equal(np.asarray(nibabel.load(path).dataobj).T, data)
+
+
+def test_nifti2_from_nibabel_matches_its_data_and_affine(tmp_path):
+    import nibabel
+
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(6, 5, 4)  # nibabel order: x, y, z
+    affine = np.array([[0, 0, 2.5, 10], [0.8, 0, 0, -20], [0, 1.1, 0, 30], [0, 0, 0, 1]])
+    path = tmp_path / "nib2.nii.gz"
+    nibabel.save(nibabel.Nifti2Image(data, affine), path)
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.array, data.T)
+    flip = np.diag([-1.0, -1.0, 1.0])  # RAS -> LPS, then (x, y, z) -> (z, y, x)
+    for index in ([0, 0, 0], [3, 2, 1], [5, 4, 3]):
+        ras = affine @ np.array([*index, 1.0])
+        lps_zyx = (flip @ ras[:3])[::-1]
+        np.testing.assert_allclose(volume.geometry.index_to_physical([index[::-1]])[0], lps_zyx, atol=1e-9)
+
+
+def test_nifti2_written_when_an_extent_needs_it(tmp_path):
+    from napari_medseg.io import nifti
+
+    data = np.zeros((1, 1, 40000), np.uint8)
+    path = write_volume(tmp_path / "long.nii.gz", data, GEOMETRY)
+    assert nifti.read_header(path)["version"] == 2
+    assert read_volume(path).shape == (1, 1, 40000)
