@@ -37,6 +37,14 @@ _HEX_COLOR = re.compile(r"^#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*$")
 _ORIENTATION_PAIRS = ("LR", "PA", "SI")
 
+# Ranges of the sizes a config sets, wide enough for any medical model (2.5D slabs, multi-
+# contrast input, whole-body class lists, micro-CT to whole-body spacings); beyond them a
+# config would only build arrays no machine holds, so it is refused before anything is built.
+MAX_IN_CHANNELS = 1024
+MAX_CLASSES = 1024
+TARGET_SPACING_RANGE_MM = (0.01, 100.0)
+MAX_PATCH_EXTENT = 4096
+
 
 def _freeze(value: Any, where: str) -> Any:
     """A read-only, JSON-compatible copy: mappings become mapping proxies, lists tuples."""
@@ -168,8 +176,8 @@ class ModelConfig:
             raise ValueError(f"spatial_dims {self.spatial_dims!r} must be 2 or 3")
         self._set("spatial_dims", dims)
         channels = _as_int("in_channels", self.in_channels)
-        if channels < 1:
-            raise ValueError(f"in_channels {self.in_channels!r} must be at least 1")
+        if not 1 <= channels <= MAX_IN_CHANNELS:
+            raise ValueError(f"in_channels {self.in_channels!r} must be between 1 and {MAX_IN_CHANNELS}")
         self._set("in_channels", channels)
         self._check_classes()
         self._check_arch_kwargs()
@@ -203,6 +211,8 @@ class ModelConfig:
         names = _as_tuple("class_names", self.class_names)
         if len(names) < 2:
             raise ValueError(f"class_names {names!r} must name background and at least one class")
+        if len(names) > MAX_CLASSES:
+            raise ValueError(f"class_names has {len(names)} entries; at most {MAX_CLASSES} are allowed")
         for name in names:
             _as_str("class name", name)
         if len(set(names)) != len(names):
@@ -269,13 +279,16 @@ class ModelConfig:
                 f"target_spacing {self.target_spacing!r} must be 3 finite positive values "
                 "(mm, z y x)"
             )
+        low, high = TARGET_SPACING_RANGE_MM
+        if not all(low <= s <= high for s in spacing):
+            raise ValueError(f"target_spacing {self.target_spacing!r} must lie between {low:g} and {high:g} mm")
         self._set("target_spacing", spacing)
         patch = tuple(
             _as_int("patch_size entry", p) for p in _as_tuple("patch_size", self.patch_size)
         )
-        if patch and (len(patch) != self.spatial_dims or min(patch) < 1):
+        if patch and (len(patch) != self.spatial_dims or min(patch) < 1 or max(patch) > MAX_PATCH_EXTENT):
             raise ValueError(
-                f"patch_size {self.patch_size!r} must be {self.spatial_dims} positive ints "
+                f"patch_size {self.patch_size!r} must be {self.spatial_dims} ints from 1 to {MAX_PATCH_EXTENT} "
                 "(spatial_dims) or empty"
             )
         self._set("patch_size", patch)

@@ -221,3 +221,56 @@ def test_a_second_run_into_a_locked_folder_fails_at_once(oblique_scan, bundle, t
     err = capsys.readouterr().err
     assert f"output folder {out} is in use by process {os.getpid()}" in err and str(out / LOCK_NAME) in err
     assert _case_files(out) == []
+
+
+# --- allocations refused before they are made: exit 2 naming the file and the number ---------
+def _edited_bundle(bundle, tmp_path, **changes):
+    """A copy of ``bundle`` whose config.json has ``changes`` (the weights stay the tiny ones)."""
+    import shutil
+
+    copy = shutil.copytree(bundle, tmp_path / "edited")
+    config = json.loads((copy / "config.json").read_text())
+    for key, value in changes.items():
+        if key == "features":
+            config["arch_kwargs"]["features"] = value
+        else:
+            config[key] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("case", "fragments"),
+    [
+        ("40 mm voxels", ["coarse.nii.gz: cannot resample its 64x64x64 voxels of 40x40x40 mm", "1x1x1 mm grid",
+                          "2560x2560x2560 voxels", "more than this machine can hold"]),
+        ("tiny target_spacing", ["edited", "target_spacing [1e-06, 1.0, 1.0] must lie between 0.01 and 100 mm"]),
+        ("in_channels 1e7", ["edited", "in_channels 10000000 must be between 1 and 1024"]),
+        ("absurd features", ["edited", "'features': [4, 8, 10000000]", "900,001,100,003,580 parameters",
+                             "more than this machine can hold"]),
+        ("out of memory", ["out of memory", "too large for this machine"]),
+    ],
+)  # fmt: skip
+def test_allocations_too_large_are_refused_before_they_are_made(bundle, tmp_path, monkeypatch, capsys, case, fragments):
+    monkeypatch.setattr("napari_medseg.io.limits.available_memory_bytes", lambda: 8 << 30)  # the same verdict everywhere
+    scan = write_volume(tmp_path / "scan.nii.gz", np.zeros((8, 16, 16), np.int16), Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+    model = bundle
+    if case == "40 mm voxels":
+        scan = write_volume(tmp_path / "coarse.nii.gz", np.ones((64, 64, 64), np.int16), Geometry((40.0,) * 3, (0.0,) * 3))
+    elif case == "tiny target_spacing":
+        model = _edited_bundle(bundle, tmp_path, target_spacing=[1e-6, 1.0, 1.0])
+    elif case == "in_channels 1e7":
+        model = _edited_bundle(bundle, tmp_path, in_channels=10_000_000)
+    elif case == "absurd features":
+        model = _edited_bundle(bundle, tmp_path, features=[4, 8, 10_000_000])
+    elif case == "out of memory":  # an allocation no check foresaw
+        def no_memory(*args, **kwargs):
+            raise MemoryError
+
+        monkeypatch.setattr("napari_medseg.inference.segment", no_memory)
+    out = tmp_path / "out"
+    assert _segment(scan, model, out) == 2
+    err = capsys.readouterr().err
+    assert all(fragment in err for fragment in fragments), err
+    assert "Traceback" not in err
+    assert not out.exists() or _case_files(out) == []

@@ -102,6 +102,12 @@ def test_rgba_colors_from_hex_and_floats():
     ({"target_spacing": (1.0, 0.0, 1.0)}, "target_spacing (1.0, 0.0, 1.0)"),
     ({"target_spacing": (1.0, 1.0)}, "target_spacing (1.0, 1.0)"),
     ({"target_spacing": (1.0, float("nan"), 1.0)}, "target_spacing (1.0, nan, 1.0)"),
+    # sizes no machine holds, refused before anything is built
+    ({"target_spacing": (1e-6, 1.0, 1.0)}, "target_spacing (1e-06, 1.0, 1.0) must lie between 0.01 and 100 mm"),
+    ({"target_spacing": (1.0, 1.0, 1e4)}, "target_spacing (1.0, 1.0, 10000.0)"),
+    ({"in_channels": 10_000_000}, "in_channels 10000000 must be between 1 and 1024"),
+    ({"class_names": tuple(f"c{i}" for i in range(5000))}, "class_names has 5000 entries; at most 1024"),
+    ({"patch_size": (64, 100_000)}, "patch_size (64, 100000) must be 2 ints from 1 to 4096"),
     ({"normalization": {"low": 1}}, "normalization {'low': 1}"),
     ({"patch_size": (64, 64, 64)}, "patch_size (64, 64, 64)"),
     ({"patch_size": (64, 0)}, "patch_size (64, 0)"),

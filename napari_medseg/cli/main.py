@@ -48,6 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, Cancelled):
             print(f"medseg {args.command}: cancelled", file=sys.stderr)
             return 130
+        if isinstance(exc, MemoryError):  # an allocation no check foresaw: still a clear exit 2
+            detail = f" ({exc})" if str(exc) else ""
+            print(f"medseg {args.command}: error: out of memory{detail}; the input or the model is too large for "
+                  "this machine", file=sys.stderr)  # fmt: skip
+            return 2
         if not isinstance(exc, (ValueError, FileNotFoundError, OSError)):
             raise
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)

@@ -19,6 +19,8 @@ from .intensity import normalize_intensity
 from .orientation import Reorientation, reorient
 
 SPACING_TOLERANCE = 0.1
+# The resampled float32 image and SimpleITK's copy of it exist at the same time.
+RESAMPLED_BYTES_PER_VOXEL = 8
 
 
 @dataclass
@@ -46,6 +48,7 @@ def prepare(volume: Volume, *, orientation: str, spacing: tuple[float, float, fl
     geometry = canonical.geometry
     if resampled:
         shape = tuple(max(1, int(round(n * c / t))) for n, c, t in zip(canonical.shape, current, target))
+        check_resampling(volume, canonical.shape, tuple(current), tuple(target), shape)
         geometry = Geometry(tuple(target), canonical.geometry.origin, canonical.geometry.direction)
         image = resample_array(image, canonical.geometry, geometry, shape, linear=True)
     if normalize:
@@ -59,6 +62,43 @@ def prepare(volume: Volume, *, orientation: str, spacing: tuple[float, float, fl
         input_shape=volume.shape,
         resampled=resampled,
     )
+
+
+def check_resampling(
+    volume: Volume,
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
+    target_spacing: tuple[float, ...],
+    target_shape: tuple[int, ...],
+) -> None:
+    """Refuse, before it is allocated, a model grid that does not fit in memory.
+
+    A 64^3 scan of 40 mm voxels becomes 2560^3 voxels at 1 mm: the size of the resampled
+    grid is bounded by nothing but the spacings, so it goes through the same gate as the
+    arrays a file declares (:func:`~napari_medseg.io.limits.check_allocation`).
+
+    Raises:
+        ValueError: naming the scan, both grids and the bytes needed.
+    """
+    from ..io.limits import AllocationError, check_allocation
+
+    source = volume.meta.get("source") or "the scan"
+    try:
+        check_allocation("resampled volume", target_shape, RESAMPLED_BYTES_PER_VOXEL, source)
+    except AllocationError as exc:
+        raise ValueError(
+            f"{source}: cannot resample its {_grid(shape, spacing)} to the model's {_fmt(target_spacing)} mm "
+            f"grid: {exc.problem.split('; ')[0]}; resample the scan nearer the model's spacing first, or use a "
+            "model made for it"
+        ) from None
+
+
+def _grid(shape, spacing) -> str:
+    return f"{'x'.join(str(int(n)) for n in shape)} voxels of {_fmt(spacing)} mm"
+
+
+def _fmt(values) -> str:
+    return "x".join(f"{float(v):g}" for v in values)
 
 
 def restore(probabilities: np.ndarray, prepared: Prepared) -> np.ndarray:
