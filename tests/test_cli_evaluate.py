@@ -81,3 +81,32 @@ def test_missing_output_folder_fails_before_reading(tmp_path, capsys):
     missing = tmp_path / "nowhere" / "metrics.json"
     assert main(["evaluate", str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz"), "-o", str(missing)]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [1025, 65535, 10_000_000])
+def test_a_large_label_value_compares_the_values_present_only(tmp_path, capsys, caplog, value):
+    """One voxel valued 65535 would need a 65536 x 65536 table of counts: only present values are compared."""
+    ref = np.zeros((6, 6, 6), np.int32)
+    ref[1:3, 1:3, 1:3] = 1
+    pred = ref.copy()
+    pred[5, 5, 5] = value
+    kind = "image" if value > 65535 else "labels"  # some tools store labels as float32 (exact below 2**24)
+    pred_path = write_volume(tmp_path / "pred.nii.gz", pred, GEOMETRY, kind=kind)
+    ref_path = write_volume(tmp_path / "ref.nii.gz", ref, GEOMETRY)
+    assert main(["evaluate", str(pred_path), str(ref_path)]) == 0
+    captured = capsys.readouterr()
+    classes = json.loads(captured.out)["classes"]
+    assert set(classes) == {"class_1", f"class_{value}"}
+    assert classes["class_1"]["dice"] == 1.0 and classes[f"class_{value}"]["index"] == value
+    assert classes[f"class_{value}"]["present_pred"] and not classes[f"class_{value}"]["present_ref"]
+    assert f"{pred_path} holds label value {value}" in caplog.text
+
+
+def test_a_large_label_value_beyond_the_given_names_names_the_file(tmp_path, capsys):
+    pred = np.zeros((4, 4, 4), np.uint16)
+    pred[0, 0, 0] = 65535
+    pred_path = write_volume(tmp_path / "pred.nii.gz", pred, GEOMETRY)
+    ref_path = write_volume(tmp_path / "ref.nii.gz", np.zeros((4, 4, 4), np.uint8), GEOMETRY)
+    assert main(["evaluate", str(pred_path), str(ref_path), "--classes", "a", "b"]) == 2
+    err = capsys.readouterr().err
+    assert f"{pred_path} holds values up to 65535 but --classes names only 2" in err and "Traceback" not in err

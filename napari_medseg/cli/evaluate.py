@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 #: Largest difference (mm for spacing and origin, unitless for direction) between grids that match.
 GRID_TOLERANCE = 1e-4
+#: Label values up to this are compared in one dense table; above it only the values present.
+MAX_DENSE_LABEL = 1024
 
 
 def add_parser(subparsers) -> None:
@@ -62,9 +64,12 @@ def run(args: argparse.Namespace) -> int:
     pred_labels = as_labels(pred.array, name=f"PRED {args.pred}")
     ref_labels = as_labels(ref.array, name=f"REF {args.ref}")
     max_label = max(int(pred_labels.max()), int(ref_labels.max()))
-    class_names = ("background", *_foreground_names(args.classes, max_label))
-
-    result = evaluate(pred_labels, ref_labels, pred.geometry, class_names)
+    holder = args.pred if int(pred_labels.max()) == max_label else args.ref
+    if max_label > MAX_DENSE_LABEL:
+        result = evaluate_present_values(pred_labels, ref_labels, pred.geometry, args.classes, max_label, holder)
+    else:
+        class_names = ("background", *_foreground_names(args.classes, max_label, holder))
+        result = evaluate(pred_labels, ref_labels, pred.geometry, class_names)
     report = {
         "pred": str(args.pred),
         "ref": str(args.ref),
@@ -79,7 +84,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _foreground_names(names: list[str] | None, max_label: int) -> list[str]:
+def evaluate_present_values(pred, ref, geometry, names: list[str] | None, max_label: int, holder) -> dict[str, Any]:
+    """:func:`~napari_medseg.quantify.evaluate` over the label values present in either map.
+
+    Every label 1..max would need a (max + 1)^2 table of counts (one voxel valued 65535:
+    32 GiB); the values present are renumbered 1..N instead, and each row keeps its
+    value as ``index``. Classes absent from both maps are not listed.
+    """
+    from ..quantify import evaluate
+
+    if names is not None:
+        _foreground_names(names, max_label, holder)  # the user's names are checked as for dense labels
+    values = np.union1d(np.union1d(np.unique(pred), np.unique(ref)), [0])
+    log.warning("%s holds label value %d: only the %d values present in either map are compared", holder, max_label,
+                len(values) - 1)  # fmt: skip
+    compact = np.uint16 if len(values) <= 65536 else np.int32
+    result = evaluate(
+        np.searchsorted(values, pred).astype(compact), np.searchsorted(values, ref).astype(compact), geometry,
+        ("background", *(names[int(v) - 1] if names else f"class_{int(v)}" for v in values[1:])),
+    )  # fmt: skip
+    for row in result["classes"].values():
+        row["index"] = int(values[row["index"]])
+    return result
+
+
+def _foreground_names(names: list[str] | None, max_label: int, holder="the label maps") -> list[str]:
     """Names of labels 1..K: the user's (checked against the labels) or class_1..class_K."""
     if names is None:
         return [f"class_{k}" for k in range(1, max(max_label, 1) + 1)]
@@ -89,7 +118,7 @@ def _foreground_names(names: list[str] | None, max_label: int) -> list[str]:
         )
     if len(names) < max_label:
         raise ValueError(
-            f"the label maps hold values up to {max_label} but --classes names only {len(names)} "
+            f"{holder} holds values up to {max_label} but --classes names only {len(names)} "
             f"({' '.join(names)})"
         )
     if len(set(names)) != len(names):
