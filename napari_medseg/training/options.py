@@ -37,8 +37,8 @@ def check_options(
     if not images or images != label_volumes:
         raise ValueError(f"{images} images and {label_volumes} label volumes: give one label volume per image (at least one)")
     for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
-            raise ValueError(f"{name} {value!r} must be a {'non-negative' if name == 'steps' else 'positive'} int")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} {value!r} must be a positive int (at least 1)")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr {lr!r} must be a positive number")
     if forgetting not in FORGETTING:
