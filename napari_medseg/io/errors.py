@@ -1,4 +1,8 @@
-"""Errors raised by the io layer; each names the file and the problem."""
+"""Errors raised by the io layer; each names the file and the problem.
+
+They pickle with their fields (``__reduce__``), so an error met in a worker process (a
+cohort on Dask, a process pool) reaches the caller as itself instead of breaking the pool.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ class VolumeReadError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)
+
 
 class VolumeWriteError(ValueError):
     """A volume could not be written."""
@@ -21,3 +28,6 @@ class VolumeWriteError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)

@@ -41,6 +41,10 @@ class AllocationError(ValueError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
 
+    def __reduce__(self):
+        # the default rebuilds from ``args`` (the message alone) and fails in another process
+        return type(self), (self.source, self.what, self.shape, self.n_bytes, self.problem)
+
 
 def available_memory_bytes() -> int:
     """Memory the process can still use (MemAvailable on Linux; physical pages otherwise)."""
