@@ -1,0 +1,96 @@
+"""What every case of a cohort is run with: the model (resolved once) and the segment options."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["DEFAULT_MODEL", "CohortPlan", "make_plan"]
+
+DEFAULT_MODEL = "brain-tissue-unet"  # as for medseg segment
+
+
+@dataclass(frozen=True)
+class CohortPlan:
+    """The model and options shared by all cases (sent to every worker; small and picklable).
+
+    Attributes:
+        model: the bundle name or path the user gave.
+        model_path: the resolved bundle folder or archive.
+        weights_sha256: the bundle's weights hash (the manifest's model identity).
+        ensemble: further bundles (resolved paths) for ``uncertainty="ensemble"``.
+        device: "auto", "cpu", "cuda", "mps"; "auto" gives each worker a GPU when there are any.
+        other fields: as for :func:`napari_medseg.pipeline.run_segmentation`.
+    """
+
+    model: str
+    model_path: str
+    weights_sha256: str
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    postprocessing: bool = True
+    uncertainty: str = "none"
+    samples: int = 10
+    ensemble: tuple[str, ...] = ()
+    gradcam: tuple[str, ...] = ()
+    gradcam_method: str = "gradcam"
+
+    def model_identity(self) -> dict[str, Any]:
+        """The model as the manifest records it (a different one means other results)."""
+        return {"name": self.model, "weights_sha256": self.weights_sha256}
+
+    def options(self) -> dict[str, Any]:
+        """The options that change the results, as the manifest records them (the device is
+        left out: a re-run on another machine need not redo finished cases)."""
+        values = asdict(self)
+        for key in ("model", "model_path", "weights_sha256", "device"):
+            values.pop(key)
+        values["ensemble"] = [_bundle_digest(path) for path in self.ensemble]
+        return values
+
+
+def make_plan(
+    model: str,
+    *,
+    ensemble: Sequence[str] = (),
+    uncertainty: str = "none",
+    gradcam: Sequence[str | int] = (),
+    **options: Any,
+) -> CohortPlan:
+    """Resolve the model (and ensemble members) once, before any case is submitted.
+
+    Raises:
+        BundleError: an unknown model name or a path that is not a bundle (named).
+        ValueError: an unknown uncertainty method, or an ensemble without members.
+    """
+    from ..models.catalog import resolve_bundle
+    from ..pipeline import UNCERTAINTY_METHODS
+
+    if uncertainty not in UNCERTAINTY_METHODS:
+        raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
+    if uncertainty == "ensemble" and not ensemble:
+        raise ValueError("uncertainty 'ensemble' needs further models: pass --ensemble MODEL ... (ensemble=[...])")
+    path = resolve_bundle(model)
+    return CohortPlan(
+        model=str(model),
+        model_path=str(path),
+        weights_sha256=_bundle_digest(path),
+        uncertainty=uncertainty,
+        ensemble=tuple(str(resolve_bundle(member)) for member in ensemble),
+        gradcam=tuple(str(target) for target in gradcam),
+        **options,
+    )
+
+
+def _bundle_digest(path: str | Path) -> str:
+    """The weights hash of a bundle folder (from meta.json when recorded), or of an archive."""
+    from ..models.bundle import read_meta, weights_sha256
+    from .manifest import file_sha256
+
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    recorded = read_meta(path).get("weights_sha256")
+    return recorded if isinstance(recorded, str) and recorded else weights_sha256(path)
