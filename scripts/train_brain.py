@@ -80,6 +80,38 @@ NORMALIZATION = {"method": "foreground-percentile", "foreground_fraction": FOREG
 logger = logging.getLogger("train_brain")
 
 
+class TrainingClock:
+    """Progress of a run bounded by steps and by wall time: the learning rate follows the
+    larger of the two fractions, so a run cut by ``max_minutes`` on a slow or busy machine
+    still ends its schedule (warm-up, cosine decay) instead of stopping at a high rate."""
+
+    WARMUP = 0.025
+    FLOOR = 0.02
+
+    def __init__(self, steps: int, max_minutes: float) -> None:
+        self.steps = max(1, steps)
+        self.seconds = max(1.0, max_minutes * 60)
+        self.started = time.time()
+        self.fraction = 0.0
+
+    def start(self) -> float:
+        self.started = time.time()
+        return self.started
+
+    def update(self, step: int) -> None:
+        self.fraction = min(1.0, max((step - 1) / self.steps, (time.time() - self.started) / self.seconds))
+
+    def done(self, step: int) -> bool:
+        return step >= self.steps or time.time() - self.started >= self.seconds
+
+    def lr_factor(self) -> float:
+        """Multiplier of the peak learning rate at the current fraction."""
+        if self.fraction < self.WARMUP:
+            return 0.05 + 0.95 * self.fraction / self.WARMUP
+        decay = (self.fraction - self.WARMUP) / (1 - self.WARMUP)
+        return self.FLOOR + (1 - self.FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, decay)))
+
+
 class SyntheticBatches(IterableDataset):
     """Endless synthetic batches for ``task``; one generator per data worker."""
 
@@ -167,15 +199,8 @@ def train(args: argparse.Namespace) -> Path:
     if config.spatial_dims == 2 and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    warmup = max(1, args.steps // 40)
-    scheduler = torch.optim.lr_scheduler.SequentialLR(
-        optimizer,
-        [
-            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.05, total_iters=warmup),
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, args.steps - warmup), eta_min=args.lr * 0.02),
-        ],
-        milestones=[warmup],
-    )
+    clock = TrainingClock(args.steps, args.max_minutes)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: clock.lr_factor())
     loader = DataLoader(
         SyntheticBatches(args.maps, args.task, args.batch, args.seed, synth_settings(args)),
         batch_size=None,
@@ -191,13 +216,14 @@ def train(args: argparse.Namespace) -> Path:
     step = 0
     for step, (image, target) in enumerate(loader, start=1):
         if started is None:  # the clock starts when the first batch arrives (maps read)
-            started = time.time()
+            started = clock.start()
+        clock.update(step)
         losses.append(supervised_step(model, optimizer, scheduler, image, target, device, amp))
         elapsed = time.time() - started
         if step % args.log_every == 0 or step == 1:
             recent = sum(losses[-args.log_every :]) / len(losses[-args.log_every :])
             logger.info("step %d/%d loss %.4f lr %.2e %.1f min", step, args.steps, recent, scheduler.get_last_lr()[0], elapsed / 60)
-        if step >= args.steps or elapsed > args.max_minutes * 60:
+        if clock.done(step):
             break
 
     minutes = (time.time() - (started or time.time())) / 60
@@ -210,6 +236,8 @@ def train(args: argparse.Namespace) -> Path:
             "task": args.task,
             "steps": step,
             "planned_steps": args.steps,
+            "schedule": "linear warm-up (first 2.5%) then cosine to 2% of lr, over the larger of steps/planned_steps and minutes/max_minutes",
+            "max_minutes": args.max_minutes,
             "batch": args.batch,
             "minutes": round(minutes, 1),
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
