@@ -101,6 +101,7 @@ def _is_volume_file(name: str) -> bool:
 
 def _folder_cases(folder: Path, skip: Path | None) -> list[Case]:
     """Volume files and DICOM series anywhere under ``folder`` (the output folder skipped)."""
+    from ..io._sitk import quiet_itk
     from ..io.dicom import find_series
 
     cases = []
@@ -108,7 +109,9 @@ def _folder_cases(folder: Path, skip: Path | None) -> list[Case]:
         here = Path(directory)
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and (skip is None or here / d != skip))
         cases.extend(_file_case(here / name) for name in sorted(files) if _is_volume_file(name))
-    return cases + _series_cases(find_series(folder), skip)
+    with quiet_itk():  # GDCM warns about every folder without a series
+        series = find_series(folder)
+    return cases + _series_cases(series, skip)
 
 
 def _series_cases(series: Iterable, skip: Path | None) -> list[Case]:

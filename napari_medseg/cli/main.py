@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
+from . import batch as batch_command
 from . import evaluate as evaluate_command
 from . import finetune as finetune_command
 from . import info as info_command
@@ -14,7 +15,7 @@ from . import models as models_command
 from . import segment as segment_command
 
 # Each command module offers add_parser(subparsers) and run(args) -> int.
-COMMANDS = [info_command, segment_command, models_command, evaluate_command, finetune_command]
+COMMANDS = [info_command, segment_command, models_command, evaluate_command, finetune_command, batch_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

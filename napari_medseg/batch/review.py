@@ -1,0 +1,82 @@
+"""A cohort case's scan and results as napari layer-data tuples (no napari import needed).
+
+Used by the viewer's "Open cohort" table: a row click reads the case's scan (from the
+input recorded in its manifest or table row) and its written results, each layer on the
+scan's grid (world coordinates in mm, as the reader gives them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from .manifest import read_manifest
+
+__all__ = ["case_layers"]
+
+# Outputs shown as image layers over the scan (labels go in a labels layer; the report is text).
+_MAPS = ("entropy", "aleatoric", "epistemic")
+
+
+def case_layers(out: str | Path, row: Mapping[str, Any]) -> list[tuple[Any, dict, str]]:
+    """Layer-data tuples for one case of the cohort in ``out``: scan, labels, maps.
+
+    Args:
+        out: the cohort folder (holding ``cohort.csv``).
+        row: the case's row of the cohort table (``case_id``, ``folder``, ``input``, ``series_uid``).
+
+    Returns:
+        ``[(scan, kwargs, "image"), (labels, kwargs, "labels"), (map, kwargs, "image"), ...]``;
+        just the scan for a case without results (failed or pending).
+
+    Raises:
+        VolumeReadError: the scan or a result file cannot be read (named).
+    """
+    from .._layer_geometry import layer_transform
+    from .._layers import image_layer_data, layer_metadata
+    from ..io import read_volume
+
+    case_dir = Path(out) / str(row.get("folder") or row["case_id"])
+    source, series_uid = _input_of(case_dir, row)
+    scan = read_volume(source, series_uid=series_uid)
+    name = str(row["case_id"])
+    layers = [image_layer_data(scan, name=name)]
+    outputs = _outputs(case_dir)
+    grid = {**layer_transform(scan.geometry), "metadata": {**layer_metadata(scan)}}
+    grid["metadata"]["medseg"]["image_layer"] = name
+    if "seg" in outputs:
+        labels = read_volume(case_dir / outputs["seg"]).array
+        layers.append((labels, {"name": f"{name} segmentation", "opacity": 0.5, **grid}, "labels"))
+    for key in (k for k in outputs if k in _MAPS or k.startswith("gradcam_")):
+        values = read_volume(case_dir / outputs[key]).array
+        layers.append((values, {"name": f"{name} {key}", "colormap": "inferno", "blending": "additive",
+                                "visible": False, **grid}, "image"))  # fmt: skip
+    return layers
+
+
+def _input_of(case_dir: Path, row: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The case's input as recorded by its manifest, else by the table."""
+    manifest = read_manifest(case_dir) or {}
+    recorded = manifest.get("input") or {}
+    source = _text(recorded.get("path")) or _text(row.get("input"))
+    if not source:
+        raise ValueError(f"case {row['case_id']!r}: the cohort table names no input for it")
+    return source, _text(recorded.get("series_uid")) or _text(row.get("series_uid"))
+
+
+def _text(value: Any) -> str | None:
+    """A table cell as text; None for empty cells (pandas reads them as NaN)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _outputs(case_dir: Path) -> dict[str, str]:
+    """Output key -> file name, from the case's report (the report lists what was written)."""
+    reports = sorted(case_dir.glob("*_report.json"))
+    if not reports:
+        return {}
+    try:
+        report = json.loads(reports[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {key: name for key, name in (report.get("outputs") or {}).items() if (case_dir / name).is_file()}
