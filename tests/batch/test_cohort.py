@@ -1,0 +1,138 @@
+"""Cohorts on a real local cluster (2 worker processes): results, failures, resume, repair."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import time
+
+import pytest
+
+from napari_medseg.batch import read_table, run_cohort
+from napari_medseg.batch.manifest import MANIFEST_NAME
+from napari_medseg.cli import main
+from napari_medseg.control import Cancelled
+from napari_medseg.result_set import ResultsExistError
+from tests.batch.conftest import write_scans
+
+VOLATILE_REPORT_KEYS = ("created", "timings_s")  # a time stamp and measured seconds
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def gunzipped(path) -> bytes:
+    """A .nii.gz file's NIfTI bytes (header and voxels), without the gzip time stamp."""
+    return gzip.decompress(path.read_bytes())
+
+
+def case_files(folder) -> dict[str, tuple[str, int]]:
+    """File name -> (hash, mtime_ns) of every file in a case folder."""
+    return {p.name: (sha256(p), p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_cohort_matches_segment_and_records_the_failure(cohort_folder, bundle, client, tmp_path):
+    out = tmp_path / "out"
+    table = run_cohort([cohort_folder], out, client, model=str(bundle), retries=1)
+
+    assert sorted(table.case_id) == ["CT5N", "broken", "case0", "case1", "case2", "case3"]
+    failed = table[table.status == "failed"]
+    assert list(failed.case_id) == ["broken"] and failed.flagged.all()
+    assert "VolumeReadError" in failed.error.iloc[0] and "broken.nii.gz" in failed.error.iloc[0]
+    assert (table.status == "done").sum() == 5
+    run = table.attrs["run"]
+    assert (run["ran"], run["failed"], run["resumed"]) == (5, 1, 0)
+    assert run["model_loads"] == run["workers"] == 2  # one model per worker process, reused for every case
+
+    on_disk = read_table(out / "cohort.csv")
+    assert list(on_disk.case_id) == list(table.case_id) and "vol_grey_matter_ml" in on_disk.columns
+    page = (out / "qc.html").read_text()
+    assert page.index("broken") < page.index("case0")  # flagged cases first
+    assert page.count("data:image/png;base64,") == 5 and "function sortBy" in page
+
+    # every case holds what `medseg segment` writes for that input: the same NIfTI bytes (header and
+    # voxels; only the gzip time stamp differs) and the same report but for its time stamp and timings
+    for case_id, source in [(f"case{i}", cohort_folder / f"case{i}.nii.gz") for i in range(4)] + [
+        ("CT5N", cohort_folder / "dicom" / "CT5N")
+    ]:
+        reference = tmp_path / "reference" / case_id
+        assert main(["segment", str(source), "-o", str(reference), "--model", str(bundle), "--quiet"]) == 0
+        expected = {p.name for p in reference.iterdir()}
+        produced = {p.name for p in (out / case_id).iterdir()} - {MANIFEST_NAME, "medseg-qc.png"}
+        assert produced == expected
+        for name in expected:
+            if name.endswith(".json"):
+                ours, theirs = (json.loads((d / name).read_text()) for d in (out / case_id, reference))
+                for key in VOLATILE_REPORT_KEYS:
+                    ours.pop(key), theirs.pop(key)
+                assert ours == theirs, name
+            else:  # the gzip member header holds the write time: compare the NIfTI bytes inside
+                assert gunzipped(out / case_id / name) == gunzipped(reference / name), name
+
+
+def test_rerun_skips_finished_cases_and_redoes_damaged_ones(cohort_folder, bundle, client, tmp_path):
+    out = tmp_path / "out"
+    run_cohort([cohort_folder], out, client, model=str(bundle), retries=0)
+    before = {case: case_files(out / case) for case in ("case0", "case1", "case2", "CT5N")}
+
+    # a half-written case: a truncated output left behind, with the manifest ...
+    damaged = out / "case3" / "case3_prob.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    # ... and one without a manifest (a run that died between its outputs and the manifest)
+    (out / "case2" / MANIFEST_NAME).unlink()
+    table = run_cohort([cohort_folder], out, client, model=str(bundle), retries=0)
+
+    run = table.attrs["run"]
+    assert (run["ran"], run["resumed"], run["failed"]) == (2, 3, 1)  # case2, case3 redone; broken tried again
+    assert set(table[~table.resumed & (table.status == "done")].case_id) == {"case2", "case3"}
+    for case in ("case0", "case1", "CT5N"):
+        assert case_files(out / case) == before[case]  # untouched: same bytes, same times
+    assert len(damaged.read_bytes()) > 100 and gunzipped(damaged)  # whole again
+    assert not list(out.glob("*/.medseg-staging-*"))
+
+
+def test_interrupted_cohort_continues_where_it_stopped(bundle, client, tmp_path):
+    scans = write_scans(tmp_path / "scans", [(10, 48, 48)] * 8)
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        run_cohort(scans, out, client, model=str(bundle), should_stop=lambda: True)  # stop after the first case
+    _wait_until_idle(client)  # cases already running on the caller's cluster finish on their own
+    finished = {p.parent.name for p in out.glob(f"*/{MANIFEST_NAME}")}
+    interrupted = read_table(out)
+    assert 1 <= len(finished) < 8 and (interrupted.status == "pending").any()
+    before = {case: case_files(out / case) for case in finished}
+
+    table = run_cohort(scans, out, client, model=str(bundle))
+    assert table.attrs["run"]["ran"] == 8 - len(finished)
+    assert set(table[table.resumed].case_id) == finished and (table.status == "done").all()
+    for case in finished:
+        assert case_files(out / case) == before[case]
+
+
+def test_other_options_refuse_without_overwrite(bundle, client, tmp_path):
+    scans = write_scans(tmp_path / "scans", [(4, 12, 12)])
+    out = tmp_path / "out"
+    run_cohort(scans, out, client, model=str(bundle))
+    with pytest.raises(ResultsExistError, match=r"case0 holds results made with options postprocessing=True"):
+        run_cohort(scans, out, client, model=str(bundle), postprocessing=False)
+    table = run_cohort(scans, out, client, model=str(bundle), postprocessing=False, overwrite=True)
+    assert table.attrs["run"]["ran"] == 1
+
+
+def test_cli_on_a_running_scheduler(cohort_folder, bundle, client, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["batch", str(cohort_folder), "-o", str(out), "--model", str(bundle), "--scheduler", client.scheduler.address,
+            "--retries", "0"]  # fmt: skip
+    assert main(argv) == 1  # a case failed
+    captured = capsys.readouterr()
+    assert "5 cases segmented, 0 finished earlier, 1 failed" in captured.out
+    assert "failed: broken: VolumeReadError" in captured.err and "cohort: 6/6 cases" in captured.err
+    assert (out / "cohort.csv").is_file() and (out / "qc.html").is_file()
+
+
+def _wait_until_idle(client, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
