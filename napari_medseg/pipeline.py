@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 from .control import ProgressCallback, StopCheck
 from .types import Volume
@@ -32,6 +35,7 @@ def run_segmentation(
     gradcam: Sequence[str | int] = (),
     gradcam_method: str = "gradcam",
     overwrite: bool = False,
+    memory_budget: int | None = None,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
 ) -> dict[str, Path]:
@@ -52,6 +56,10 @@ def run_segmentation(
         ensemble: further models for ``uncertainty="ensemble"`` (with ``model``).
         overwrite: replace earlier results of ``stem`` in ``output_dir``; without it any
             of them refuses the run before the segmentation starts.
+        memory_budget: bytes the probabilities on the input grid ((z, y, x, K) float32)
+            may take in memory; larger ones go to a temporary file in the output folder's
+            staging folder (a ``numpy.memmap``, removed with it) and are written from
+            there. Default: :func:`probability_budget` of the input.
 
     Returns:
         Output name ("seg", "prob", "entropy", ..., "gradcam_<class>", "report") -> path.
@@ -79,10 +87,12 @@ def run_segmentation(
     def inspect(probabilities, prepared) -> None:
         extra["ood"] = assess_ood(probabilities, config, spacing=prepared.geometry.spacing).as_dict()
 
+    budget = probability_budget(volume) if memory_budget is None else memory_budget
     with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
         result = segment(
             volume, model, device=device, precision=precision, batch_size=batch_size,
             postprocessing=postprocessing, progress=progress, should_stop=should_stop, inspect=inspect,
+            allocate=lambda shape: probability_array(shape, budget, results.staging),
         )  # fmt: skip
         labels = config.encode_labels(result.labels)
         results.write(names["seg"], lambda path: write_volume(path, labels, volume, kind="labels"))
@@ -98,11 +108,41 @@ def run_segmentation(
             logger.warning("%s: %s", stem, note)
         extra["model_warnings"] = warnings
         report = build_report(volume, result, model, extra)
+        result.probabilities = None  # a memmap's file goes with the staging folder
         report["outputs"] = {key: name for key, name in names.items() if key != "report"}
         results.write(names["report"], lambda path: write_json(path, report))
         written = results.commit(last=names["report"])
     _log_report_warnings(stem, report, model)
     return {key: written[name] for key, name in names.items()}
+
+
+def probability_budget(volume: Volume) -> int:
+    """Bytes the input-grid probabilities of ``volume`` may take in memory: 4 times the
+    input's own bytes (issue 12's bound for the whole run), and at most the share of the
+    free memory that readers may take (:data:`~napari_medseg.io.limits.MEMORY_FRACTION`)."""
+    from .io.limits import MEMORY_FRACTION, available_memory_bytes
+
+    return int(min(4 * volume.array.nbytes, MEMORY_FRACTION * available_memory_bytes()))
+
+
+def probability_array(shape: tuple[int, ...], budget: int, folder: Path) -> np.ndarray:
+    """An empty float32 array of ``shape``: in memory when it fits in ``budget`` bytes,
+    else a ``numpy.memmap`` on a new file ``probabilities.f32`` in ``folder``."""
+    n_bytes = int(np.prod(shape, dtype=np.int64)) * 4
+    if n_bytes <= budget:
+        return np.empty(shape, np.float32)
+    path = Path(folder) / "probabilities.f32"
+    logger.info("probabilities (%s) go to %s: %d bytes exceed the memory budget %d", shape, path, n_bytes, budget)
+    try:
+        with open(path, "xb") as handle:
+            # Blocks reserved now: a full disk is an error here, not a SIGBUS while writing.
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, n_bytes)
+            else:  # pragma: no cover - macOS, Windows
+                handle.truncate(n_bytes)
+        return np.memmap(path, dtype=np.float32, mode="r+", shape=tuple(shape))
+    except OSError as exc:
+        raise OSError(exc.errno, f"could not create {path} for the probabilities: {exc.strerror or exc}") from exc
 
 
 def output_names(stem: str, uncertainty: str, gradcam_classes: Sequence[str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..preprocess import prepare, restore
+from ..preprocess import prepare, release_pages, restore_into
 from ..types import Geometry, Volume
 from .atlas import atlas_region, fit_brain_atlas
 from .control import ProgressCallback, StopCheck
@@ -213,6 +213,25 @@ def postprocess(
     return fit.apply(image, probabilities)
 
 
+def apply_in_slabs(fit: PostprocessFit, image: np.ndarray, probabilities: np.ndarray, slab: int = 16) -> None:
+    """:meth:`PostprocessFit.apply` to ``slab`` model-grid slices at a time, written back into
+    ``probabilities`` (K, z, y, x): its working arrays stay slab-sized, not volume-sized."""
+    for start in range(0, image.shape[0], slab):
+        region = (slice(start, start + slab), slice(None), slice(None))
+        probabilities[(slice(None), *region)] = fit.apply(image[region], probabilities[(slice(None), *region)], region)
+
+
+def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
+    """(z, y, x) uint8 class indices of (z, y, x, K) probabilities, ``slab`` slices at a time
+    (a whole-volume ``argmax`` would hold an int64 volume; a memmap's pages are released
+    as it goes)."""
+    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8)
+    for start in range(0, labels.shape[0], slab):
+        labels[start : start + slab] = np.argmax(probabilities[start : start + slab], axis=-1)
+        release_pages(probabilities)
+    return labels
+
+
 def _atlas_region_function(geometry: Geometry, margin_mm: float, details: dict[str, Any]):
     """Callable for :func:`brain_mask`: fits the atlas to the tissue probability and
     returns the region within ``margin_mm`` of it, or None (logged) if the fit fails."""
@@ -240,11 +259,19 @@ def segment(
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
     inspect: Callable[[np.ndarray, Any], None] | None = None,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
 ) -> Segmentation:
     """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
 
     ``inspect(probabilities, prepared)``, if given, sees the network's own (K, z, y, x)
     probabilities on the model grid before post-processing (used for the OOD score).
+    ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
+    (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
+    ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.
+
+    Memory beyond the input: the model-grid image and the (K, ...) float32 model-grid
+    probabilities, the post-processing's working arrays, one class at a time while
+    mapping back, the (z, y, x) uint8 labels and ``allocate``'s array.
 
     Raises:
         Cancelled: ``should_stop()`` returned True between batches.
@@ -275,17 +302,20 @@ def segment(
     mark = time.perf_counter()
     settings = postprocess_settings(config, postprocessing)
     details: dict[str, Any] = {}
-    probabilities = postprocess(
-        prepared.image, probabilities, settings,
-        spacing=prepared.geometry.spacing, geometry=prepared.geometry, details=details,
-        locator=locator_of(model), device=torch_device,
-    )  # fmt: skip
+    if settings:
+        fit = fit_postprocess(
+            prepared.image, probabilities, settings, spacing=prepared.geometry.spacing, geometry=prepared.geometry,
+            locator=locator_of(model), device=torch_device,
+        )  # fmt: skip
+        details.update(fit.details)
+        apply_in_slabs(fit, prepared.image, probabilities)
     timings["postprocess"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    restored = restore(probabilities, prepared)
+    shape = (*prepared.input_shape, probabilities.shape[0])
+    restored = restore_into(probabilities, prepared, np.empty(shape, np.float32) if allocate is None else allocate(shape))
     del probabilities
-    labels = np.argmax(restored, axis=-1).astype(np.uint8)
+    labels = argmax_labels(restored)
     timings["restore"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - start
     logger.info("segmented %s in %.1f s on %s", volume.shape, timings["total"], torch_device)

@@ -10,6 +10,7 @@ voxel with the model's output.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,8 @@ from .orientation import Reorientation, reorient
 SPACING_TOLERANCE = 0.1
 # The resampled float32 image and SimpleITK's copy of it exist at the same time.
 RESAMPLED_BYTES_PER_VOXEL = 8
+# Stored dtypes whose every value float32 holds exactly: resampled without a float32 copy.
+EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float32))
 
 
 @dataclass
@@ -44,13 +47,19 @@ def prepare(volume: Volume, *, orientation: str, spacing: tuple[float, float, fl
     target = np.asarray(spacing, dtype=float)
     current = np.asarray(canonical.spacing, dtype=float)
     resampled = bool(np.any(np.abs(current - target) / target > SPACING_TOLERANCE))
-    image = np.ascontiguousarray(canonical.array, dtype=np.float32)
     geometry = canonical.geometry
     if resampled:
         shape = tuple(max(1, int(round(n * c / t))) for n, c, t in zip(canonical.shape, current, target))
         check_resampling(volume, canonical.shape, tuple(current), tuple(target), shape)
         geometry = Geometry(tuple(target), canonical.geometry.origin, canonical.geometry.direction)
-        image = resample_array(image, canonical.geometry, geometry, shape, linear=True)
+        source = canonical.array
+        if source.dtype not in EXACT_IN_FLOAT32:
+            source = source.astype(np.float32)
+        # ITK interpolates in double, so an int16 scan resampled as it is stored gives the
+        # same values as its float32 copy would, without the copy (twice its size).
+        image = resample_array(source, canonical.geometry, geometry, shape, linear=True, dtype=np.float32)
+    else:
+        image = np.ascontiguousarray(canonical.array, dtype=np.float32)
     if normalize:
         image = normalize_intensity(image)
     return Prepared(
@@ -103,25 +112,78 @@ def _fmt(values) -> str:
 
 def restore(probabilities: np.ndarray, prepared: Prepared) -> np.ndarray:
     """(K, z, y, x) probabilities on the model grid -> (z, y, x, K) float32 on the input grid."""
+    out = np.empty((*prepared.input_shape, probabilities.shape[0]), dtype=np.float32)
+    return restore_into(probabilities, prepared, out)
+
+
+def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray, *, slab: int = 16) -> np.ndarray:
+    """Map (K, z, y, x) model-grid probabilities into ``out``, (z, y, x, K) float32 on the input grid.
+
+    One class at a time, written straight into ``out`` (which may be a disk-backed
+    ``numpy.memmap``): beyond ``out`` this holds one class on each grid, never a second
+    K-class volume; a memmap's pages are written out and released after each class. After a resampling the classes are clipped at 0 and renormalised to
+    sum to 1, ``slab`` input slices at a time. Returns ``out``.
+    """
     k = probabilities.shape[0]
+    expected = (*prepared.input_shape, k)
+    if out.shape != expected or out.dtype != np.float32:
+        raise ValueError(f"output array {out.shape} {out.dtype} must be {expected} float32")
+    for c in range(k):
+        target = prepared.reorientation.apply(out[..., c])  # canonical layout, a view of ``out``
+        if prepared.resampled:
+            image = resample_image(probabilities[c], prepared.geometry, prepared.canonical_geometry,
+                                   prepared.canonical_shape, linear=True)  # fmt: skip
+            np.maximum(_array_view(image), 0, out=target)
+            del image
+        else:
+            target[...] = probabilities[c]
+        release_pages(out)
     if prepared.resampled:
-        back = np.empty((k, *prepared.canonical_shape), dtype=np.float32)
-        for c in range(k):  # one class at a time keeps memory bounded
-            back[c] = resample_array(
-                probabilities[c], prepared.geometry, prepared.canonical_geometry, prepared.canonical_shape, linear=True
-            )
-        back = np.clip(back, 0, None)
-        back /= np.maximum(back.sum(axis=0, keepdims=True), 1e-6)
-    else:
-        back = probabilities
-    restored = prepared.reorientation.invert(back, channel_axis=0)
-    return np.ascontiguousarray(np.moveaxis(restored, 0, -1), dtype=np.float32)
+        for start in range(0, out.shape[0], slab):
+            block = out[start : start + slab]
+            block /= np.maximum(block.sum(axis=-1, keepdims=True), 1e-6)
+            release_pages(out)
+    return out
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Write a disk-backed ``numpy.memmap``'s changed pages to its file and drop its pages
+    from this process's resident memory (they are read back from the file when touched
+    again); does nothing to an in-memory array."""
+    handle = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
+    if handle is None:
+        return
+    array.flush()
+    if hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):  # Linux, macOS
+        handle.madvise(mmap.MADV_DONTNEED)
 
 
 def resample_array(
-    array: np.ndarray, source: Geometry, target: Geometry, shape: tuple[int, int, int], *, linear: bool
+    array: np.ndarray,
+    source: Geometry,
+    target: Geometry,
+    shape: tuple[int, int, int],
+    *,
+    linear: bool,
+    dtype: np.dtype | type | None = None,
 ) -> np.ndarray:
-    """Resample a (z, y, x) array from ``source`` to the ``target`` grid of ``shape``."""
+    """Resample a (z, y, x) array from ``source`` to the ``target`` grid of ``shape``;
+    the result has ``dtype`` (default: the input's)."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(resample_image(array, source, target, shape, linear=linear, dtype=dtype))
+
+
+def resample_image(
+    array: np.ndarray,
+    source: Geometry,
+    target: Geometry,
+    shape: tuple[int, int, int],
+    *,
+    linear: bool,
+    dtype: np.dtype | type | None = None,
+):
+    """As :func:`resample_array`, but the SimpleITK image (no copy into numpy)."""
     import SimpleITK as sitk
 
     from ..io._sitk import apply_geometry
@@ -129,5 +191,19 @@ def resample_array(
     image = apply_geometry(sitk.GetImageFromArray(np.ascontiguousarray(array)), source)
     reference = apply_geometry(sitk.Image([int(n) for n in shape[::-1]], sitk.sitkUInt8), target)
     interpolator = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    out = sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID())
-    return sitk.GetArrayFromImage(out)
+    pixel = image.GetPixelID() if dtype is None else _pixel_id(sitk, dtype)
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, pixel)
+
+
+def _pixel_id(sitk, dtype) -> int:
+    pixels = {np.dtype(np.float32): sitk.sitkFloat32, np.dtype(np.float64): sitk.sitkFloat64}
+    if np.dtype(dtype) not in pixels:
+        raise ValueError(f"resampling to dtype {np.dtype(dtype)} is not supported (float32 or float64)")
+    return pixels[np.dtype(dtype)]
+
+
+def _array_view(image) -> np.ndarray:
+    """A numpy view of a SimpleITK image's buffer (valid while ``image`` lives)."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayViewFromImage(image)
