@@ -34,6 +34,7 @@ def run_segmentation(
     ensemble: Sequence[Any] = (),
     gradcam: Sequence[str | int] = (),
     gradcam_method: str = "gradcam",
+    dicom_seg: bool = False,
     overwrite: bool = False,
     memory_budget: int | None = None,
     progress: ProgressCallback = None,
@@ -46,7 +47,8 @@ def run_segmentation(
     last axis), with ``uncertainty`` also ``<stem>_entropy/_aleatoric/_epistemic.nii.gz``
     (nats), for each ``gradcam`` class ``<stem>_gradcam_<class>.nii.gz``, and always
     ``<stem>_report.json`` (model, classes, volumes in mL, components, OOD score and flag,
-    timings, device).
+    timings, device); with ``dicom_seg`` also ``<stem>_seg.dcm``, a DICOM SEG of the labels
+    that references the source series (``volume`` must have been read from DICOM).
 
     The files are written as a set (:class:`~napari_medseg.result_set.ResultSet`): the
     output folder is locked for the run, everything is written into a staging folder and
@@ -81,7 +83,7 @@ def run_segmentation(
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
     config = model.config
     targets = [(target, config.class_names[class_index(config.class_names, target)]) for target in gradcam]
-    names = output_names(stem, uncertainty, [name for _, name in targets])
+    names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg)
     extra: dict[str, Any] = {}
 
     def inspect(probabilities, prepared) -> None:
@@ -97,6 +99,8 @@ def run_segmentation(
         labels = config.encode_labels(result.labels)
         results.write(names["seg"], lambda path: write_volume(path, labels, volume, kind="labels"))
         results.write(names["prob"], lambda path: write_volume(path, result.probabilities, volume, kind="image"))
+        if dicom_seg:
+            results.write(names["dicom_seg"], lambda path: write_model_dicom_seg(path, result.labels, volume, model))
         if uncertainty != "none":
             options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
                            progress=progress, should_stop=should_stop)  # fmt: skip
@@ -145,9 +149,11 @@ def probability_array(shape: tuple[int, ...], budget: int, folder: Path) -> np.n
         raise OSError(exc.errno, f"could not create {path} for the probabilities: {exc.strerror or exc}") from exc
 
 
-def output_names(stem: str, uncertainty: str, gradcam_classes: Sequence[str]) -> dict[str, str]:
+def output_names(stem: str, uncertainty: str, gradcam_classes: Sequence[str], *, dicom_seg: bool = False) -> dict[str, str]:
     """Output key -> file name of one case, the report last (see :func:`run_segmentation`)."""
     names = {"seg": f"{stem}_seg.nii.gz", "prob": f"{stem}_prob.nii.gz"}
+    if dicom_seg:
+        names["dicom_seg"] = f"{stem}_seg.dcm"
     if uncertainty != "none":
         names.update({key: f"{stem}_{key}.nii.gz" for key in UNCERTAINTY_MAPS})
     for name in gradcam_classes:
@@ -160,9 +166,50 @@ def output_family(stem: str) -> list[str]:
     """Glob patterns of every file a run for ``stem`` may write, whatever its options."""
     stem = glob.escape(stem)
     return [f"{stem}_{key}.nii.gz" for key in ("seg", "prob", *UNCERTAINTY_MAPS)] + [
+        f"{stem}_seg.dcm",
         f"{stem}_gradcam_*.nii.gz",
         f"{stem}_report.json",
     ]
+
+
+def write_model_dicom_seg(path: str | Path, labels: Any, source: Volume, model: Any, source_meta: dict | None = None) -> Path:
+    """A model's segmentation as a DICOM SEG referencing the scan's DICOM series.
+
+    Args:
+        path: the .dcm file to write.
+        labels: (z, y, x) class indices of ``model.config`` on ``source``'s grid.
+        source: the scan.
+        model: a loaded bundle (classes, colours, label values, name and version).
+        source_meta: where the scan came from (a layer's ``medseg`` metadata); default
+            ``source.meta``.
+
+    Raises:
+        VolumeWriteError: the scan was not read from DICOM, or its headers cannot be referenced.
+    """
+    from .io.dicom_seg import dicom_source_files, write_dicom_seg
+    from .report import model_identity
+
+    config, identity = model.config, model_identity(model)
+    name = identity["name"] or config.architecture
+    return write_dicom_seg(
+        path, labels, source, class_names=config.class_names, class_colors=config.rgba_colors(),
+        label_values=config.label_values, source_files=dicom_source_files(source_meta or source.meta),
+        algorithm=(name, str(identity["version"])), series_description=f"{name} segmentation",
+    )  # fmt: skip
+
+
+def export_dicom_seg(path: str | Path, labels: Any, source: Volume, source_meta: dict, model: Any) -> list[Path]:
+    """The panel's export: ``[path]`` written as by :func:`write_model_dicom_seg` when the
+    scan (described by ``source_meta``, a layer's ``medseg`` metadata) came from DICOM and
+    its headers allow a SEG; ``[]`` otherwise (logged when a DICOM scan cannot have one)."""
+    from .io.dicom_seg import dicom_seg_problem
+
+    problem = dicom_seg_problem(source_meta)
+    if problem is not None:
+        if source_meta.get("format") == "dicom":
+            logger.warning("%s: no DICOM SEG written: %s", path, problem)
+        return []
+    return [write_model_dicom_seg(path, labels, source, model, source_meta)]
 
 
 def safe_name(name: str) -> str:

@@ -74,7 +74,8 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
                     found[uid] = SeriesInfo(uid=uid, files=names)
     for info in found.values():
         info.description, info.modality = _describe(info.files[0])
-    return sorted(found.values(), key=lambda s: (-s.n_files, s.uid))
+    images = [info for info in found.values() if info.modality != "SEG"]  # SEGs are read as labels
+    return sorted(images, key=lambda s: (-s.n_files, s.uid))
 
 
 @contextmanager
@@ -304,8 +305,8 @@ def _unread_image_series(path: Path) -> str | None:
         return ""
     meta = getattr(ds, "file_meta", None)
     has_class = "SOPClassUID" in ds or (meta is not None and "MediaStorageSOPClassUID" in meta)
-    if has_class and "Rows" not in ds:
-        return None  # a DICOMDIR, report or plan: not an image
+    if has_class and ("Rows" not in ds or ds.get("Modality") == "SEG"):
+        return None  # a DICOMDIR, report, plan or segmentation: not an image
     return str(ds.get("SeriesInstanceUID", ""))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..types import Geometry, Volume
-from . import dicom, itk_headers, nifti, nifti_header, nifti_voxels
+from . import dicom, dicom_seg, itk_headers, nifti, nifti_header, nifti_voxels
 from ._sitk import geometry_from_sitk, image_from_array, quiet_itk
 from .errors import VolumeReadError
 from .limits import DEFLATE_MAX_RATIO, check_volume_allocation
@@ -54,8 +54,10 @@ def read_volume(path: str | Path, *, series_uid: str | None = None, keep_channel
     """Read a volume with its geometry.
 
     Args:
-        path: a NIfTI/NRRD/MHA/MHD file, a DICOM file (single or multi-frame), or a
-            folder holding DICOM series (searched recursively).
+        path: a NIfTI/NRRD/MHA/MHD file, a DICOM file (single or multi-frame), a
+            DICOM SEG file (segment numbers on its source series' grid, see
+            :func:`~napari_medseg.io.dicom_seg.read_dicom_seg`), or a folder holding
+            DICOM series (searched recursively; SEG objects in it are not series).
         series_uid: which series of a DICOM folder; default the one with most slices.
         keep_channels: keep vector images as (z, y, x, C); otherwise the first
             component is taken with a warning.
@@ -88,6 +90,8 @@ def _read_volume(path: Path, series_uid: str | None, keep_channels: bool) -> Vol
                 path, f"unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)} or a DICOM folder"
             )
         meta["format"] = kind
+        if kind == "dicom" and dicom_seg.is_dicom_seg(path):
+            return dicom_seg.read_dicom_seg(path)
         if kind == "dicom":
             image, extra = dicom.read_file(path)
         elif kind == "nifti":
