@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
                         help="further bundles for --uncertainty ensemble (default: the shipped bundles with the same classes)")  # fmt: skip
     parser.add_argument("--gradcam", nargs="+", default=[], metavar="CLASS", help="write Grad-CAM maps for these classes (name or index)")
     parser.add_argument("--gradcam-method", default="gradcam", choices=["gradcam", "gradcam++"])
+    parser.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
+                        help="also write <stem>_seg.dcm, a DICOM SEG referencing the source series "
+                             "(default: on for DICOM inputs whose headers allow it)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true",
                         help="replace this input's earlier results in OUTDIR (default: refuse before segmenting)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from .progress import ProgressBar
 
     volume = read_volume(args.input, series_uid=args.series)
+    dicom_seg = wants_dicom_seg(args.dicom_seg, volume, args.input)
     model = load_model(args.model, device="cpu")
     progress = None if args.quiet else ProgressBar("segment")
     ensemble = []
@@ -73,12 +77,33 @@ def run(args: argparse.Namespace) -> int:
         ensemble=ensemble,
         gradcam=args.gradcam,
         gradcam_method=args.gradcam_method,
+        dicom_seg=dicom_seg,
         overwrite=args.overwrite,
         progress=progress,
     )
     for path in outputs.values():
         print(path)
     return 0
+
+
+def wants_dicom_seg(asked: bool | None, volume, input_path) -> bool:
+    """Whether to write a DICOM SEG: as asked, or by default when the input allows one.
+
+    Raises:
+        ValueError: ``--dicom-seg`` asked for an input that cannot have one (named).
+    """
+    from ..io.dicom_seg import dicom_seg_problem
+
+    if asked is False:
+        return False
+    problem = dicom_seg_problem(volume.meta)
+    if problem is None:
+        return True
+    if asked:
+        raise ValueError(f"--dicom-seg: no DICOM SEG can be written for {input_path}: {problem}")
+    if volume.meta.get("format") == "dicom":
+        logger.warning("%s: no DICOM SEG written: %s", input_path, problem)
+    return False
 
 
 def _default_ensemble(model) -> list[str]:
