@@ -47,6 +47,28 @@ def image_layer_data(volume: Volume, name: str | None = None) -> tuple[np.ndarra
     return volume.array, kwargs, "image"
 
 
+def segmentation_layer_data(volume: Volume, name: str | None = None) -> tuple[np.ndarray, dict, str]:
+    """(data, kwargs, "labels") for a segmentation read from a file (a DICOM SEG): its
+    segments' colours and names, on the volume's grid."""
+    segments = sorted(volume.meta.get("segments", []), key=lambda s: s["number"])
+    colors: dict[int | None, tuple[float, ...]] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    names = ["background"]
+    for segment in segments:
+        names += [f"segment {n}" for n in range(len(names), segment["number"])]  # gaps in the numbering
+        names.append(segment["label"] or f"segment {segment['number']}")
+        if segment.get("color") is not None:
+            colors[segment["number"]] = (*(c / 255.0 for c in segment["color"]), 1.0)
+    metadata = layer_metadata(volume)
+    metadata[METADATA_KEY].update(
+        warnings=volume.warnings, class_names=names, segments=segments,
+        referenced_series_uid=volume.meta.get("referenced_series_uid"),
+    )  # fmt: skip
+    kwargs = {"name": name or volume_name(volume), "opacity": 0.5, "metadata": metadata, **layer_transform(volume.geometry)}
+    if len(colors) > 2:
+        kwargs["colormap"] = colors  # a mapping: napari makes it a direct label colormap
+    return volume.array, kwargs, "labels"
+
+
 def source_volume_from_state(data: np.ndarray, state: dict[str, Any]) -> Volume:
     """A volume (sharing ``data``) whose geometry is the layer's own transform.
 

@@ -1,4 +1,4 @@
-"""napari reader contribution: NIfTI, NRRD, MHA/MHD, DICOM files and folders."""
+"""napari reader contribution: NIfTI, NRRD, MHA/MHD, DICOM files and folders, DICOM SEG."""
 
 from __future__ import annotations
 
@@ -43,17 +43,28 @@ def _folder_is_ours(folder: Path) -> bool:
 
 
 def read_layers(path: str | list[str]) -> list[tuple]:
-    """Read each path into an image layer; errors name the file and the problem."""
-    from ._layers import image_layer_data
+    """Read each path into layers: an image, or a Labels layer for a DICOM SEG; a DICOM
+    folder also gives the SEGs in it that reference its series, on the series' grid.
+    Errors name the file and the problem."""
+    from ._layers import image_layer_data, segmentation_layer_data
     from .io import read_volume
+    from .io.dicom_seg import read_series_with_segs
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers = []
     for item in paths:
-        volume = read_volume(item)
-        data = image_layer_data(volume)
-        _notify(data[1]["metadata"]["medseg"]["warnings"], data[1]["name"])
-        layers.append(data)
+        volumes = read_series_with_segs(item) if Path(item).is_dir() else [read_volume(item)]
+        image_name = None
+        for volume in volumes:
+            if volume.meta.get("format") == "dicom-seg":
+                data = segmentation_layer_data(volume)
+                if image_name is not None:
+                    data[1]["metadata"]["medseg"]["image_layer"] = image_name
+            else:
+                data = image_layer_data(volume)
+                image_name = data[1]["name"]
+            _notify(data[1]["metadata"]["medseg"]["warnings"], data[1]["name"])
+            layers.append(data)
     return layers
 
 
