@@ -42,9 +42,10 @@ def cohort_folder(tmp_path, pydicom_files) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def client():
-    """A local cluster with two worker processes, shared by a module's tests."""
+    """A local cluster with two worker processes, shared by the cohort tests (the test that kills
+    a worker runs last: its module sorts last)."""
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:

@@ -28,6 +28,14 @@ def gunzipped(path) -> bytes:
     return gzip.decompress(path.read_bytes())
 
 
+def seg_content(path) -> tuple:
+    """A DICOM SEG's segments and frames, without the UIDs and times each write makes anew."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    return [s.SegmentLabel for s in ds.SegmentSequence], ds.PixelData, ds.ReferencedSeriesSequence[0].SeriesInstanceUID
+
+
 def case_files(folder) -> dict[str, tuple[str, int]]:
     """File name -> (hash, mtime_ns) of every file in a case folder."""
     return {p.name: (sha256(p), p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()}
@@ -53,7 +61,8 @@ def test_cohort_matches_segment_and_records_the_failure(cohort_folder, bundle, c
     assert page.count("data:image/png;base64,") == 5 and "function sortBy" in page
 
     # every case holds what `medseg segment` writes for that input: the same NIfTI bytes (header and
-    # voxels; only the gzip time stamp differs) and the same report but for its time stamp and timings
+    # voxels; only the gzip time stamp differs), the same report but for its time stamp and timings,
+    # and for the DICOM series the same SEG segments and frames (its UIDs are new at each write)
     for case_id, source in [(f"case{i}", cohort_folder / f"case{i}.nii.gz") for i in range(4)] + [
         ("CT5N", cohort_folder / "dicom" / "CT5N")
     ]:
@@ -68,6 +77,8 @@ def test_cohort_matches_segment_and_records_the_failure(cohort_folder, bundle, c
                 for key in VOLATILE_REPORT_KEYS:
                     ours.pop(key), theirs.pop(key)
                 assert ours == theirs, name
+            elif name.endswith(".dcm"):  # a DICOM SEG gets new UIDs and times at each write
+                assert seg_content(out / case_id / name) == seg_content(reference / name), name
             else:  # the gzip member header holds the write time: compare the NIfTI bytes inside
                 assert gunzipped(out / case_id / name) == gunzipped(reference / name), name
 
