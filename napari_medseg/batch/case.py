@@ -67,6 +67,7 @@ def _run_case(case: Case, out: Path, plan: CohortPlan, model: Any, ensemble: Seq
         device=str(next(model.parameters()).device), precision=plan.precision, batch_size=plan.batch_size,
         postprocessing=plan.postprocessing, uncertainty=plan.uncertainty, samples=plan.samples,
         ensemble=ensemble, gradcam=plan.gradcam, gradcam_method=plan.gradcam_method,
+        dicom_seg=wants_dicom_seg(plan.dicom_seg, volume, case.path),
         overwrite=True,  # this case has no manifest: whatever is there is half-written or stale
     )  # fmt: skip
     report = _read_json(outputs["report"])
@@ -77,6 +78,22 @@ def _run_case(case: Case, out: Path, plan: CohortPlan, model: Any, ensemble: Seq
     write_manifest(case_dir, manifest)
     logger.info("case %s done in %.1f s", case.case_id, row["seconds"])
     return row
+
+
+def wants_dicom_seg(asked: bool | None, volume, source: str) -> bool:
+    """Whether the case gets a DICOM SEG, decided as ``medseg segment`` decides.
+
+    Raises:
+        ValueError: one was asked for and the input cannot have one (named).
+    """
+    from ..io.dicom_seg import dicom_seg_problem
+
+    if asked is False:
+        return False
+    problem = dicom_seg_problem(volume.meta)
+    if problem is not None and asked:
+        raise ValueError(f"no DICOM SEG can be written for {source}: {problem}")
+    return problem is None
 
 
 def _write_thumbnail(case_dir: Path, volume, seg_path: Path, config) -> None:

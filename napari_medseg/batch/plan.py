@@ -21,6 +21,8 @@ class CohortPlan:
         weights_sha256: the bundle's weights hash (the manifest's model identity).
         ensemble: further bundles (resolved paths) for ``uncertainty="ensemble"``.
         device: "auto", "cpu", "cuda", "mps"; "auto" gives each worker a GPU when there are any.
+        dicom_seg: also write ``<stem>_seg.dcm``: None (as ``medseg segment``: for DICOM inputs
+            whose headers allow one), True (a case that cannot have one fails), False.
         other fields: as for :func:`napari_medseg.pipeline.run_segmentation`.
     """
 
@@ -36,6 +38,7 @@ class CohortPlan:
     ensemble: tuple[str, ...] = ()
     gradcam: tuple[str, ...] = ()
     gradcam_method: str = "gradcam"
+    dicom_seg: bool | None = None
 
     def model_identity(self) -> dict[str, Any]:
         """The model as the manifest records it (a different one means other results)."""

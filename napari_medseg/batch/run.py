@@ -45,6 +45,7 @@ def run_cohort(
     ensemble: Sequence[str] = (),
     gradcam: Sequence[str | int] = (),
     gradcam_method: str = "gradcam",
+    dicom_seg: bool | None = None,
     overwrite: bool = False,
     retries: int = 1,
     cluster: ClusterOptions | None = None,
@@ -65,7 +66,7 @@ def run_cohort(
         out: the cohort folder (created; locked while the run goes on).
         client: a ``distributed.Client`` to use as it is; None: one is started from ``cluster``.
         model, device, precision, batch_size, postprocessing, uncertainty, samples, ensemble,
-            gradcam, gradcam_method: as for ``medseg segment``.
+            gradcam, gradcam_method, dicom_seg: as for ``medseg segment``.
         overwrite: redo cases finished with another model, other options or changed inputs
             (without it such cases refuse the run before anything starts).
         retries: further tries of a failed case before it is recorded as failed (a case
@@ -97,7 +98,7 @@ def run_cohort(
         raise ValueError(f"no cases found in {', '.join(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs))}")
     plan = make_plan(model, device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
                      uncertainty=uncertainty, samples=samples, ensemble=ensemble, gradcam=gradcam,
-                     gradcam_method=gradcam_method)  # fmt: skip
+                     gradcam_method=gradcam_method, dicom_seg=dicom_seg)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out / COHORT_LOCK, what=f"cohort folder {out}"):
         rows, todo = _resume(cases, out, plan, overwrite)

@@ -44,6 +44,8 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ensemble", nargs="+", default=[], metavar="MODEL", help="further bundles for --uncertainty ensemble")
     group.add_argument("--gradcam", nargs="+", default=[], metavar="CLASS", help="write Grad-CAM maps for these classes")
     group.add_argument("--gradcam-method", default="gradcam", choices=["gradcam", "gradcam++"])
+    group.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
+                       help="also write <stem>_seg.dcm (default: for DICOM inputs whose headers allow it)")  # fmt: skip
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, model=args.model, device=args.device, precision=args.precision,
         batch_size=args.batch, postprocessing=not args.no_postprocess, uncertainty=args.uncertainty,
         samples=args.samples, ensemble=args.ensemble, gradcam=args.gradcam, gradcam_method=args.gradcam_method,
-        overwrite=args.overwrite, retries=args.retries, cluster=cluster, progress=line,
+        dicom_seg=args.dicom_seg, overwrite=args.overwrite, retries=args.retries, cluster=cluster, progress=line,
     )  # fmt: skip
     run_stats = table.attrs.get("run", {})
     print(f"{run_stats.get('ran', 0)} cases segmented, {run_stats.get('resumed', 0)} finished earlier, "
