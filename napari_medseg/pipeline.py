@@ -198,20 +198,6 @@ def write_model_dicom_seg(path: str | Path, labels: Any, source: Volume, model: 
     )  # fmt: skip
 
 
-def export_dicom_seg(path: str | Path, labels: Any, source: Volume, source_meta: dict, model: Any) -> list[Path]:
-    """The panel's export: ``[path]`` written as by :func:`write_model_dicom_seg` when the
-    scan (described by ``source_meta``, a layer's ``medseg`` metadata) came from DICOM and
-    its headers allow a SEG; ``[]`` otherwise (logged when a DICOM scan cannot have one)."""
-    from .io.dicom_seg import dicom_seg_problem
-
-    problem = dicom_seg_problem(source_meta)
-    if problem is not None:
-        if source_meta.get("format") == "dicom":
-            logger.warning("%s: no DICOM SEG written: %s", path, problem)
-        return []
-    return [write_model_dicom_seg(path, labels, source, model, source_meta)]
-
-
 def safe_name(name: str) -> str:
     """A class name as it appears in file names: lower case, other characters as ``_``."""
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
