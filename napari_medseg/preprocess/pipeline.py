@@ -120,24 +120,33 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
     """Map (K, z, y, x) model-grid probabilities into ``out``, (z, y, x, K) float32 on the input grid.
 
     One class at a time, written straight into ``out`` (which may be a disk-backed
-    ``numpy.memmap``): beyond ``out`` this holds one class on each grid, never a second
-    K-class volume; a memmap's pages are written out and released after each class. After a resampling the classes are clipped at 0 and renormalised to
-    sum to 1, ``slab`` input slices at a time. Returns ``out``.
+    ``numpy.memmap``, whose pages are written out and released after each slab): beyond
+    ``out`` this holds one class on each grid, never a second K-class volume. After a
+    resampling the classes are clipped at 0 and renormalised to sum to 1, ``slab`` input
+    slices at a time. Returns ``out``.
     """
     k = probabilities.shape[0]
     expected = (*prepared.input_shape, k)
     if out.shape != expected or out.dtype != np.float32:
         raise ValueError(f"output array {out.shape} {out.dtype} must be {expected} float32")
     for c in range(k):
-        target = prepared.reorientation.apply(out[..., c])  # canonical layout, a view of ``out``
+        image = None
         if prepared.resampled:
             image = resample_image(probabilities[c], prepared.geometry, prepared.canonical_geometry,
                                    prepared.canonical_shape, linear=True)  # fmt: skip
-            np.maximum(_array_view(image), 0, out=target)
-            del image
+            values = prepared.reorientation.invert(_array_view(image))  # input layout, a view
         else:
-            target[...] = probabilities[c]
-        release_pages(out)
+            values = prepared.reorientation.invert(probabilities[c])
+        for start in range(0, out.shape[0], slab):
+            # ``out`` interleaves the classes: one class dirties all of a memmap's pages, so
+            # they are released slab by slab, not once per class.
+            target = out[start : start + slab, ..., c]
+            if image is not None:
+                np.maximum(values[start : start + slab], 0, out=target)
+            else:
+                target[...] = values[start : start + slab]
+            release_pages(out)
+        del image, values
     if prepared.resampled:
         for start in range(0, out.shape[0], slab):
             block = out[start : start + slab]
