@@ -264,7 +264,8 @@ def segment(
     """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
 
     ``inspect(probabilities, prepared)``, if given, sees the network's own (K, z, y, x)
-    probabilities on the model grid before post-processing (used for the OOD score).
+    probabilities on the model grid before post-processing (used for the OOD score); it
+    must not keep them: post-processing then rewrites that array in place.
     ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
     (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
     ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.
