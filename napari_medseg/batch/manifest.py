@@ -106,14 +106,14 @@ def case_state(case: Case, case_dir: Path, *, model: Mapping[str, Any], options:
         (state, manifest): ``"finished"`` (skip it), ``"missing"`` (no manifest: never
         finished or half-written), ``"damaged"`` (an output is missing or changed: redo it),
         or ``"changed"`` (other model, options or input files: results would be replaced).
+        Input files found at another path with the same names and content count as the same.
     """
     manifest = read_manifest(case_dir)
     if manifest is None:
         return MISSING, None
     if manifest.get("model") != _json_round_trip(model) or manifest.get("options") != _json_round_trip(options):
         return CHANGED, manifest
-    recorded = manifest.get("inputs", {})
-    if set(recorded) != set(case.files) or not all(_unchanged(Path(name), recorded[name]) for name in case.files):
+    if not _same_inputs(case, manifest):
         return CHANGED, manifest
     outputs = manifest.get("outputs", {})
     if not outputs or not all(_unchanged(case_dir / name, record) for name, record in outputs.items()):
@@ -131,6 +131,19 @@ def difference(manifest: Mapping[str, Any], *, model: Mapping[str, Any], options
     if changed:
         return "options " + ", ".join(f"{key}={old.get(key)!r}" for key in changed)
     return "input files that have changed since"
+
+
+def _same_inputs(case: Case, manifest: Mapping[str, Any]) -> bool:
+    """The recorded input files, unchanged; or, when the cohort's files moved, the same
+    content (names and hashes) at their new place."""
+    recorded = manifest.get("inputs", {})
+    if set(recorded) == set(case.files):
+        return all(_unchanged(Path(name), recorded[name]) for name in case.files)
+    try:
+        moved = {name: {"sha256": file_sha256(name)} for name in case.files}
+    except OSError:
+        return False
+    return inputs_digest(moved) == manifest.get("inputs_sha256")
 
 
 def _unchanged(path: Path, record: Mapping[str, Any]) -> bool:

@@ -78,3 +78,16 @@ def test_errors_that_cannot_travel_become_case_errors():
     assert portable(kept) is kept
     converted = portable(Local("boom"))
     assert isinstance(converted, CaseError) and str(converted) == "Local: boom"
+
+
+def test_moved_inputs_with_the_same_content_stay_finished(finished_case, tmp_path):
+    out, case, plan, _ = finished_case
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "case0.nii.gz").write_bytes(open(case.path, "rb").read())
+    (moved_case,) = discover_cases([moved / "case0.nii.gz"])
+    state, _ = case_state(moved_case, out / case.case_id, model=plan.model_identity(), options=plan.options())
+    assert state == FINISHED
+    (moved / "case0.nii.gz").write_bytes(b"other content")
+    state, _ = case_state(moved_case, out / case.case_id, model=plan.model_identity(), options=plan.options())
+    assert state == "changed"
