@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-__all__ = ["ClusterOptions", "local_sizes", "open_client"]
+__all__ = ["ClusterOptions", "jobqueue_cluster", "local_sizes", "open_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ def open_client(options: ClusterOptions) -> Iterator:
     if options.scheduler == "local":
         cluster = _local_cluster(options)
     elif options.scheduler in ("slurm", "pbs"):
-        cluster = _jobqueue_cluster(options)
+        cluster = jobqueue_cluster(options)
+        cluster.scale(options.workers or 1)  # submits the jobs
+        logger.info("submitted %d %s jobs like this one:\n%s", options.workers or 1, options.scheduler, cluster.job_script())
     else:
         with Client(options.scheduler) as client:
             yield client
@@ -112,8 +114,9 @@ def _local_cluster(options: ClusterOptions):
         )  # fmt: skip
 
 
-def _jobqueue_cluster(options: ClusterOptions):
-    """One job per worker: ``threads_per_worker`` cores, the memory and GPUs asked for.
+def jobqueue_cluster(options: ClusterOptions):
+    """A SLURM or PBS cluster (no job submitted yet) of one job per worker:
+    ``threads_per_worker`` cores (4 by default), the memory and GPUs asked for.
 
     Such a worker has as many Dask threads as cores; the worker's model lock still lets one
     case at a time run there, with all the cores."""
@@ -137,8 +140,6 @@ def _jobqueue_cluster(options: ClusterOptions):
     else:
         spec = f"select=1:ncpus={threads}:mem={memory}" + (f":ngpus={options.gpus_per_worker}" if options.gpus_per_worker else "")
         cluster = dask_jobqueue.PBSCluster(job_extra_directives=extra, resource_spec=spec, **common)
-    cluster.scale(options.workers or 1)
-    logger.info("submitted %d %s jobs:\n%s", options.workers or 1, options.scheduler, cluster.job_script())
     return cluster
 
 
