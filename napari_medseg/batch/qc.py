@@ -76,7 +76,7 @@ def write_qc_page(table, out: Path, thumbnail_of) -> Path:
         out: the cohort folder.
         thumbnail_of: ``case_id -> PNG bytes or None``.
     """
-    from .table import _atomic
+    from .table import write_atomically
 
     rows = table.sort_values(["flagged", "case_id"], ascending=[False, True], kind="stable")
     columns = [c for c in rows.columns if c not in ("input", "folder")]
@@ -90,7 +90,7 @@ def write_qc_page(table, out: Path, thumbnail_of) -> Path:
     header = "".join(f'<th onclick="sortBy({i + 1})">{html.escape(c)}</th>' for i, c in enumerate(columns))
     page = _PAGE.format(n=len(rows), flagged=int(rows["flagged"].astype(bool).sum()) if len(rows) else 0,
                         header=header, body="\n".join(body))  # fmt: skip
-    return _atomic(out / QC_NAME, lambda path: Path(path).write_text(page, encoding="utf-8"))
+    return write_atomically(out / QC_NAME, lambda path: Path(path).write_text(page, encoding="utf-8"))
 
 
 def _cell(value: Any) -> str:

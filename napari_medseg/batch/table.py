@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from .inputs import Case
 
-__all__ = ["CSV_NAME", "PARQUET_NAME", "failed_row", "pending_row", "read_table", "row_from_report", "write_table"]
+__all__ = ["CSV_NAME", "PARQUET_NAME", "failed_row", "pending_row", "read_table", "row_from_report", "write_atomically", "write_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +103,13 @@ def make_table(rows: Sequence[Mapping[str, Any]]):
 def write_table(table, out: Path) -> dict[str, Path]:
     """Write ``cohort.csv`` (always) and ``cohort.parquet`` (when pyarrow is importable),
     each atomically; returns "csv" (and "parquet") -> path."""
-    written = {"csv": _atomic(out / CSV_NAME, lambda path: table.to_csv(path, index=False))}
+    written = {"csv": write_atomically(out / CSV_NAME, lambda path: table.to_csv(path, index=False))}
     try:
         import pyarrow  # noqa: F401 - only to know whether Parquet can be written
     except ImportError:
         logger.info("%s not written: Parquet needs pyarrow (pip install pyarrow)", out / PARQUET_NAME)
         return written
-    written["parquet"] = _atomic(out / PARQUET_NAME, lambda path: table.to_parquet(path, index=False))
+    written["parquet"] = write_atomically(out / PARQUET_NAME, lambda path: table.to_parquet(path, index=False))
     return written
 
 
@@ -133,7 +133,7 @@ def read_table(path: str | os.PathLike):
     return table
 
 
-def _atomic(path: Path, writer) -> Path:
+def write_atomically(path: Path, writer) -> Path:
     """Write through a temporary file in the same folder and rename it into place."""
     temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
     try:
