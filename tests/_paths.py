@@ -7,4 +7,4 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+ARTIFACTS = Path(os.environ.get("MEDSEG_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from tests._paths import ARTIFACTS, SHARED_DATA
+
+# One Qt binding per process: napari (through qtpy) must use the one pytest-qt drives.
+# PYTEST_QT_API chooses (default: qt_api in pyproject.toml, PyQt6); QT_API follows unless set.
+os.environ.setdefault("QT_API", os.environ.get("PYTEST_QT_API", "pyqt6"))
 
 
 def _pydicom_files() -> Path:
