@@ -132,6 +132,7 @@ def jobqueue_cluster(options: ClusterOptions):
     common = dict(
         cores=threads, processes=1, memory=memory, walltime=options.walltime, queue=options.queue,
         account=options.account, job_script_prologue=[f"export {k}={v}" for k, v in _thread_env(threads).items()],
+        scheduler_options={"dashboard_address": options.dashboard_address},
     )  # fmt: skip
     if options.scheduler == "slurm":
         if options.gpus_per_worker:
