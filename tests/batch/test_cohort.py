@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -141,6 +144,24 @@ def test_cli_on_a_running_scheduler(cohort_folder, bundle, client, tmp_path, cap
     assert "5 cases segmented, 0 finished earlier, 1 failed" in captured.out
     assert "failed: broken: VolumeReadError" in captured.err and "cohort: 6/6 cases" in captured.err
     assert (out / "cohort.csv").is_file() and (out / "qc.html").is_file()
+
+
+def test_ctrl_c_writes_the_table_and_exits_130(bundle, client, tmp_path):
+    write_scans(tmp_path / "scans", [(16, 64, 64)] * 10)
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "import sys; from napari_medseg.cli import main; sys.exit(main())", "batch",
+               str(tmp_path / "scans"), "-o", str(out), "--model", str(bundle), "--scheduler", client.scheduler.address]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:  # without a terminal the progress line comes every 10%
+        if line.startswith("cohort: ") and not line.startswith("cohort: 0/"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in rest
+    table = read_table(out)
+    assert len(table) == 10 and (table.status == "pending").any() and (table.status == "done").any()
+    assert not (out / ".medseg-cohort.lock").exists()
+    _wait_until_idle(client)
 
 
 def _wait_until_idle(client, timeout: float = 30) -> None:
