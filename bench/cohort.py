@@ -3,8 +3,9 @@
     python bench/cohort.py [--cases 20] [--model brain-tissue-unet] [--spacing 2.0] [--out DIR]
 
 The cases are copies of the dev subject's T1 (``shared/data/dev-subject/t1.nii.gz``)
-resampled to ``--spacing`` mm (small cases by default), each with a little noise of its
-own so that no two files are the same. It times, on the same cases and model:
+resampled to ``--spacing`` mm (small files by default; the model still segments on its own
+1 mm grid, so the network's work per case is that of a full-size scan), each with a little
+noise of its own so that no two files are the same. It times, on the same cases and model:
 
 - ``shell_loop``: ``for f in cases; do medseg segment $f -o ...; done`` (one process per
   case: Python, torch and the model are loaded every time; torch uses every core);
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--model", default="brain-tissue-unet")
-    parser.add_argument("--spacing", type=float, default=2.0, help="voxel size of the cases in mm (default 2.0: small)")
+    parser.add_argument("--spacing", type=float, default=2.0, help="voxel size of the case files in mm (default 2.0: small files)")
     parser.add_argument("--source", type=Path, default=DEV_T1)
     parser.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
     args = parser.parse_args(argv)
