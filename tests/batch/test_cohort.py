@@ -164,7 +164,12 @@ def test_ctrl_c_writes_the_table_and_exits_130(bundle, client, tmp_path):
     _wait_until_idle(client)
 
 
-def _wait_until_idle(client, timeout: float = 30) -> None:
+def _executing(dask_worker=None) -> int:
+    return dask_worker.state.executing_count
+
+
+def _wait_until_idle(client, timeout: float = 60) -> None:
+    """Until no worker runs a task: a cancelled case still running is not in the scheduler's view."""
     deadline = time.monotonic() + timeout
-    while any(client.processing().values()) and time.monotonic() < deadline:
+    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
         time.sleep(0.1)
