@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..preprocess.pipeline import release_pages
 from ..types import Geometry
 from .nifti_header import NIFTI2_HEADER_SIZE, NIFTI2_MAGIC, data_offset, data_shape, open_maybe_gzip, parse_header, read_extensions
 
@@ -28,6 +29,9 @@ NIFTI1_MAX_EXTENT = 32767  # dim[] is int16 in NIfTI-1
 EXTENSION_CODE = 40  # NIFTI_ECODE range above 32 is free for applications; 40 = ours
 EXTENSION_TAG = "napari-medseg-geometry"
 GEOMETRY_FIELDS = ("qform_code", "sform_code", "quatern", "qoffset", "pixdim", "srow")
+# Voxel data goes to the file in blocks of about this many bytes (a z-slab of one channel);
+# the gzip stream holds about as much again in compressed bytes per block.
+WRITE_BLOCK_BYTES = 1 << 22
 
 _DTYPE_CODES = {
     np.dtype(np.uint8): (2, 8),
@@ -206,11 +210,9 @@ def write_nifti(
     nz, ny, nx = array.shape[:3]
     if array.ndim == 4:
         dims = [5, nx, ny, nz, 1, array.shape[3], 1, 1]
-        data = np.moveaxis(array, 3, 0)  # NIfTI order: x fastest, then y, z, t, component
         intent_code = 1007  # NIFTI_INTENT_VECTOR
     else:
         dims = [3, nx, ny, nz, 1, 1, 1, 1]
-        data = array
         intent_code = 0
     fields = dict(source_fields) if source_fields else fields_from_geometry(geometry)
     fields["pixdim"] = list(fields["pixdim"])[:4] + [1.0, 1.0, 1.0, 1.0]
@@ -236,7 +238,34 @@ def write_nifti(
         handle.write(struct.pack("<4B", 1, 0, 0, 0))
         handle.write(struct.pack("<2i", extension_size, EXTENSION_CODE))
         handle.write(payload)
-        handle.write(np.ascontiguousarray(data, dtype=dtype.newbyteorder("<")).tobytes())
+        write_voxels(handle, array, dtype.newbyteorder("<"))
+
+
+def write_voxels(handle, array: np.ndarray, dtype: np.dtype, block_bytes: int = WRITE_BLOCK_BYTES) -> None:
+    """Write ``array`` to ``handle`` in NIfTI voxel order as ``dtype``, one block at a time.
+
+    Args:
+        handle: a binary file or gzip stream.
+        array: (z, y, x) or (z, y, x, C), any layout, in memory or a ``numpy.memmap``.
+        dtype: the stored dtype (little-endian).
+        block_bytes: about the bytes of one block (at least one z-slice of one channel).
+
+    NIfTI order is x fastest, then y, z, and the channel last, so the file holds channel
+    0's whole volume, then channel 1's: blocks are z-slabs of one channel, converted on
+    their own. Beyond ``array`` this holds one block, never a copy of the volume; a
+    memmap's pages are released after each block.
+    """
+    channels = array.shape[3] if array.ndim == 4 else 1
+    slice_bytes = max(1, math.prod(array.shape[1:3]) * dtype.itemsize)
+    slab = max(1, block_bytes // slice_bytes)
+    for c in range(channels):
+        volume = array[..., c] if array.ndim == 4 else array
+        for start in range(0, volume.shape[0], slab):
+            block = np.ascontiguousarray(volume[start : start + slab], dtype=dtype)
+            if block.size:  # a memoryview of an empty array cannot be cast to bytes
+                handle.write(memoryview(block).cast("B"))
+            del block
+            release_pages(array)
 
 
 def _pack_nifti1(dims, datatype, bitpix, intent_code, fields, vox_offset) -> bytearray:

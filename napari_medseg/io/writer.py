@@ -70,9 +70,12 @@ def write_volume(
     if array.ndim not in (3, 4):
         raise VolumeWriteError(path, f"array of shape {array.shape} must be (z, y, x) or (z, y, x, C)")
     try:
-        data = np.ascontiguousarray(array, dtype=output_dtype(array, kind))
+        dtype = output_dtype(array, kind)
     except ValueError as exc:
         raise VolumeWriteError(path, str(exc)) from exc
+    # Converted only when the dtype changes (labels): the NIfTI writer reads any layout,
+    # block by block, so large probabilities (possibly a memmap) are never copied whole.
+    data = array if array.dtype == dtype else array.astype(dtype)
     if not path.parent.exists():
         raise VolumeWriteError(path, f"folder {path.parent} does not exist")
 
@@ -85,7 +88,7 @@ def write_volume(
                 temporary, data, geometry, _source_nifti_fields(like, geometry), version=nifti_version
             )
         else:
-            image = image_from_array(data, geometry)
+            image = image_from_array(np.ascontiguousarray(data), geometry)
             image.SetMetaData(GEOMETRY_KEY, _geometry_json(geometry))
             sitk.WriteImage(image, temporary, useCompression=True)
         os.replace(temporary, path)
