@@ -52,6 +52,8 @@ from .decompose import entropy
 logger = logging.getLogger(__name__)
 
 MAIN_SCORE = "foreground_entropy"
+# Voxels per slab when scoring: keeps the float64 entropy temporaries at a few MB.
+SLAB_VOXELS = 1 << 20
 #: Known score names (``config.extra["ood"]["score"]``) and what they measure.
 SCORES = {MAIN_SCORE: "mean normalised entropy H(p)/log K of the plain prediction over its predicted foreground"}
 
@@ -114,28 +116,55 @@ def ood_score(
     Returns:
         ``{"foreground_entropy", "foreground_fraction", "foreground_ml",
         "foreground_epistemic"}`` (the last None without ``epistemic``).
+
+    The volume is visited in slabs along its first spatial axis (about
+    ``SLAB_VOXELS`` voxels each), so the working arrays (the argmax, the float64
+    entropy) are slab-sized; the means are sums over slabs, equal to whole-volume means
+    up to float64 rounding.
     """
     p = np.asarray(probabilities)
-    k = p.shape[channel_axis]
+    axis = channel_axis % max(p.ndim, 1)
+    k = p.shape[axis]
     if k < 2:
         raise ValueError(f"probabilities of shape {p.shape} need at least 2 classes on axis {channel_axis}")
-    foreground = np.argmax(p, axis=channel_axis) != 0
-    count = int(foreground.sum())
-    if count:
-        score = float(entropy(p, axis=channel_axis)[foreground].mean(dtype=np.float64) / math.log(k))
-    else:
-        score = 1.0
+    spatial_shape = p.shape[:axis] + p.shape[axis + 1 :]
+    if epistemic is not None:
+        epistemic = np.asarray(epistemic)
+        if epistemic.shape != spatial_shape:
+            raise ValueError(f"epistemic of shape {epistemic.shape} must match {spatial_shape}")
+    count, entropy_sum, mi_sum = 0, 0.0, 0.0
+    for region in _slabs(spatial_shape):
+        block = p[region[:axis] + (slice(None),) + region[axis:]]
+        foreground = np.argmax(block, axis=axis) != 0
+        n = int(foreground.sum())
+        if not n:
+            continue
+        count += n
+        entropy_sum += float(entropy(block, axis=axis)[foreground].sum(dtype=np.float64))
+        if epistemic is not None:
+            mi_sum += float(epistemic[region][foreground].sum(dtype=np.float64))
+    score = entropy_sum / count / math.log(k) if count else 1.0
     mi = None
     if epistemic is not None:
-        if np.shape(epistemic) != foreground.shape:
-            raise ValueError(f"epistemic of shape {np.shape(epistemic)} must match {foreground.shape}")
-        mi = float(np.asarray(epistemic)[foreground].mean(dtype=np.float64)) if count else 0.0
+        mi = mi_sum / count if count else 0.0
+    size = math.prod(spatial_shape)
     return {
         MAIN_SCORE: min(max(score, 0.0), 1.0),
-        "foreground_fraction": count / foreground.size if foreground.size else 0.0,
+        "foreground_fraction": count / size if size else 0.0,
         "foreground_ml": count * float(np.prod(spacing)) / 1000.0,
         "foreground_epistemic": mi,
     }
+
+
+def _slabs(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Index tuples (one slice per axis of ``shape``) cutting it into slabs of about
+    ``SLAB_VOXELS`` voxels along its first axis; one region for a 0-d shape."""
+    if not shape:
+        return [()]
+    per_slice = max(1, math.prod(shape[1:]))
+    step = max(1, SLAB_VOXELS // per_slice)
+    rest = (slice(None),) * (len(shape) - 1)
+    return [(slice(start, start + step), *rest) for start in range(0, max(shape[0], 1), step)]
 
 
 def assess_ood(

@@ -1,0 +1,67 @@
+"""The OOD score visits the volume in slabs: the same signals as a whole-volume pass (up
+to float64 rounding of the sums), with slab-sized working arrays."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from napari_medseg.uncertainty import ood
+from napari_medseg.uncertainty.decompose import entropy
+
+# The means are sums over slabs instead of one float64 sum: equal to about 1e-15 here;
+# a threshold decision can change only for a score within this of the threshold.
+REL_TOLERANCE = 1e-12
+
+
+def _reference(p: np.ndarray, spacing, channel_axis: int, epistemic) -> dict:
+    """The whole-volume computation the slabbed one replaces."""
+    k = p.shape[channel_axis]
+    foreground = np.argmax(p, axis=channel_axis) != 0
+    count = int(foreground.sum())
+    score = float(entropy(p, axis=channel_axis)[foreground].mean(dtype=np.float64) / math.log(k)) if count else 1.0
+    mi = float(epistemic[foreground].mean(dtype=np.float64)) if count else 0.0
+    return {
+        ood.MAIN_SCORE: min(max(score, 0.0), 1.0),
+        "foreground_fraction": count / foreground.size,
+        "foreground_ml": count * float(np.prod(spacing)) / 1000.0,
+        "foreground_epistemic": mi,
+    }
+
+
+def _softmax(shape, seed: int, axis: int) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(0, 2, shape).astype(np.float32)
+    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("channel_axis", [0, -1])
+@pytest.mark.parametrize("spatial", [(37, 11, 13), (23, 29)])
+@pytest.mark.parametrize("slab_voxels", [1, 150, 1 << 20])
+def test_slabbed_signals_match_the_whole_volume(monkeypatch, channel_axis, spatial, slab_voxels):
+    monkeypatch.setattr(ood, "SLAB_VOXELS", slab_voxels)
+    shape = (4, *spatial) if channel_axis == 0 else (*spatial, 4)
+    p = _softmax(shape, 0, channel_axis)
+    epistemic = np.random.default_rng(1).random(spatial).astype(np.float32)
+    spacing = (1.2, 0.9, 0.7)[: len(spatial)]
+    got = ood.ood_score(p, spacing=spacing, channel_axis=channel_axis, epistemic=epistemic)
+    want = _reference(p, spacing, channel_axis, epistemic)
+    assert got["foreground_fraction"] == want["foreground_fraction"]
+    assert got["foreground_ml"] == want["foreground_ml"]
+    for key in (ood.MAIN_SCORE, "foreground_epistemic"):
+        assert got[key] == pytest.approx(want[key], rel=REL_TOLERANCE, abs=0)
+
+
+def test_scoring_holds_slabs_not_volumes(monkeypatch):
+    monkeypatch.setattr(ood, "SLAB_VOXELS", 1 << 14)
+    p = _softmax((4, 64, 64, 64), 2, 0)  # 4 MiB
+    tracemalloc.start()
+    try:
+        ood.ood_score(p)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < p.nbytes / 5, f"peak {peak} bytes for probabilities of {p.nbytes}"
