@@ -59,12 +59,48 @@ def opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, flo
     """
     if radius_mm <= 0 or not mask.any():
         return mask
-    core = ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm
+    core = distance_threshold(mask, spacing, radius_mm, beyond=True)
     if not core.any():
         return mask
     core = largest_component(core)
-    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius_mm + max(spacing)
+    grown = distance_threshold(~core, spacing, radius_mm + max(spacing), beyond=False)
     return largest_component(mask & grown)
+
+
+def distance_threshold(
+    mask: np.ndarray, spacing: tuple[float, ...], threshold_mm: float, *, beyond: bool, slab: int = 16
+) -> np.ndarray:
+    """``distance_transform_edt(mask, sampling=spacing) > threshold_mm`` (``beyond``) or
+    ``<= threshold_mm``: bool, the shape of ``mask`` (z, y, x), distances in mm.
+
+    Bit for bit scipy's result: the same feature transform (int32 (3, z, y, x)), then
+    scipy's own distance arithmetic ``slab`` slices at a time. scipy builds the
+    distances from three more int32 and float64 volumes (about 48 bytes a voxel at
+    once); this holds the feature transform and one slab's working arrays.
+    """
+    features = ndimage.distance_transform_edt(mask, sampling=spacing, return_distances=False, return_indices=True)
+    sampling = np.asarray(spacing, dtype=np.float64)
+    out = np.empty(mask.shape, dtype=bool)
+    for start in range(0, mask.shape[0], slab):
+        block = features[:, start : start + slab]
+        grid = np.indices(block.shape[1:], dtype=np.int32)
+        grid[0] += start
+        offsets = (block - grid).astype(np.float64)
+        for axis in range(len(sampling)):
+            offsets[axis] *= sampling[axis]
+        np.multiply(offsets, offsets, offsets)
+        distance = np.sqrt(np.add.reduce(offsets, axis=0))
+        out[start : start + slab] = distance > threshold_mm if beyond else distance <= threshold_mm
+    return out
+
+
+def foreground_mask(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
+    """``argmax(probabilities, axis=0) > 0`` for (K, z, y, x) probabilities: bool (z, y, x),
+    ``slab`` slices at a time (a whole-volume argmax is an int64 volume)."""
+    out = np.empty(probabilities.shape[1:], dtype=bool)
+    for start in range(0, out.shape[0], slab):
+        out[start : start + slab] = np.argmax(probabilities[:, start : start + slab], axis=0) > 0
+    return out
 
 
 def brain_mask(
@@ -93,7 +129,7 @@ def brain_mask(
             probability (z, y, x); returns where the brain may be (e.g. a registered
             atlas), or None to keep everything.
     """
-    foreground = np.argmax(probabilities, axis=0) > 0
+    foreground = foreground_mask(probabilities)
     support = image != 0
     if (~support).mean() >= 0.2 and support.any():
         support = largest_component(support)
@@ -169,8 +205,7 @@ def fit_mixture(
     k = probabilities.shape[0]
     if not mask.any() or k < 2:
         return None
-    index = np.flatnonzero(mask)
-    index = index[:: max(1, -(-index.size // max_voxels))]
+    index = every_nth_index(mask, max_voxels)
     values = image.reshape(-1)[index].astype(np.float64)
     prior = probabilities.reshape(k, -1)[1:, index].astype(np.float64)
     prior = np.maximum(prior / np.maximum(prior.sum(axis=0, keepdims=True), 1e-12), min_prior)
@@ -197,6 +232,22 @@ def fit_mixture(
     if mixture is not None:
         logger.info("EM tissue means %s, sd %s", np.round(mixture.means, 3), np.round(np.sqrt(mixture.variances), 3))
     return mixture
+
+
+def every_nth_index(mask: np.ndarray, max_voxels: int, slab: int = 16) -> np.ndarray:
+    """Flat (raster-order) indices of every n-th True voxel of ``mask`` (z, y, x), n the
+    smallest step leaving at most ``max_voxels``: ``flatnonzero(mask)[::n]``, int64,
+    without the int64 index of every True voxel (``slab`` slices at a time)."""
+    count = int(np.count_nonzero(mask))
+    step = max(1, -(-count // max_voxels))
+    flat = mask.reshape(mask.shape[0], -1)
+    chosen, seen = [], 0
+    for start in range(0, flat.shape[0], slab):
+        local = np.flatnonzero(flat[start : start + slab])
+        first = (-seen) % step  # the next kept voxel's rank within this slab
+        chosen.append(local[first::step] + start * flat.shape[1])
+        seen += local.size
+    return np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
 
 
 def apply_mixture(

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from napari_medseg.inference.refine import em_refine, largest_component
+from napari_medseg.inference.refine import (
+    distance_threshold,
+    em_refine,
+    every_nth_index,
+    foreground_mask,
+    largest_component,
+    opening,
+)
 
 
 def test_largest_component_drops_islands_and_fills_holes():
@@ -95,3 +103,79 @@ def test_a_confident_network_overrides_the_mixture_inside_the_mask_only():
     assert np.argmax(out, axis=0).tolist() == [[3, 3, 1, 1]]  # not where unsure, not outside the mask
     np.testing.assert_array_equal(out[:, 0, 0], network[:, 0, 0])
     assert np.argmax(post, axis=0).tolist() == [[1, 1, 1, 1]]  # the input is left alone
+
+
+# --- memory: the same results with slab-sized working arrays -------------------------
+
+
+def _blobs(shape=(23, 19, 17), seed=0) -> np.ndarray:
+    """A random bool (z, y, x) mask of smooth blobs (thin bridges, holes, islands)."""
+    from scipy import ndimage
+
+    noise = np.random.default_rng(seed).random(shape)
+    return ndimage.gaussian_filter(noise, 1.5) > 0.5
+
+
+@pytest.mark.parametrize("slab", [1, 4, 100])
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 0.7, 0.9)])
+def test_distance_threshold_is_scipys_comparison_bit_for_bit(slab, spacing):
+    from scipy import ndimage
+
+    for seed, mask in enumerate([_blobs(seed=1), ~_blobs(seed=2), np.ones((5, 6, 7), bool), np.zeros((5, 6, 7), bool)]):
+        distances = ndimage.distance_transform_edt(mask, sampling=spacing)
+        for threshold in (0.5, 1.0, 2.1, 5.0):
+            beyond = distance_threshold(mask, spacing, threshold, beyond=True, slab=slab)
+            within = distance_threshold(mask, spacing, threshold, beyond=False, slab=slab)
+            np.testing.assert_array_equal(beyond, distances > threshold, err_msg=f"mask {seed}")
+            np.testing.assert_array_equal(within, distances <= threshold, err_msg=f"mask {seed}")
+
+
+def test_opening_is_unchanged_by_the_slabbed_distances():
+    from scipy import ndimage
+
+    def reference(mask, radius_mm, spacing):  # the whole-volume code it replaces
+        core = ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm
+        if not core.any():
+            return mask
+        core = largest_component(core)
+        grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius_mm + max(spacing)
+        return largest_component(mask & grown)
+
+    for seed in range(3):
+        mask = _blobs((30, 26, 22), seed)
+        for radius, spacing in ((1.5, (1.0, 1.0, 1.0)), (2.0, (1.8, 0.8, 0.9))):
+            np.testing.assert_array_equal(opening(mask, radius, spacing), reference(mask, radius, spacing))
+
+
+def test_distance_threshold_holds_the_feature_transform_not_scipys_float64_volumes():
+    import tracemalloc
+
+    mask = _blobs((64, 64, 64))
+    tracemalloc.start()
+    try:
+        distance_threshold(mask, (1.0, 0.8, 0.8), 3.0, beyond=True, slab=4)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # int8 input + int32 (3, ...) features + the bool result + slabs: about 14 bytes a
+    # voxel; scipy's distances alone take about 48 at once.
+    assert peak < 20 * mask.size, f"peak {peak / mask.size:.1f} bytes per voxel"
+
+
+def test_foreground_mask_is_argmax_above_background_ties_included():
+    rng = np.random.default_rng(4)
+    p = rng.integers(0, 3, (4, 9, 5, 6)).astype(np.float32)  # many ties, background first wins
+    for slab in (1, 4, 16):
+        np.testing.assert_array_equal(foreground_mask(p, slab=slab), np.argmax(p, axis=0) > 0)
+
+
+@pytest.mark.parametrize("max_voxels", [1, 7, 50, 10**6])
+def test_every_nth_index_is_a_strided_flatnonzero(max_voxels):
+    mask = _blobs((13, 11, 9), seed=5)
+    index = np.flatnonzero(mask)
+    expected = index[:: max(1, -(-index.size // max_voxels))]
+    for slab in (1, 3, 16):
+        got = every_nth_index(mask, max_voxels, slab=slab)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    assert every_nth_index(np.zeros((3, 4, 5), bool), 10).size == 0
