@@ -61,7 +61,8 @@ def prepare(volume: Volume, *, orientation: str, spacing: tuple[float, float, fl
     else:
         image = np.ascontiguousarray(canonical.array, dtype=np.float32)
     if normalize:
-        image = normalize_intensity(image)
+        # ``image`` is new unless the scan was already float32 in the model's layout.
+        image = normalize_intensity(image, in_place=not np.may_share_memory(image, volume.array))
     return Prepared(
         image=image,
         geometry=geometry,
