@@ -32,5 +32,6 @@ def test_killed_worker_loses_no_case(bundle, client, tmp_path):
         names = {p.name for p in (out / f"case{i}").iterdir()}
         assert names == {f"case{i}_seg.nii.gz", f"case{i}_prob.nii.gz", f"case{i}_report.json", MANIFEST_NAME,
                          THUMBNAIL_NAME}, names  # fmt: skip
-    # each process loads once, and only when it gets a case: the new one may have found none left
-    assert table.attrs["run"]["workers"] == 2 and table.attrs["run"]["model_loads"] <= 2
+    # each process loads once, and only when it gets a case: the new one may have found none left;
+    # the table counts the workers alive at its end, and the nanny's restart may still be under way
+    assert table.attrs["run"]["workers"] in (1, 2) and table.attrs["run"]["model_loads"] <= 2
