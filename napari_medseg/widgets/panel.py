@@ -34,7 +34,7 @@ from .sections.quantify import QuantifySection
 from .sections.segment import SegmentSection
 from .sections.uncertainty import UncertaintySection
 from .session import Session
-from .warmup import TORCH_IMPORTS, start_warmup, warm_imports
+from .warmup import TORCH_IMPORTS, keep_triton_out, start_warmup, warm_imports
 
 if TYPE_CHECKING:
     import napari
@@ -47,6 +47,7 @@ class MedSegPanel(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = Session(viewer=napari_viewer)
+        keep_triton_out()  # before anything imports torch._dynamo (which would load triton)
         self.warmup = start_warmup()  # imports later jobs would otherwise do while the GUI waits
         # torch's submodules on this (the model-loading) thread, once the panel is shown
         QTimer.singleShot(0, lambda: warm_imports(TORCH_IMPORTS))

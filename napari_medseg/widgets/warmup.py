@@ -6,15 +6,22 @@ a worker during a job, these imports hold the GIL in long stretches and freeze t
 for 100-150 ms at a time; done once when the panel opens, nobody is waiting for them.
 
 Only pure-Python work goes to a background thread. torch's own submodules are imported
-on the GUI thread, the thread that loads models: with torch's GPU builds,
-``torch._dynamo`` loads triton's C extension, and doing that on one thread while another
-loads a state dict kills the process (segmentation fault).
+on the GUI thread, the thread that loads models.
+
+triton is kept out of the viewer process altogether (:func:`keep_triton_out`, called by
+the panel before any torch submodule is imported): once the viewer's OpenGL context is up,
+loading triton's C extension kills the process on any thread, the GUI thread included.
+The plugin never compiles (no ``torch.compile``, no inductor), so torch loses nothing it
+uses: with ``sys.modules["triton"] = None``, ``import triton`` raises ImportError and
+torch's own checks (``torch.utils._triton.has_triton_package``,
+``importlib.util.find_spec("triton")``) report triton as absent.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import threading
 
 logger = logging.getLogger(__name__)
@@ -23,6 +30,24 @@ logger = logging.getLogger(__name__)
 LAZY_IMPORTS = ("pandas",)
 #: Imported on the thread that uses torch (the GUI thread), never on a helper thread.
 TORCH_IMPORTS = ("torch._dynamo",)
+
+
+def keep_triton_out() -> bool:
+    """Make ``import triton`` fail in this process from now on (the viewer's, with a GL context).
+
+    Does nothing when triton is already imported: loaded before the first OpenGL context
+    it is safe, and after one it is too late anyway. Returns whether the guard was set.
+    Call it before anything imports ``torch._dynamo`` (the panel's start-up imports, the
+    first optimizer step of a fine-tune).
+    """
+    if "triton" in sys.modules:  # imported already (a module) or kept out already (None)
+        return False
+    sys.modules["triton"] = None  # type: ignore[assignment]  # import raises ImportError
+    logger.info(
+        "triton is kept out of the viewer process: its C extension crashes a process whose "
+        "OpenGL context is up, and nothing here compiles with torch"
+    )
+    return True
 
 
 def warm_imports(names: tuple[str, ...] = LAZY_IMPORTS) -> None:

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import subprocess
 import sys
+import textwrap
 import threading
 
 import pytest
 
 from napari_medseg.widgets import warmup
-from napari_medseg.widgets.warmup import start_warmup, warm_imports
+from napari_medseg.widgets.warmup import keep_triton_out, start_warmup, warm_imports
+
+# A stand-in triton package (the CPU build of torch brings none): importing it leaves a
+# marker, so a test sees whether anything loaded it.
+FAKE_TRITON = """
+import os, pathlib
+pathlib.Path(os.environ["TRITON_MARKER"]).write_text("imported")
+__version__ = "0.0.0"
+"""
+
+
+def _run(tmp_path, code: str) -> subprocess.CompletedProcess:
+    package = tmp_path / "site" / "triton"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(FAKE_TRITON)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(tmp_path / "site"),
+        "TRITON_MARKER": str(tmp_path / "marker"),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_warm_imports_imports_and_skips_missing_modules():
@@ -29,6 +54,81 @@ def test_warmup_thread_finishes_with_the_lazy_imports():
 def test_torch_modules_are_refused_on_a_warmup_thread(name):
     with pytest.raises(ValueError, match="thread that uses torch"):
         start_warmup((name,))
+
+
+def test_guard_makes_triton_unimportable_and_torch_sees_no_triton(tmp_path):
+    result = _run(
+        tmp_path,
+        """
+        import importlib.util, logging, sys
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        from napari_medseg.widgets.warmup import keep_triton_out
+        assert keep_triton_out() is True
+        assert keep_triton_out() is False  # once is enough
+        try:
+            import triton
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("import triton succeeded under the guard")
+        try:
+            import triton.language
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("import triton.language succeeded under the guard")
+        assert importlib.util.find_spec("triton") is None
+        from torch.utils._triton import has_triton, has_triton_package
+        assert not has_triton_package() and not has_triton()
+        import torch, torch._dynamo, torch._inductor.utils
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.Adam([p])
+        p.sum().backward()
+        opt.step()  # the first step imports torch._dynamo and its helpers
+        print("ok")
+        """,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok")
+    assert "triton is kept out of the viewer process" in result.stderr
+    assert not (tmp_path / "marker").exists()  # nothing loaded the stand-in
+
+
+def test_without_the_guard_triton_imports_as_usual(tmp_path):
+    result = _run(
+        tmp_path,
+        """
+        import napari_medseg.widgets.warmup  # importing the module sets nothing
+        import triton
+        from torch.utils._triton import has_triton_package
+        assert has_triton_package()
+        print(triton.__version__)
+        """,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "0.0.0"
+    assert (tmp_path / "marker").read_text() == "imported"
+
+
+def test_guard_leaves_an_imported_triton_alone(monkeypatch):
+    module = type(sys)("triton")
+    monkeypatch.setitem(sys.modules, "triton", module)
+    assert keep_triton_out() is False
+    assert sys.modules["triton"] is module
+
+
+def test_panel_keeps_triton_out_before_its_torch_imports(make_napari_viewer, caplog):
+    from napari_medseg.widgets.panel import MedSegPanel
+
+    before = sys.modules.get("triton", "missing")
+    with caplog.at_level(logging.INFO, logger="napari_medseg.widgets.warmup"):
+        panel = MedSegPanel(make_napari_viewer())
+    panel.warmup.join(timeout=120)
+    if before == "missing":  # not imported before the viewer: kept out from now on
+        assert sys.modules["triton"] is None
+        assert "triton is kept out of the viewer process" in caplog.text
+    else:  # imported (before any OpenGL context) or kept out already: left as it was
+        assert sys.modules["triton"] is before
 
 
 def test_panel_imports_torch_modules_on_the_gui_thread(make_napari_viewer, qtbot, monkeypatch):
