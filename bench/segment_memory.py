@@ -8,8 +8,11 @@ The volume is built in the measuring process: int16, (z, y, x) = ``--size``, spa
 (about 40 HU, with noise) inside a 7 mm shell of bone (about 1000 HU). Each variant runs
 ``napari_medseg.pipeline.run_segmentation`` (the job behind ``medseg segment``) in its own
 child process on the CPU, writing into a temporary folder; the child reports its peak
-resident memory (``ru_maxrss``) and its resident memory after the imports and the model
-load, before the volume exists (the runtime and the model).
+resident memory and its resident memory after the imports and the model load, before the
+volume exists (the runtime and the model). Where Linux allows resetting a process's peak
+(``/proc/self/clear_refs``), the peak of each stage (prepare, network, OOD, fitting and
+applying the post-processing, restoring, labels, writing) is reported too: the stage
+functions are wrapped in the child, whichever commit it imports.
 
 The baseline is the same function at an earlier commit, checked out in a temporary
 ``git worktree`` (removed afterwards; the working tree is not touched) and imported in
@@ -63,6 +66,74 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+# (module, function, stage): wrapped in the child to measure each stage's own peak.
+STAGES = (
+    ("napari_medseg.inference.engine", "prepare", "prepare"),
+    ("napari_medseg.inference.engine", "predict_probabilities", "network"),
+    ("napari_medseg.uncertainty.ood", "assess_ood", "ood"),
+    ("napari_medseg.inference.engine", "fit_postprocess", "fit_postprocess"),
+    ("napari_medseg.inference.engine", "apply_in_slabs", "apply_postprocess"),
+    ("napari_medseg.inference.engine", "restore_into", "restore"),
+    ("napari_medseg.inference.engine", "argmax_labels", "labels"),
+    ("napari_medseg.io", "write_volume", "write"),
+)
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _peak_bytes() -> int:
+    """This process's peak resident memory since start or the last :func:`_reset_peak`."""
+    if _STATUS.exists():
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak() -> bool:
+    """Reset the peak to the current resident memory (Linux); False where not allowed."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class StagePeaks:
+    """Peak resident bytes per stage, and the resident bytes when it started (what earlier
+    stages left); ``between`` is the peak outside every stage."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, int] = {}
+        self.starts: dict[str, int] = {}
+        self.between = 0
+
+    def wrap(self, function, stage: str):
+        def wrapped(*args, **kwargs):
+            name = stage
+            if stage == "write":  # labels and probabilities go through the same writer
+                name = f"write_{kwargs.get('kind', 'auto')}"
+            self.between = max(self.between, _peak_bytes())
+            self.starts[name] = max(self.starts.get(name, 0), _rss_bytes())
+            _reset_peak()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.peaks[name] = max(self.peaks.get(name, 0), _peak_bytes())
+                _reset_peak()
+
+        return wrapped
+
+    def install(self) -> None:
+        """Wrap each stage function that the imported commit has."""
+        import importlib
+
+        for module_name, attribute, stage in STAGES:
+            module = importlib.import_module(module_name)
+            if hasattr(module, attribute):
+                setattr(module, attribute, self.wrap(getattr(module, attribute), stage))
+
+
 def child(size, spacing, model_name: str, labels_out: str | None) -> dict:
     """Runs in the child process: imports, model, volume, run_segmentation; returns figures."""
     import torch
@@ -76,16 +147,21 @@ def child(size, spacing, model_name: str, labels_out: str | None) -> dict:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     model = load_model(model_name, device="cpu")
     runtime_model = _rss_bytes()
+    stages = StagePeaks() if _reset_peak() else None
+    if stages is not None:
+        stages.install()
     array = ct_like_volume(size, spacing)
     volume = Volume(array=array, geometry=Geometry(tuple(spacing), (0.0, 0.0, 0.0)), modality="CT")
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         paths = run_segmentation(volume, model, folder, "ct", device="cpu", postprocessing=True)
         seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _peak_bytes()
+        if stages is not None:
+            peak = max(peak, stages.between, *stages.peaks.values())
         if labels_out:
             np.save(labels_out, read_volume(paths["seg"]).array)
-    return {
+    figures = {
         "code": str(Path(napari_medseg.__file__).parents[1]),
         "peak_rss_bytes": peak,
         "runtime_model_rss_bytes": runtime_model,
@@ -94,6 +170,13 @@ def child(size, spacing, model_name: str, labels_out: str | None) -> dict:
         "peak_in_inputs": round(peak / array.nbytes, 2),
         "seconds": round(seconds, 1),
     }
+    if stages is not None:
+        stages.peaks["between_stages"] = stages.between
+        for key, values in (("stage_peak", stages.peaks), ("stage_start", stages.starts)):
+            figures[f"{key}_over_runtime_model_in_inputs"] = {
+                stage: round((value - runtime_model) / array.nbytes, 2) for stage, value in values.items()
+            }
+    return figures
 
 
 def run_child(tree: Path, args, labels_out: Path) -> dict:
