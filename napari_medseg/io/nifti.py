@@ -188,7 +188,8 @@ def write_nifti(
     source_fields: dict[str, Any] | None = None,
     version: int | None = None,
 ) -> None:
-    """Write a NIfTI single file (gzip when the name ends in .gz), not atomically.
+    """Write a NIfTI single file (gzip when the name ends in .gz), not atomically; the
+    voxels are streamed block by block (:func:`write_voxels`), never copied whole.
 
     Args:
         path: destination (.nii or .nii.gz).
