@@ -61,6 +61,9 @@ class BundleError(ValueError):
         self.problem = problem
         super().__init__(f"model bundle {self.path}: {problem}")
 
+    def __reduce__(self):  # pickles with its fields: reaches a caller from a worker process as itself
+        return type(self), (self.path, self.problem)
+
 
 def weights_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a weights file, or of ``weights.pt`` inside a bundle folder."""

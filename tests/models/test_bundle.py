@@ -243,3 +243,11 @@ def test_load_onto_requested_device(bundle):
     assert next(load_bundle(bundle, device="cpu").parameters()).device.type == "cpu"
     with pytest.raises(ValueError, match="device 'tpu9'"):
         load_bundle(bundle, device="tpu9")
+
+
+def test_bundle_error_pickles_with_its_fields():
+    from napari_medseg.models.bundle import BundleError
+
+    error = pickle.loads(pickle.dumps(BundleError("/models/x", "weights.pt is missing")))
+    assert isinstance(error, BundleError) and (error.path, error.problem) == ("/models/x", "weights.pt is missing")
+    assert str(error) == "model bundle /models/x: weights.pt is missing"
