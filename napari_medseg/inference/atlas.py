@@ -21,13 +21,12 @@ from functools import lru_cache
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from ..io import read_volume
 from ..io._sitk import image_from_array, quiet_itk
 from ..resources import brain_atlas_path
 from ..types import Geometry
-from .refine import largest_component
+from .refine import distance_threshold, largest_component
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def _core_centroid(tissue: np.ndarray, geometry: Geometry, depth_mm: float = 6.0
     """Physical (z, y, x) centroid of the thick core of the tissue mask: thin false
     positives (scalp) vanish and the centroid starts near the brain, not the neck."""
     mask = tissue > 0.5
-    core = ndimage.distance_transform_edt(mask, sampling=geometry.spacing) > depth_mm
+    core = distance_threshold(mask, geometry.spacing, depth_mm, beyond=True)  # scipy's result, without its float64 volumes
     core = largest_component(core) if core.any() else mask
     return geometry.index_to_physical(np.argwhere(core).mean(axis=0))[0]
 
@@ -148,4 +147,4 @@ def atlas_region(fit: AtlasFit, spacing: tuple[float, float, float], margin_mm: 
     if not fit.accepted:
         raise ValueError(f"the atlas fit was rejected ({fit.reason}); there is no atlas region")
     outside = fit.probability < 0.5
-    return ndimage.distance_transform_edt(outside, sampling=spacing) <= margin_mm
+    return distance_threshold(outside, spacing, margin_mm, beyond=False)

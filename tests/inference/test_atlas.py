@@ -91,3 +91,19 @@ def test_degenerate_tissue_gives_a_rejected_fit_not_an_error():
     assert not diverged.accepted and "diverged" in diverged.reason
     flat = fit_brain_atlas(np.ones((60, 60, 60), np.float32), geometry)  # tissue everywhere: no shape to fit
     assert not flat.accepted and "correlation" in flat.reason
+
+
+def test_atlas_distances_are_scipys_without_its_volumes():
+    """The core and region thresholds go through refine.distance_threshold: the same voxels as scipy."""
+    from scipy import ndimage
+
+    from napari_medseg.inference.refine import distance_threshold
+
+    mask = np.zeros((30, 34, 28), bool)
+    mask[5:25, 6:30, 4:22] = True
+    mask[12:15, 10:13, 8:11] = False
+    spacing = (1.5, 0.9, 1.1)
+    for threshold, beyond in ((6.0, True), (4.0, False)):
+        expected = ndimage.distance_transform_edt(mask, sampling=spacing)
+        expected = expected > threshold if beyond else expected <= threshold
+        np.testing.assert_array_equal(distance_threshold(mask, spacing, threshold, beyond=beyond), expected)
