@@ -71,11 +71,8 @@ def run_segmentation(
         FolderLockedError: another run is writing into ``output_dir``.
         ResultSetError: a file could not be written (named); nothing of this run is kept.
     """
-    from .checks import model_warnings
     from .explain.scan import class_index
     from .inference import segment
-    from .io import write_volume
-    from .report import build_report, write_json
     from .result_set import ResultSet
     from .uncertainty.ood import assess_ood
 
@@ -96,28 +93,44 @@ def run_segmentation(
             postprocessing=postprocessing, progress=progress, should_stop=should_stop, inspect=inspect,
             allocate=lambda shape: probability_array(shape, budget, results.staging),
         )  # fmt: skip
-        labels = config.encode_labels(result.labels)
-        results.write(names["seg"], lambda path: write_volume(path, labels, volume, kind="labels"))
-        results.write(names["prob"], lambda path: write_volume(path, result.probabilities, volume, kind="image"))
-        if dicom_seg:
-            results.write(names["dicom_seg"], lambda path: write_model_dicom_seg(path, result.labels, volume, model))
+        _write_segmentation(results, names, result, volume, model)
         if uncertainty != "none":
             options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
                            progress=progress, should_stop=should_stop)  # fmt: skip
             extra.update(_write_uncertainty(results, names, volume, model, ensemble, uncertainty, samples, extra, options))
         if targets:
             extra["gradcam"] = _write_gradcam(results, names, volume, model, targets, gradcam_method, progress, should_stop)
-        warnings = model_warnings(volume, config)
-        for note in warnings:
-            logger.warning("%s: %s", stem, note)
-        extra["model_warnings"] = warnings
-        report = build_report(volume, result, model, extra)
-        result.probabilities = None  # a memmap's file goes with the staging folder
-        report["outputs"] = {key: name for key, name in names.items() if key != "report"}
-        results.write(names["report"], lambda path: write_json(path, report))
+        report = _write_report(results, names, result, volume, model, extra, stem)
         written = results.commit(last=names["report"])
     _log_report_warnings(stem, report, model)
     return {key: written[name] for key, name in names.items()}
+
+
+def _write_segmentation(results, names: dict[str, str], result, volume: Volume, model: Any) -> None:
+    """The labels (the bundle's values), the probabilities and, when named, the DICOM SEG."""
+    from .io import write_volume
+
+    labels = model.config.encode_labels(result.labels)
+    results.write(names["seg"], lambda path: write_volume(path, labels, volume, kind="labels"))
+    results.write(names["prob"], lambda path: write_volume(path, result.probabilities, volume, kind="image"))
+    if "dicom_seg" in names:
+        results.write(names["dicom_seg"], lambda path: write_model_dicom_seg(path, result.labels, volume, model))
+
+
+def _write_report(results, names: dict[str, str], result, volume: Volume, model: Any, extra: dict[str, Any], stem: str) -> dict[str, Any]:
+    """The report (with the model's warnings about this scan, also logged) into the set; returns it."""
+    from .checks import model_warnings
+    from .report import build_report, write_json
+
+    warnings = model_warnings(volume, model.config)
+    for note in warnings:
+        logger.warning("%s: %s", stem, note)
+    extra["model_warnings"] = warnings
+    report = build_report(volume, result, model, extra)
+    result.probabilities = None  # a memmap's file goes with the staging folder
+    report["outputs"] = {key: name for key, name in names.items() if key != "report"}
+    results.write(names["report"], lambda path: write_json(path, report))
+    return report
 
 
 def probability_budget(volume: Volume) -> int:
