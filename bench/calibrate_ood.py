@@ -43,13 +43,13 @@ LABEL_MAPS = SHARED / "synthseg-label-maps"
 def volume_score(volume, model, device, amp) -> dict:
     """OOD signals of the plain prediction of ``volume``, on the model grid."""
     from napari_medseg.inference.engine import predict_probabilities
-    from napari_medseg.preprocess import prepare
+    from napari_medseg.preprocess import prepare_for_model
     from napari_medseg.uncertainty import ood_score
 
     config = model.config
-    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    prepared = prepare_for_model(volume, config)
     probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp)
-    return ood_score(probabilities, spacing=prepared.geometry.spacing)
+    return ood_score(probabilities[(slice(None), *prepared.unpadded)], spacing=prepared.geometry.spacing)
 
 
 def synthetic_scores(model, device, amp, volumes: int, slices: int, seed: int) -> list[float]:

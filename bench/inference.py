@@ -50,13 +50,13 @@ def run_method(method: str, model_name: str, repeats: int, batch: int, labels_ou
     from napari_medseg.inference.slices import context_stack, predict_slices
     from napari_medseg.io import read_volume
     from napari_medseg.models import load_model
-    from napari_medseg.preprocess import prepare
+    from napari_medseg.preprocess import prepare_for_model
 
     torch.set_num_threads(torch.get_num_threads())
     model = load_model(model_name, device="cpu").eval()
     config = model.config
     volume = read_volume(DEV_T1)
-    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    prepared = prepare_for_model(volume, config)
     image = prepared.image
     offsets = context_offsets(config)
     device = torch.device("cpu")

@@ -42,6 +42,8 @@ _ORIENTATION_PAIRS = ("LR", "PA", "SI")
 # config would only build arrays no machine holds, so it is refused before anything is built.
 MAX_IN_CHANNELS = 1024
 MAX_CLASSES = 1024
+#: Largest ``extra["slice_margin_mm"]`` a bundle may ask for (a whole head's width).
+MAX_SLICE_MARGIN_MM = 256
 TARGET_SPACING_RANGE_MM = (0.01, 100.0)
 MAX_PATCH_EXTENT = 4096
 
@@ -149,7 +151,10 @@ class ModelConfig:
         extra: free-form JSON data for later additions (e.g. an OOD threshold). Its
             ``"label_values"``, when present, is checked here: one distinct integer in
             [0, 65535] per class, 0 for background; the value written for each class in
-            label files (e.g. FreeSurfer ids), see :meth:`encode_labels`.
+            label files (e.g. FreeSurfer ids), see :meth:`encode_labels`. Its
+            ``"slice_margin_mm"`` (2D models, checked here: a number in [0, 256]) is the
+            least air the network sees between the scan's foreground and each in-plane
+            edge, see :attr:`slice_margin_mm`.
     """
 
     architecture: str
@@ -203,6 +208,7 @@ class ModelConfig:
             raise ValueError(f"extra {self.extra!r} must be a mapping")
         self._set("extra", _freeze(self.extra, "extra"))
         self._check_label_values()
+        self._check_slice_margin()
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # frozen: only __post_init__ normalises fields
@@ -244,6 +250,15 @@ class ModelConfig:
                 raise ValueError(f"extra['label_values'] entry {value!r} must be an integer in [0, 65535]")
         if values[0] != 0 or len(set(values)) != len(values):
             raise ValueError(f"extra['label_values'] {list(values)} must be distinct, with 0 for background")
+
+    def _check_slice_margin(self) -> None:
+        margin = self.extra.get("slice_margin_mm")
+        if margin is None:
+            return
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= MAX_SLICE_MARGIN_MM:
+            raise ValueError(f"extra['slice_margin_mm'] {margin!r} must be a number in [0, {MAX_SLICE_MARGIN_MM}]")
+        if margin and self.spatial_dims != 2:
+            raise ValueError(f"extra['slice_margin_mm'] {margin!r} is for 2D models; this one is {self.spatial_dims}D")
 
     def _check_arch_kwargs(self) -> None:
         if not isinstance(self.arch_kwargs, Mapping):
@@ -304,6 +319,11 @@ class ModelConfig:
     def num_classes(self) -> int:
         """Number of output channels (logits), background included."""
         return len(self.class_names)
+
+    @property
+    def slice_margin_mm(self) -> float:
+        """Air (mm) a 2D network sees around the scan's foreground in each slice (0: none)."""
+        return float(self.extra.get("slice_margin_mm", 0.0))
 
     @property
     def label_values(self) -> tuple[int, ...]:

@@ -2,9 +2,10 @@
 
     python scripts/set_bundle_extra.py BUNDLE --postprocess-from-training-script
     python scripts/set_bundle_extra.py BUNDLE --ood-json FILE
+    python scripts/set_bundle_extra.py BUNDLE --slice-margin-mm 32
 
-Rewrites ``config.json`` atomically after validating it; used when post-processing or the
-OOD threshold is calibrated after training.
+Rewrites ``config.json`` atomically after validating it; used when post-processing, the
+OOD threshold or the slice margin (inference settings) are decided after training.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--postprocess-from-training-script", action="store_true")
     parser.add_argument("--ood-json", type=Path, help='JSON file with the config.extra["ood"] entry')
+    parser.add_argument("--slice-margin-mm", type=float, help="air (mm) a 2D model sees around each slice's foreground")
     args = parser.parse_args()
     config_path = args.bundle / "config.json"
     data = json.loads(config_path.read_text())
@@ -34,6 +36,8 @@ def main() -> None:
         extra["postprocess"] = POSTPROCESS
     if args.ood_json:
         extra["ood"] = json.loads(args.ood_json.read_text())
+    if args.slice_margin_mm is not None:
+        extra["slice_margin_mm"] = args.slice_margin_mm
     data["extra"] = extra
     text = ModelConfig.from_dict(data).to_json()
     partial = config_path.with_suffix(".json.part")

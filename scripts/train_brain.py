@@ -75,6 +75,9 @@ ARCHITECTURES = {
 #: How a tissue or structure bundle uses the locator: labels only inside its brain
 #: (probability > threshold, largest piece) grown by ``margin_mm``.
 LOCATOR_USE = {"bundle": "brain-locator", "threshold": 0.5, "margin_mm": 3.0}
+#: Air (mm) the 2.5D networks see around each slice's foreground at inference: their
+#: training slabs show the head with air around it, a cropped scan does not.
+SLICE_MARGIN_MM = 32.0
 NORMALIZATION = {"method": "foreground-percentile", "foreground_fraction": FOREGROUND_FRACTION, "percentile": NORMALIZE_PERCENTILE}
 
 logger = logging.getLogger("train_brain")
@@ -169,7 +172,10 @@ def model_config(task: str, arch: str) -> ModelConfig:
         normalization=NORMALIZATION,
         patch_size=SLAB_PATCH,
         dropout_sites=("decoder",),
-        extra={"context_offsets_mm": list(CONTEXT_OFFSETS_MM), "locator": LOCATOR_USE, **extra},
+        extra={
+            "context_offsets_mm": list(CONTEXT_OFFSETS_MM), "locator": LOCATOR_USE, "slice_margin_mm": SLICE_MARGIN_MM,
+            **extra,
+        },  # fmt: skip
     )
 
 

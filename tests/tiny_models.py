@@ -11,8 +11,12 @@ from napari_medseg.config import ModelConfig
 CLASS_NAMES = ("background", "CSF", "grey matter", "white matter")
 
 
-def tiny_config(*, spatial_dims: int = 2, postprocess: dict | None = None, architecture: str = "unet") -> ModelConfig:
+def tiny_config(
+    *, spatial_dims: int = 2, postprocess: dict | None = None, architecture: str = "unet", slice_margin_mm: float = 0
+) -> ModelConfig:
     extra = {"postprocess": postprocess or {}}
+    if slice_margin_mm:
+        extra["slice_margin_mm"] = slice_margin_mm
     kwargs = {"features": [4, 8, 16], "dropout": 0.2}
     if architecture == "transunet":
         kwargs.update(embed_dim=16, depth=1, num_heads=2, train_grid=4)

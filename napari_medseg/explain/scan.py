@@ -51,24 +51,18 @@ def explain_scan(
         (z, y, x) float32, non-negative, on ``volume``'s grid.
     """
     from ..inference import context_offsets
-    from ..preprocess import prepare
-    from ..preprocess.pipeline import resample_array
+    from ..preprocess import prepare_for_model
     from ..uncertainty.run import restore_map
     from .volume import grad_cam_volume
 
     config = model.config
     index = class_index(config.class_names, target_class)
-    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    prepared = prepare_for_model(volume, config)
     model_region = None
     if region is not None:
         if region.shape != volume.shape:
             raise ValueError(f"region of shape {region.shape} does not match the scan {volume.shape}")
-        model_region = prepared.reorientation.apply(np.asarray(region, dtype=np.uint8))
-        if prepared.resampled:
-            model_region = resample_array(
-                model_region, prepared.canonical_geometry, prepared.geometry, prepared.image.shape, linear=False
-            )
-        model_region = model_region > 0
+        model_region = prepared.to_model_grid(np.asarray(region, dtype=np.uint8), linear=False) > 0
     kwargs = {}
     if config.spatial_dims == 2:
         kwargs["context_offsets"] = context_offsets(config)

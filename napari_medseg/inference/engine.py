@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..preprocess import prepare, release_pages, restore_into
+from ..preprocess import prepare_for_model, release_pages, restore_into
 from ..types import Geometry, Volume
 from .atlas import atlas_region, fit_brain_atlas
 from .control import ProgressCallback, StopCheck
@@ -282,7 +282,7 @@ def segment(
     amp = autocast_dtype(torch_device, precision)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    prepared = prepare_for_model(volume, config)
     timings["preprocess"] = time.perf_counter() - start
 
     mark = time.perf_counter()

@@ -6,6 +6,13 @@ permutation and flips) and, when its spacing differs from the model's by more th
 per-class probabilities back onto the input's own grid: linear resampling when a
 resampling happened, otherwise the exact inverse permutation, so labels agree voxel for
 voxel with the model's output.
+
+A 2D (slice-wise) model may ask for air around each slice (its config's
+``slice_margin_mm``): where the scan's foreground comes nearer an in-plane edge than that,
+the model grid is padded there (:attr:`Prepared.pad`) with air: 0, or the scan's
+minimum when that is negative (CT). The brain networks are trained on slices with air
+around the head; on a tightly cropped skull-stripped scan one called 114 mL of grey
+matter near the crop edges background without the margin, 10 mL with it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ SPACING_TOLERANCE = 0.1
 RESAMPLED_BYTES_PER_VOXEL = 8
 # Stored dtypes whose every value float32 holds exactly: resampled without a float32 copy.
 EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float32))
+#: Voxels above this share of the maximum are foreground (as in the normalisation).
+FOREGROUND_SHARE = 0.02
 
 
 @dataclass
@@ -37,10 +46,60 @@ class Prepared:
     canonical_shape: tuple[int, int, int]
     input_shape: tuple[int, int, int]
     resampled: bool
+    #: Zeros added (before, after) along each axis of the model grid, after resampling.
+    pad: tuple[tuple[int, int], ...] = ((0, 0), (0, 0), (0, 0))
+
+    @property
+    def unpadded(self) -> tuple[slice, slice, slice]:
+        """The region of :attr:`image` that comes from the scan."""
+        return tuple(slice(b, n - a) for (b, a), n in zip(self.pad, self.image.shape))  # type: ignore[return-value]
+
+    def to_model_grid(self, array: np.ndarray, *, linear: bool) -> np.ndarray:
+        """A (z, y, x) array on the input grid (labels, a region) -> the model grid, mapped
+        as the image was: reoriented, resampled (nearest neighbour unless ``linear``),
+        padded with zeros."""
+        if array.shape != self.input_shape:
+            raise ValueError(f"array of shape {array.shape} does not match the scan {self.input_shape}")
+        mapped = np.ascontiguousarray(self.reorientation.apply(array))
+        if self.resampled:
+            shape = tuple(n - b - a for n, (b, a) in zip(self.image.shape, self.pad))
+            mapped = resample_array(mapped, self.canonical_geometry, self.unpadded_geometry(), shape, linear=linear)
+        return np.pad(mapped, self.pad) if any(b or a for b, a in self.pad) else mapped
+
+    def to_input_grid(self, values: np.ndarray) -> np.ndarray:
+        """A (z, y, x) map on the model grid -> (z, y, x) float32 on the input grid (linear
+        resampling when the image was resampled, else the exact inverse permutation)."""
+        out = np.asarray(values, dtype=np.float32)[self.unpadded]
+        if self.resampled:
+            out = resample_array(out, self.unpadded_geometry(), self.canonical_geometry, self.canonical_shape, linear=True)
+        return np.ascontiguousarray(self.reorientation.invert(out), dtype=np.float32)
+
+    def unpadded_geometry(self) -> Geometry:
+        """The model grid's geometry without the padding."""
+        return shift_origin(self.geometry, [b for b, _ in self.pad])
 
 
-def prepare(volume: Volume, *, orientation: str, spacing: tuple[float, float, float], normalize: bool = True) -> Prepared:
-    """Map ``volume`` (3D) onto the model's grid; see the module docstring."""
+def prepare_for_model(volume: Volume, config, *, normalize: bool = True) -> Prepared:
+    """:func:`prepare` with a model config's orientation, spacing and slice margin."""
+    return prepare(
+        volume, orientation=config.canonical_orientation, spacing=config.target_spacing, normalize=normalize,
+        slice_margin_mm=config.slice_margin_mm if config.spatial_dims == 2 else 0.0,
+    )  # fmt: skip
+
+
+def prepare(
+    volume: Volume,
+    *,
+    orientation: str,
+    spacing: tuple[float, float, float],
+    normalize: bool = True,
+    slice_margin_mm: float = 0.0,
+) -> Prepared:
+    """Map ``volume`` (3D) onto the model's grid; see the module docstring.
+
+    ``slice_margin_mm``: the least air (mm) between the foreground and each in-plane
+    (y, x) edge of the model grid; the grid is padded with air where there is less.
+    """
     if volume.array.ndim != 3:
         raise ValueError(f"volume of shape {volume.array.shape} must be 3D (z, y, x)")
     canonical, transform = reorient(volume, orientation)
@@ -63,6 +122,11 @@ def prepare(volume: Volume, *, orientation: str, spacing: tuple[float, float, fl
     if normalize:
         # ``image`` is new unless the scan was already float32 in the model's layout.
         image = normalize_intensity(image, in_place=not np.may_share_memory(image, volume.array))
+    pad = slice_padding(image, geometry.spacing, slice_margin_mm)
+    if any(b or a for b, a in pad):
+        # zeros are air in normalised MR; CT's air is its (negative) minimum
+        image = np.pad(image, pad, constant_values=min(float(image.min()), 0.0))
+        geometry = shift_origin(geometry, [-b for b, _ in pad])
     return Prepared(
         image=image,
         geometry=geometry,
@@ -71,7 +135,36 @@ def prepare(volume: Volume, *, orientation: str, spacing: tuple[float, float, fl
         canonical_shape=canonical.shape,
         input_shape=volume.shape,
         resampled=resampled,
+        pad=pad,
     )
+
+
+def slice_padding(image: np.ndarray, spacing, margin_mm: float) -> tuple[tuple[int, int], ...]:
+    """(before, after) zeros per axis so that ``image``'s foreground (voxels above
+    ``FOREGROUND_SHARE`` of the maximum) lies at least ``margin_mm`` from each y and x edge."""
+    none = ((0, 0), (0, 0), (0, 0))
+    if margin_mm <= 0 or not image.size:
+        return none
+    peak = float(image.max())
+    if not np.isfinite(peak) or peak <= 0:
+        return none
+    foreground = image > FOREGROUND_SHARE * peak
+    pad = [(0, 0)]
+    for axis in (1, 2):
+        hits = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
+        margin = int(np.ceil(margin_mm / float(spacing[axis])))
+        if not hits.size:
+            pad.append((0, 0))
+            continue
+        before, after = int(hits[0]), image.shape[axis] - 1 - int(hits[-1])
+        pad.append((max(0, margin - before), max(0, margin - after)))
+    return tuple(pad)
+
+
+def shift_origin(geometry: Geometry, voxels) -> Geometry:
+    """``geometry`` with its origin moved by ``voxels`` (z, y, x) along its own axes."""
+    step = np.asarray(geometry.direction, dtype=float) @ (np.asarray(voxels, dtype=float) * np.asarray(geometry.spacing))
+    return Geometry(geometry.spacing, tuple(np.asarray(geometry.origin) + step), geometry.direction)
 
 
 def check_resampling(
@@ -130,14 +223,15 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
     expected = (*prepared.input_shape, k)
     if out.shape != expected or out.dtype != np.float32:
         raise ValueError(f"output array {out.shape} {out.dtype} must be {expected} float32")
+    region = prepared.unpadded
     for c in range(k):
         image = None
         if prepared.resampled:
-            image = resample_image(probabilities[c], prepared.geometry, prepared.canonical_geometry,
+            image = resample_image(probabilities[c][region], prepared.unpadded_geometry(), prepared.canonical_geometry,
                                    prepared.canonical_shape, linear=True)  # fmt: skip
             values = prepared.reorientation.invert(_array_view(image))  # input layout, a view
         else:
-            values = prepared.reorientation.invert(probabilities[c])
+            values = prepared.reorientation.invert(probabilities[c][region])
         for start in range(0, out.shape[0], slab):
             # ``out`` interleaves the classes: one class dirties all of a memmap's pages, so
             # they are released slab by slab, not once per class.

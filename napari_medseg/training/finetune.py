@@ -331,7 +331,7 @@ def _run(
     if not counts.any():
         raise ValueError("the label volumes hold no annotated voxel (0 = not annotated, k+1 = class k)")
     offsets = context_offsets(config) if config.spatial_dims == 2 else (0,)
-    window = tuple(patch) if patch is not None else default_patch(config, [tuple(c.labels.shape) for c in cases])
+    window = tuple(patch) if patch is not None else default_patch(config, [c.scan_shape for c in cases])
     sampler = PatchSampler(
         cases, spatial_dims=config.spatial_dims, patch=window, offsets=offsets,
         context_fraction=settings["context_fraction"], seed=seed + 7919 * rank,

@@ -29,8 +29,7 @@ import torch
 
 from ..config import ModelConfig
 from ..inference.slices import context_stack
-from ..preprocess import prepare
-from ..preprocess.pipeline import resample_array
+from ..preprocess import prepare_for_model
 from ..types import Volume
 from .augment import bias_field, gamma, rician_noise
 
@@ -66,6 +65,9 @@ class TrainingCase:
         voxels: class -> flat indices into ``labels`` of (up to 200,000) voxels of that class.
         reference: (Z, Y, X) int16 dense class indices the unannotated voxels are anchored
             to (the parent's segmentation, see ``distill_target`` of fine-tuning), or None.
+        scan: the region of the grid that holds the scan; the rest is the air a 2D model
+            sees around each slice (:attr:`~napari_medseg.preprocess.Prepared.pad`).
+            None: all of it.
     """
 
     image: torch.Tensor
@@ -73,6 +75,14 @@ class TrainingCase:
     counts: np.ndarray
     voxels: dict[int, np.ndarray]
     reference: torch.Tensor | None = None
+    scan: tuple[slice, slice, slice] | None = None
+
+    @property
+    def scan_shape(self) -> tuple[int, int, int]:
+        """Shape of the scan's region of the grid."""
+        if self.scan is None:
+            return tuple(self.labels.shape)  # type: ignore[return-value]
+        return tuple(s.stop - s.start for s in self.scan)  # type: ignore[return-value]
 
 
 @dataclass
@@ -172,12 +182,12 @@ def prepare_case(
     k = config.num_classes if num_classes is None else num_classes
     sparse = check_sparse_labels(labels, volume.shape, k)
     counts = annotated_counts(sparse, k)
-    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
-    mapped = _label_to_model_grid(sparse.astype(np.int16 if k >= 255 else np.uint8), prepared)
+    prepared = prepare_for_model(volume, config)
+    mapped = prepared.to_model_grid(sparse.astype(np.int16 if k >= 255 else np.uint8), linear=False)
     dense = None
     if reference is not None:
         reference = check_reference(reference, volume.shape, config.num_classes)
-        dense = torch.from_numpy(_label_to_model_grid(reference.astype(np.int16), prepared).astype(np.int16))
+        dense = torch.from_numpy(prepared.to_model_grid(reference.astype(np.int16), linear=False).astype(np.int16))
     if counts.sum() and not mapped.any():
         logger.warning("all strokes of an image vanished when resampled to the model's spacing")
     rng = np.random.default_rng(seed)
@@ -195,16 +205,8 @@ def prepare_case(
         counts=counts,
         voxels=voxels,
         reference=dense,
+        scan=prepared.unpadded,
     )
-
-
-def _label_to_model_grid(labels: np.ndarray, prepared) -> np.ndarray:
-    """A label volume on the input grid, reoriented and (nearest-neighbour) resampled as
-    ``prepared``'s image was."""
-    mapped = np.ascontiguousarray(prepared.reorientation.apply(labels))
-    if prepared.resampled:
-        mapped = resample_array(mapped, prepared.canonical_geometry, prepared.geometry, prepared.image.shape, linear=False)
-    return mapped
 
 
 def default_patch(config: ModelConfig, shapes: Sequence[Sequence[int]]) -> tuple[int, ...]:
@@ -279,9 +281,10 @@ class PatchSampler:
         return Batch(image=image, target=target, annotated=annotated, valid=valid, reference=dense)
 
     def _draw(self, *, context: bool) -> tuple[TrainingCase, tuple[int, int, int]]:
-        if context:
+        if context:  # anywhere in the scan (not in the air added around it)
             case = self.cases[int(self.rng.integers(len(self.cases)))]
-            center = tuple(int(self.rng.integers(n)) for n in case.labels.shape)
+            region = case.scan or tuple(slice(0, n) for n in case.labels.shape)
+            center = tuple(int(self.rng.integers(r.start, r.stop)) for r in region)
         else:
             c = self.classes[int(self.rng.integers(len(self.classes)))]
             weights = np.array([case.voxels[c].size if c in case.voxels else 0 for case in self.cases], float)

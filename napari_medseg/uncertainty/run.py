@@ -23,8 +23,7 @@ from ..inference.control import ProgressCallback, StopCheck
 from ..inference.device import autocast_dtype, select_device
 from ..inference.locator import locator_of
 from ..inference.engine import PostprocessFit, fit_postprocess, postprocess_settings, predict_probabilities
-from ..preprocess import Prepared, prepare, restore
-from ..preprocess.pipeline import resample_array
+from ..preprocess import Prepared, prepare_for_model, restore
 from ..types import Volume
 from .decompose import entropy, moments, split_entropy
 from .ood import OODResult, assess_ood
@@ -119,15 +118,9 @@ def make_sampler(
 
 
 def restore_map(values: np.ndarray, prepared: Prepared) -> np.ndarray:
-    """(z, y, x) map on the model grid -> (z, y, x) float32 on the input grid.
-
-    Linear resampling when :func:`~napari_medseg.preprocess.prepare` resampled, else the
-    exact inverse axis permutation and flips.
-    """
-    out = np.asarray(values, dtype=np.float32)
-    if prepared.resampled:
-        out = resample_array(out, prepared.geometry, prepared.canonical_geometry, prepared.canonical_shape, linear=True)
-    return np.ascontiguousarray(prepared.reorientation.invert(out), dtype=np.float32)
+    """(z, y, x) map on the model grid -> (z, y, x) float32 on the input grid
+    (:meth:`~napari_medseg.preprocess.Prepared.to_input_grid`)."""
+    return prepared.to_input_grid(values)
 
 
 def estimate_uncertainty(
@@ -185,7 +178,7 @@ def estimate_uncertainty(
     amp = autocast_dtype(torch_device, precision)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    prepared = prepare_for_model(volume, config)
     timings["preprocess"] = time.perf_counter() - start
 
     settings = postprocess_settings(config, postprocessing)
@@ -213,7 +206,9 @@ def estimate_uncertainty(
     epistemic_model = None
     if fit is None:  # moments of the network itself: the OOD assessment sees its epistemic part
         _, _, epistemic_model = split_entropy(entropy(mean, axis=0), mean_entropy)
-    ood = assess_ood(plain, config, spacing=prepared.geometry.spacing, epistemic=epistemic_model)
+    scan = (slice(None), *prepared.unpadded)  # the scored voxels: the scan's, not the slice margin's
+    ood = assess_ood(plain[scan], config, spacing=prepared.geometry.spacing,
+                     epistemic=None if epistemic_model is None else epistemic_model[scan[1:]])
     del epistemic_model
     if fit is None and settings:
         # A fixed mask and a prior-free mixture treat every sample alike: exact on the moments.

@@ -12,7 +12,7 @@ import torch
 from napari_medseg.inference import segment
 from napari_medseg.inference.engine import argmax_labels, postprocess, postprocess_settings, predict_probabilities
 from napari_medseg.inference.locator import locator_of
-from napari_medseg.preprocess import prepare, restore
+from napari_medseg.preprocess import prepare_for_model, restore
 from napari_medseg.types import Geometry, Volume
 from tests.tiny_models import tiny_model
 
@@ -38,7 +38,7 @@ def _ct(shape, spacing, seed=0) -> np.ndarray:
 def _whole_volume_segment(volume: Volume, model) -> tuple[np.ndarray, np.ndarray]:
     """Labels and probabilities as segment computed them before, whole arrays at each step."""
     config = model.config
-    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    prepared = prepare_for_model(volume, config)
     with torch.inference_mode():
         probabilities = predict_probabilities(model, prepared.image, device=torch.device("cpu"), amp=None)
     probabilities = postprocess(
@@ -50,15 +50,16 @@ def _whole_volume_segment(volume: Volume, model) -> tuple[np.ndarray, np.ndarray
 
 
 @pytest.mark.parametrize(
-    "spacing, direction, postprocess_dict",
+    "spacing, direction, postprocess_dict, margin",
     [
-        pytest.param((1.6, 0.7, 0.7), None, SHIPPED_POSTPROCESS, id="resampled-postprocessed"),
-        pytest.param((1.0, 1.0, 1.0), PERMUTED, SHIPPED_POSTPROCESS, id="permuted-postprocessed"),
-        pytest.param((1.2, 0.8, 0.9), PERMUTED, None, id="permuted-resampled-plain"),
+        pytest.param((1.6, 0.7, 0.7), None, SHIPPED_POSTPROCESS, 0, id="resampled-postprocessed"),
+        pytest.param((1.0, 1.0, 1.0), PERMUTED, SHIPPED_POSTPROCESS, 0, id="permuted-postprocessed"),
+        pytest.param((1.2, 0.8, 0.9), PERMUTED, None, 0, id="permuted-resampled-plain"),
+        pytest.param((1.2, 0.8, 0.9), PERMUTED, SHIPPED_POSTPROCESS, 12, id="permuted-resampled-slice-margin"),
     ],
 )
-def test_results_equal_the_whole_volume_path(spacing, direction, postprocess_dict, tmp_path):
-    model = tiny_model(0, postprocess=postprocess_dict)
+def test_results_equal_the_whole_volume_path(spacing, direction, postprocess_dict, margin, tmp_path):
+    model = tiny_model(0, postprocess=postprocess_dict, slice_margin_mm=margin)
     geometry = Geometry(spacing, (1.0, 2.0, 3.0)) if direction is None else Geometry(spacing, (1.0, 2.0, 3.0), direction)
     volume = Volume(_ct((20, 30, 28), spacing), geometry, modality="CT")
     labels, probabilities = _whole_volume_segment(volume, model)

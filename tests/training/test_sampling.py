@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -23,13 +25,24 @@ from tests.training import single_thread, strokes, toy_volume  # noqa: F401 (fix
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
+def _with_margin(config, margin_mm: float = 32):
+    """``config`` of a 2D model that asks for air around each slice."""
+    return dataclasses.replace(config, extra={**config.extra, "slice_margin_mm": margin_mm})
+
+
 def test_labels_follow_the_image_onto_the_model_grid():
     volume, truth = toy_volume()
-    config = tiny_config()  # RAS: the identity (LPS) grid is flipped along y and x
+    config = _with_margin(tiny_config())  # RAS: the identity (LPS) grid is flipped along y and x
     case = prepare_case(volume, strokes(truth), config)
     image = prepare(volume, orientation="RAS", spacing=(1.0, 1.0, 1.0)).image
-    assert torch.equal(case.image, torch.from_numpy(image))
+    # a 2D model's grid has air around the slices; the scan sits inside it unchanged
+    assert case.image.shape[1] > image.shape[1] and torch.equal(case.image[case.scan], torch.from_numpy(image))
+    assert case.scan_shape == image.shape
     labels = case.labels.numpy()
+    outside = np.ones(labels.shape, bool)
+    outside[case.scan] = False
+    assert not labels[outside].any()  # nobody painted the air
+    labels = labels[case.scan]
     # every stroke sits on voxels of its own intensity class after the flips
     assert labels.any() and np.all(image[labels == 2] < 0.6) and np.all(image[labels == 4] > 0.6)
     np.testing.assert_array_equal(labels, strokes(truth)[:, ::-1, ::-1])
@@ -41,8 +54,8 @@ def test_labels_are_resampled_by_nearest_neighbour_when_spacing_differs():
     coarse = Volume(volume.array[::2], Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0)), modality="MR")
     sparse = (truth[::2] + 1).astype(np.uint8)  # dense on the coarse grid
     case = prepare_case(coarse, sparse, tiny_config())
-    labels = case.labels.numpy()
-    assert tuple(labels.shape) == tuple(case.image.shape) == (8, 32, 32)
+    labels = case.labels.numpy()[case.scan]
+    assert case.labels.shape == case.image.shape and tuple(labels.shape) == (8, 32, 32)
     assert set(np.unique(labels[:7])) == {1, 2, 4}  # nearest neighbour: no blended values
     assert not labels[7].any()  # past the last coarse slice: not annotated, not background
 
@@ -64,15 +77,16 @@ def test_windows_contain_strokes_and_mark_padding(spatial_dims):
     volume, truth = toy_volume()
     config = tiny_config(spatial_dims=spatial_dims)
     case = prepare_case(volume, strokes(truth, slices=(3,)), config)
-    patch = (40, 24) if spatial_dims == 2 else (6, 40, 24)  # y larger than the image: padding
-    assert default_patch(config, [case.labels.shape]) == ((32, 32) if spatial_dims == 2 else (8, 16, 16))
+    ny = case.labels.shape[1]  # the grid's y size (with the air a 2D model gets around the scan)
+    patch = (ny + 8, 24) if spatial_dims == 2 else (6, ny + 8, 24)  # y larger than the grid: padding
+    assert default_patch(config, [case.scan_shape]) == ((32, 32) if spatial_dims == 2 else (8, 16, 16))
     channels = 3 if spatial_dims == 2 else 1
     sampler = PatchSampler([case], spatial_dims=spatial_dims, patch=patch, offsets=(-2, 0, 2), context_fraction=0.0, seed=1)
     batch = sampler.sample(6)
     assert batch.image.shape == (6, channels, *patch) and batch.target.shape == (6, *patch)
     assert batch.annotated.flatten(1).any(1).all()  # every window holds a stroke
     y_axis = -2
-    assert not batch.valid.narrow(y_axis, 32, 8).any() and batch.valid.narrow(y_axis, 0, 32).all()
+    assert not batch.valid.narrow(y_axis, ny, 8).any() and batch.valid.narrow(y_axis, 0, ny).all()
     assert not batch.annotated[~batch.valid].any() and (batch.image[:, 0][~batch.valid] == 0).all()
     classes = set(batch.target[batch.annotated].tolist())
     assert classes <= {0, 1, 3}
@@ -83,7 +97,8 @@ def test_windows_contain_strokes_and_mark_padding(spatial_dims):
 def test_2d_inputs_are_context_stacks_of_the_slice():
     volume, truth = toy_volume()
     case = prepare_case(volume, strokes(truth, slices=(0,)), tiny_config())
-    sampler = PatchSampler([case], spatial_dims=2, patch=(32, 32), offsets=(-2, 0, 2), context_fraction=0.0)
+    whole_slice = tuple(case.image.shape[1:])
+    sampler = PatchSampler([case], spatial_dims=2, patch=whole_slice, offsets=(-2, 0, 2), context_fraction=0.0)
     batch = sampler.sample(1)
     assert torch.equal(batch.image[0, 1], case.image[0]) and torch.equal(batch.image[0, 2], case.image[2])
     assert (batch.image[0, 0] == 0).all()  # slice -2 is outside the volume
@@ -135,3 +150,12 @@ def test_a_reference_that_does_not_fit_is_refused():
         prepare_case(volume, strokes(truth), tiny_config(), reference=truth[:, :8])
     with pytest.raises(ValueError, match="classes 0..7"):
         prepare_case(volume, strokes(truth), tiny_config(), reference=truth * 7 // 3)
+
+
+def test_context_windows_lie_on_the_scan_not_in_the_air_around_it():
+    volume, truth = toy_volume()
+    case = prepare_case(volume, strokes(truth), _with_margin(tiny_config()))
+    assert case.image.numel() > 8 * case.image[case.scan].numel()  # mostly air: a random grid point would miss
+    sampler = PatchSampler([case], spatial_dims=2, patch=(6, 6), offsets=(-2, 0, 2), context_fraction=1.0, seed=3)
+    windows = sampler.sample(32).image[:, 1]  # centre slices: the scan's image is non-zero nearly everywhere
+    assert (windows.flatten(1).amax(dim=1) > 0).all()

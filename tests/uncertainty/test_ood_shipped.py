@@ -30,13 +30,13 @@ def shipped_model():
 def _assess(volume, model):
     from napari_medseg.inference import autocast_dtype
     from napari_medseg.inference.engine import predict_probabilities
-    from napari_medseg.preprocess import prepare
+    from napari_medseg.preprocess import prepare_for_model
 
     config = model.config
-    prepared = prepare(volume, orientation=config.canonical_orientation, spacing=config.target_spacing)
+    prepared = prepare_for_model(volume, config)
     device = torch.device("cpu")
     probabilities = predict_probabilities(model, prepared.image, device=device, amp=autocast_dtype(device))
-    return assess_ood(probabilities, config, spacing=prepared.geometry.spacing)
+    return assess_ood(probabilities[(slice(None), *prepared.unpadded)], config, spacing=prepared.geometry.spacing)
 
 
 def _ct_volume(pydicom_data_files):
