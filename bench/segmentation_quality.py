@@ -33,6 +33,8 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 CLASSES = ("CSF", "grey matter", "white matter")
+#: Adult range of a structure's volume: the 20 training anatomies' range, 25% wider each way.
+ADULT_RANGE_SLACK = 0.25
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -89,6 +91,8 @@ def evaluate_model(name: str, read_volume, load_model, segment) -> dict:
         seg = segment(t1, model, device="cpu", postprocessing=post)
         key = "dev_subject" if post else "dev_subject_network_only"
         result[key] = {"dice": dice_table(tissue_labels(seg.labels, names), reference), "seconds": round(time.perf_counter() - start, 1)}
+        if post:
+            result[key].update(structure_volumes(seg.labels, model.config, t1.geometry.voxel_volume_ml()))
 
     template = read_volume(SHARED / "full-head-template" / "t1.nii.gz")
     brain = read_volume(SHARED / "full-head-template" / "brainmask.nii.gz").array > 0
@@ -113,8 +117,26 @@ def evaluate_model(name: str, read_volume, load_model, segment) -> dict:
         "volume_ml": {name: round(float((labels == k).sum() * voxel_ml), 1) for k, name in enumerate(CLASSES, 1)},
         "gm_wm_largest_component_fraction": round(float(largest / max(gm_wm.sum(), 1)), 4),
         "seconds": round(seg.timings["total"], 1),
+        **structure_volumes(seg.labels, model.config, voxel_ml),
     }
     return result
+
+
+def structure_volumes(labels: np.ndarray, config, voxel_ml: float) -> dict:
+    """A structure model's volume (mL) per structure and those outside the adult range:
+    the range of the 20 training anatomies (``extra["expected_volume_ml"]``) widened by
+    ``ADULT_RANGE_SLACK`` each way. Empty for tissue models."""
+    if "left hippocampus" not in config.class_names:
+        return {}
+    counts = np.bincount(labels.ravel(), minlength=config.num_classes)
+    volumes = {name: round(float(counts[k] * voxel_ml), 2) for k, name in enumerate(config.class_names) if k}
+    ranges = config.extra.get("expected_volume_ml", {})
+    outside = {
+        name: [volume, [round(lo * (1 - ADULT_RANGE_SLACK), 2), round(hi * (1 + ADULT_RANGE_SLACK), 2)]]
+        for name, volume in volumes.items() if name in ranges
+        for lo, hi in [ranges[name]] if not lo * (1 - ADULT_RANGE_SLACK) <= volume <= hi * (1 + ADULT_RANGE_SLACK)
+    }  # fmt: skip
+    return {"structure_volumes_ml": volumes, "outside_adult_range": outside}
 
 
 def evaluate_locator(model_name: str, read_volume, load_model) -> dict:

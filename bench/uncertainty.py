@@ -92,7 +92,7 @@ def main() -> None:
     shipped = {info.name: info.path for info in list_bundles() if info.shipped}
     missing = [name for name in MODELS if name not in shipped]
     if missing:
-        sys.exit(f"shipped bundles {missing} not found in resources/models; train them first (scripts/train_default.py)")
+        sys.exit(f"shipped bundles {missing} not found in resources/models; train them first (scripts/train_brain.py)")
     if not (SHARED / "dev-subject" / "t1.nii.gz").is_file():
         sys.exit(f"dev subject not found under {SHARED}")
 

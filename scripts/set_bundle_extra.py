@@ -1,6 +1,6 @@
 """Update the post-processing or OOD entry of a bundle's config (weights untouched).
 
-    python scripts/set_bundle_extra.py BUNDLE --postprocess-from-training-script
+    python scripts/set_bundle_extra.py BUNDLE --postprocess-json FILE
     python scripts/set_bundle_extra.py BUNDLE --ood-json FILE
     python scripts/set_bundle_extra.py BUNDLE --slice-margin-mm 32
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from napari_medseg.config import ModelConfig
@@ -22,18 +21,15 @@ from napari_medseg.config import ModelConfig
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--postprocess-from-training-script", action="store_true")
+    parser.add_argument("--postprocess-json", type=Path, help='JSON file with the config.extra["postprocess"] entry')
     parser.add_argument("--ood-json", type=Path, help='JSON file with the config.extra["ood"] entry')
     parser.add_argument("--slice-margin-mm", type=float, help="air (mm) a 2D model sees around each slice's foreground")
     args = parser.parse_args()
     config_path = args.bundle / "config.json"
     data = json.loads(config_path.read_text())
     extra = dict(data.get("extra", {}))
-    if args.postprocess_from_training_script:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from train_default import POSTPROCESS
-
-        extra["postprocess"] = POSTPROCESS
+    if args.postprocess_json:
+        extra["postprocess"] = json.loads(args.postprocess_json.read_text())
     if args.ood_json:
         extra["ood"] = json.loads(args.ood_json.read_text())
     if args.slice_margin_mm is not None:
