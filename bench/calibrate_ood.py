@@ -49,7 +49,7 @@ def volume_score(volume, model, device, amp) -> dict:
     config = model.config
     prepared = prepare_for_model(volume, config)
     probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp)
-    return ood_score(probabilities[(slice(None), *prepared.unpadded)], spacing=prepared.geometry.spacing)
+    return ood_score(prepared.scan_part(probabilities), spacing=prepared.geometry.spacing)
 
 
 def synthetic_scores(model, device, amp, volumes: int, slices: int, seed: int) -> list[float]:

@@ -84,7 +84,7 @@ def run_segmentation(
     extra: dict[str, Any] = {}
 
     def inspect(probabilities, prepared) -> None:
-        extra["ood"] = assess_ood(probabilities[(slice(None), *prepared.unpadded)], config, spacing=prepared.geometry.spacing).as_dict()
+        extra["ood"] = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing).as_dict()
 
     budget = probability_budget(volume) if memory_budget is None else memory_budget
     with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:

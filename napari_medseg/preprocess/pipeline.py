@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..types import Geometry, Volume
-from .intensity import normalize_intensity
+from .intensity import FOREGROUND_FRACTION, normalize_intensity
 from .orientation import Reorientation, reorient
 
 SPACING_TOLERANCE = 0.1
@@ -31,8 +31,6 @@ SPACING_TOLERANCE = 0.1
 RESAMPLED_BYTES_PER_VOXEL = 8
 # Stored dtypes whose every value float32 holds exactly: resampled without a float32 copy.
 EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float32))
-#: Voxels above this share of the maximum are foreground (as in the normalisation).
-FOREGROUND_SHARE = 0.02
 
 
 @dataclass
@@ -54,6 +52,16 @@ class Prepared:
         """The region of :attr:`image` that comes from the scan."""
         return tuple(slice(b, n - a) for (b, a), n in zip(self.pad, self.image.shape))  # type: ignore[return-value]
 
+    @property
+    def padded(self) -> bool:
+        """Whether the grid has air added around the scan."""
+        return any(b or a for b, a in self.pad)
+
+    def scan_part(self, array: np.ndarray) -> np.ndarray:
+        """The scan's region of a (..., z, y, x) array on the model grid (a view): what is
+        scored or mapped back, without the air added around the scan."""
+        return array[(..., *self.unpadded)]
+
     def to_model_grid(self, array: np.ndarray, *, linear: bool) -> np.ndarray:
         """A (z, y, x) array on the input grid (labels, a region) -> the model grid, mapped
         as the image was: reoriented, resampled (nearest neighbour unless ``linear``),
@@ -64,12 +72,12 @@ class Prepared:
         if self.resampled:
             shape = tuple(n - b - a for n, (b, a) in zip(self.image.shape, self.pad))
             mapped = resample_array(mapped, self.canonical_geometry, self.unpadded_geometry(), shape, linear=linear)
-        return np.pad(mapped, self.pad) if any(b or a for b, a in self.pad) else mapped
+        return np.pad(mapped, self.pad) if self.padded else mapped
 
     def to_input_grid(self, values: np.ndarray) -> np.ndarray:
         """A (z, y, x) map on the model grid -> (z, y, x) float32 on the input grid (linear
         resampling when the image was resampled, else the exact inverse permutation)."""
-        out = np.asarray(values, dtype=np.float32)[self.unpadded]
+        out = self.scan_part(np.asarray(values, dtype=np.float32))
         if self.resampled:
             out = resample_array(out, self.unpadded_geometry(), self.canonical_geometry, self.canonical_shape, linear=True)
         return np.ascontiguousarray(self.reorientation.invert(out), dtype=np.float32)
@@ -140,15 +148,15 @@ def prepare(
 
 
 def slice_padding(image: np.ndarray, spacing, margin_mm: float) -> tuple[tuple[int, int], ...]:
-    """(before, after) zeros per axis so that ``image``'s foreground (voxels above
-    ``FOREGROUND_SHARE`` of the maximum) lies at least ``margin_mm`` from each y and x edge."""
+    """(before, after) voxels of air per axis so that ``image``'s foreground (voxels above
+    ``FOREGROUND_FRACTION`` of the maximum, as in the normalisation) lies at least ``margin_mm`` from each y and x edge."""
     none = ((0, 0), (0, 0), (0, 0))
     if margin_mm <= 0 or not image.size:
         return none
     peak = float(image.max())
     if not np.isfinite(peak) or peak <= 0:
         return none
-    foreground = image > FOREGROUND_SHARE * peak
+    foreground = image > FOREGROUND_FRACTION * peak
     pad = [(0, 0)]
     for axis in (1, 2):
         hits = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
@@ -223,15 +231,14 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
     expected = (*prepared.input_shape, k)
     if out.shape != expected or out.dtype != np.float32:
         raise ValueError(f"output array {out.shape} {out.dtype} must be {expected} float32")
-    region = prepared.unpadded
     for c in range(k):
         image = None
         if prepared.resampled:
-            image = resample_image(probabilities[c][region], prepared.unpadded_geometry(), prepared.canonical_geometry,
+            image = resample_image(prepared.scan_part(probabilities[c]), prepared.unpadded_geometry(), prepared.canonical_geometry,
                                    prepared.canonical_shape, linear=True)  # fmt: skip
             values = prepared.reorientation.invert(_array_view(image))  # input layout, a view
         else:
-            values = prepared.reorientation.invert(probabilities[c][region])
+            values = prepared.reorientation.invert(prepared.scan_part(probabilities[c]))
         for start in range(0, out.shape[0], slab):
             # ``out`` interleaves the classes: one class dirties all of a memmap's pages, so
             # they are released slab by slab, not once per class.

@@ -206,9 +206,9 @@ def estimate_uncertainty(
     epistemic_model = None
     if fit is None:  # moments of the network itself: the OOD assessment sees its epistemic part
         _, _, epistemic_model = split_entropy(entropy(mean, axis=0), mean_entropy)
-    scan = (slice(None), *prepared.unpadded)  # the scored voxels: the scan's, not the slice margin's
-    ood = assess_ood(plain[scan], config, spacing=prepared.geometry.spacing,
-                     epistemic=None if epistemic_model is None else epistemic_model[scan[1:]])
+    # the scored voxels: the scan's, not the air around it
+    ood = assess_ood(prepared.scan_part(plain), config, spacing=prepared.geometry.spacing,
+                     epistemic=None if epistemic_model is None else prepared.scan_part(epistemic_model))
     del epistemic_model
     if fit is None and settings:
         # A fixed mask and a prior-free mixture treat every sample alike: exact on the moments.

@@ -36,7 +36,7 @@ def _assess(volume, model):
     prepared = prepare_for_model(volume, config)
     device = torch.device("cpu")
     probabilities = predict_probabilities(model, prepared.image, device=device, amp=autocast_dtype(device))
-    return assess_ood(probabilities[(slice(None), *prepared.unpadded)], config, spacing=prepared.geometry.spacing)
+    return assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing)
 
 
 def _ct_volume(pydicom_data_files):
