@@ -44,8 +44,35 @@ _VECTOR_FIELDS = ("dim", "pixdim", "quatern", "qoffset", "srow")
 
 
 def open_maybe_gzip(path: Path, mode: str) -> BinaryIO:
-    """The file itself, or its gzip stream when the name ends in .gz."""
-    return gzip.open(path, mode, compresslevel=4) if path.name.endswith(".gz") else open(path, mode)
+    """The file itself, or its gzip stream when the name ends in .gz.
+
+    A gzip stream opened for writing records neither a file name nor a time in its header
+    (as ``gzip -n``): the same header and voxels give the same bytes, so output hashes are
+    reproducible (and the name of the temporary file written first does not leak in).
+    """
+    if not path.name.endswith(".gz"):
+        return open(path, mode)
+    if "r" in mode:
+        return gzip.open(path, mode)
+    return _ReproducibleGzipFile(path, mode)
+
+
+class _ReproducibleGzipFile(gzip.GzipFile):
+    """A gzip file written with mtime 0 and no file name; closes the file it opened."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        self._raw = open(path, mode)
+        try:
+            super().__init__(filename="", mode=mode, fileobj=self._raw, compresslevel=4, mtime=0)
+        except BaseException:
+            self._raw.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def parse_header(raw: bytes) -> dict[str, Any] | None:

@@ -113,3 +113,20 @@ def test_failed_write_leaves_existing_file_untouched_and_no_temporaries(tmp_path
         write_volume(target, np.zeros((2, 2, 2), np.complex64), geometry)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.nii.gz"]
+
+
+def test_gzip_nifti_bytes_depend_only_on_content(tmp_path):
+    """No write time or (temporary) file name in the gzip header: identical inputs give identical
+    files, whenever and under whatever name they are written."""
+    import gzip
+
+    geometry = _oblique_anisotropic()
+    array = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    first = write_volume(tmp_path / "a.nii.gz", array, geometry)
+    (tmp_path / "later").mkdir()
+    second = write_volume(tmp_path / "later" / "other_name.nii.gz", array, geometry)
+    raw = second.read_bytes()
+    assert raw[:4] == b"\x1f\x8b\x08\x00"  # gzip, deflate, no flags: no file name stored
+    assert raw[4:8] == b"\0\0\0\0"  # mtime 0
+    assert raw == first.read_bytes()
+    assert np.array_equal(read_volume(second).array, array) and gzip.decompress(raw)[344:348] == b"n+1\0"
