@@ -24,10 +24,12 @@ Why this one:
 When nothing is predicted as foreground the score is 1.0 (maximal): an image in which the
 model finds no tissue is not one it should be trusted on.
 
-Second, cheap signals are reported beside it, not thresholded: the predicted foreground
-fraction of the model-grid volume and its volume in mL (a brain model that finds 5 mL or
-4 litres of tissue is looking at something else), and, when samples were drawn, the mean
-epistemic uncertainty (mutual information) over the same foreground.
+The decision (:func:`assess_ood`) does not rest on the score alone: a CT given to a brain
+MR model is flagged by what the scan states (its modality), by its intensities (air in
+Hounsfield units) and by the predicted brain volume, each a named test with its value in
+the result (see :mod:`.ood_signals`). Reported beside them, not thresholded: the predicted
+foreground fraction of the model-grid volume and its volume in mL, and, when samples
+were drawn, the mean epistemic uncertainty (mutual information) over the same foreground.
 
 Calibration (:func:`calibrate_ood`): score in-distribution images (synthetic training-like
 volumes, augmented copies of the sample volume; never validation scans), threshold =
@@ -42,12 +44,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from ..preprocess.pipeline import release_pages
 from .decompose import entropy
+from .ood_signals import (
+    OODSignal,
+    brain_volume_signal,
+    decide,
+    hounsfield_air_signal,
+    modality_signal,
+    score_signal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +89,13 @@ class OODResult:
         score_name: which score (see :data:`SCORES`).
         score: its value.
         threshold: the bundle's calibrated threshold, None when the bundle has none.
-        flag: True when ``score > threshold``; None without a threshold.
+        flag: True when any test in ``signals`` flags; False when some ran and none
+            flags; None when none could run.
         foreground_fraction: predicted foreground voxels / all voxels (model grid).
         foreground_ml: predicted foreground volume in mL.
         foreground_epistemic: mean mutual information (nats) over the predicted foreground
             when samples were drawn, else None.
+        signals: every test of the decision (:mod:`.ood_signals`), flagged or not.
     """
 
     score_name: str
@@ -92,10 +105,28 @@ class OODResult:
     foreground_fraction: float
     foreground_ml: float
     foreground_epistemic: float | None = None
+    signals: tuple[OODSignal, ...] = ()
+
+    @property
+    def flagged_by(self) -> list[str]:
+        """Names of the tests that flag."""
+        return [signal.name for signal in self.signals if signal.flag]
+
+    def describe(self) -> str:
+        """One line naming each test that flags and its value, or what was found."""
+        flagged = [s for s in self.signals if s.flag]
+        if flagged:
+            return "; ".join(f"{s.name}: {s.detail}" for s in flagged)
+        ran = [s for s in self.signals if s.flag is not None]
+        return "; ".join(f"{s.name}: {s.detail}" for s in ran) if ran else "no test could run"
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (for ``<stem>_report.json``)."""
-        return asdict(self)
+        """Plain JSON-ready data (for ``<stem>_report.json``): the fields, ``signals`` as
+        ``{name: {"value", "rule", "flag", "detail"}}`` and ``flagged_by``."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "signals"}
+        data["flagged_by"] = self.flagged_by
+        data["signals"] = {signal.name: signal.as_dict() for signal in self.signals}
+        return data
 
 
 def ood_score(
@@ -115,12 +146,15 @@ def ood_score(
 
     Returns:
         ``{"foreground_entropy", "foreground_fraction", "foreground_ml",
-        "foreground_epistemic"}`` (the last None without ``epistemic``).
+        "foreground_epistemic", "class_ml"}``: the epistemic mean is None without
+        ``epistemic``; ``class_ml`` is the volume in mL of each class's arg-max voxels
+        (a list of K, background first).
 
     The volume is visited in slabs along its first spatial axis (about
     ``SLAB_VOXELS`` voxels each), so the working arrays (the argmax, the float64
-    entropy) are slab-sized; the means are sums over slabs, equal to whole-volume means
-    up to float64 rounding.
+    entropy) are slab-sized, and the pages of a disk-backed ``probabilities`` are released
+    after each; the means are sums over slabs, equal to whole-volume means up to float64
+    rounding.
     """
     p = np.asarray(probabilities)
     axis = channel_axis % max(p.ndim, 1)
@@ -133,26 +167,31 @@ def ood_score(
         if epistemic.shape != spatial_shape:
             raise ValueError(f"epistemic of shape {epistemic.shape} must match {spatial_shape}")
     count, entropy_sum, mi_sum = 0, 0.0, 0.0
+    per_class = np.zeros(k, dtype=np.int64)
     for region in _slabs(spatial_shape):
         block = p[region[:axis] + (slice(None),) + region[axis:]]
-        foreground = np.argmax(block, axis=axis) != 0
+        winner = np.argmax(block, axis=axis)
+        per_class += np.bincount(winner.reshape(-1), minlength=k)[:k]
+        foreground = winner != 0
         n = int(foreground.sum())
-        if not n:
-            continue
-        count += n
-        entropy_sum += float(entropy(block, axis=axis)[foreground].sum(dtype=np.float64))
-        if epistemic is not None:
-            mi_sum += float(epistemic[region][foreground].sum(dtype=np.float64))
+        if n:
+            count += n
+            entropy_sum += float(entropy(block, axis=axis)[foreground].sum(dtype=np.float64))
+            if epistemic is not None:
+                mi_sum += float(epistemic[region][foreground].sum(dtype=np.float64))
+        release_pages(probabilities)  # a disk-backed prediction: the slab read leaves this process's memory
     score = entropy_sum / count / math.log(k) if count else 1.0
     mi = None
     if epistemic is not None:
         mi = mi_sum / count if count else 0.0
     size = math.prod(spatial_shape)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
     return {
         MAIN_SCORE: min(max(score, 0.0), 1.0),
         "foreground_fraction": count / size if size else 0.0,
-        "foreground_ml": count * float(np.prod(spacing)) / 1000.0,
+        "foreground_ml": count * voxel_ml,
         "foreground_epistemic": mi,
+        "class_ml": [int(n) * voxel_ml for n in per_class],
     }
 
 
@@ -174,19 +213,41 @@ def assess_ood(
     spacing: Sequence[float],
     channel_axis: int = 0,
     epistemic: np.ndarray | None = None,
+    scan: Any = None,
 ) -> OODResult:
-    """:func:`ood_score` plus the threshold of the model's ``config`` and the flag."""
+    """The OOD decision: :func:`ood_score` against the threshold of the model's ``config``,
+    and the tests of :mod:`.ood_signals` (stated modality, Hounsfield air, brain volume).
+
+    Args:
+        probabilities: the plain prediction on the model grid, the scan's part only
+            (see :func:`ood_score`).
+        config: the model's config (``modality``, ``class_names``, ``extra["ood"]``,
+            ``extra["expected_volume_ml"]``).
+        spacing: the model grid's voxel size in mm.
+        scan: the :class:`~napari_medseg.types.Volume` as read (its ``modality`` and raw
+            intensities); without it the modality and intensity tests do not run.
+    """
     signals = ood_score(probabilities, spacing=spacing, channel_axis=channel_axis, epistemic=epistemic)
     threshold = ood_threshold(config)
     score = float(signals[MAIN_SCORE])
+    names = tuple(getattr(config, "class_names", ()))
+    class_ml = dict(zip(names, signals["class_ml"])) if len(names) == len(signals["class_ml"]) else None
+    expected = getattr(config, "modality", None)
+    tests = (
+        score_signal(score, threshold),
+        modality_signal(None if scan is None else scan.modality, expected),
+        hounsfield_air_signal(None if scan is None else scan.array, expected),
+        brain_volume_signal(class_ml, config),
+    )
     return OODResult(
         score_name=MAIN_SCORE,
         score=score,
         threshold=threshold,
-        flag=ood_flag(score, threshold),
+        flag=decide(tests),
         foreground_fraction=float(signals["foreground_fraction"]),
         foreground_ml=float(signals["foreground_ml"]),
         foreground_epistemic=signals["foreground_epistemic"],
+        signals=tests,
     )
 
 
