@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import struct
 import zlib
 from pathlib import Path
@@ -94,7 +93,9 @@ def write_qc_page(table, out: Path, thumbnail_of) -> Path:
 
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    from .table import is_missing
+
+    if is_missing(value):
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -18,7 +18,10 @@ from typing import Any, Mapping, Sequence
 
 from .inputs import Case
 
-__all__ = ["CSV_NAME", "PARQUET_NAME", "failed_row", "pending_row", "read_table", "row_from_report", "write_atomically", "write_table"]
+__all__ = [
+    "CSV_NAME", "PARQUET_NAME", "failed_row", "is_missing", "pending_row", "read_table", "row_from_report", "typed",
+    "write_atomically", "write_table",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,11 @@ CSV_NAME = "cohort.csv"
 PARQUET_NAME = "cohort.parquet"
 FIRST_COLUMNS = ["case_id", "status", "error", "flagged", "flags", "ood_score", "ood_flag", "fg_epistemic_nats"]
 LAST_COLUMNS = ["seconds", "network_s", "device", "worker", "input", "series_uid", "folder", "resumed"]
+# Column types (volumes, ``vol_*``, are numbers too), kept in both files: see :func:`typed`.
+FLOAT_COLUMNS = ("ood_score", "fg_epistemic_nats", "seconds", "network_s")
+BOOL_COLUMNS = ("flagged", "resumed")
+NULLABLE_BOOL_COLUMNS = ("ood_flag",)
+TEXT_COLUMNS = ("case_id", "status", "error", "flags", "device", "worker", "input", "series_uid", "folder")
 
 
 def volume_column(class_name: str) -> str:
@@ -40,7 +48,7 @@ def row_from_report(case: Case, report: Mapping[str, Any], *, seconds: float, wo
     ood = report.get("ood") or {}
     flags = []
     if ood.get("flag"):
-        flags.append("out of distribution")
+        flags.append("out of distribution" + (f" ({', '.join(ood['flagged_by'])})" if ood.get("flagged_by") else ""))
     if report.get("volumes_outside_training_range"):
         flags.append("volume outside training range: " + ", ".join(report["volumes_outside_training_range"]))
     flags.extend(report.get("model_warnings") or [])
@@ -88,16 +96,63 @@ def _base_row(case: Case, status: str) -> dict[str, Any]:
 
 
 def make_table(rows: Sequence[Mapping[str, Any]]):
-    """Rows -> a pandas DataFrame sorted by case id, columns in a fixed order."""
+    """Rows -> a pandas DataFrame sorted by case id, columns in a fixed order and typed
+    (:func:`typed`)."""
     import pandas as pd
 
     table = pd.DataFrame(list(rows))
     if table.empty:
-        return pd.DataFrame(columns=FIRST_COLUMNS + LAST_COLUMNS)
+        return typed(pd.DataFrame(columns=FIRST_COLUMNS + LAST_COLUMNS))
     volumes = sorted(c for c in table.columns if c.startswith("vol_"))
     known = FIRST_COLUMNS + volumes + LAST_COLUMNS
     columns = [c for c in known if c in table.columns] + [c for c in table.columns if c not in known]
-    return table[columns].sort_values("case_id", kind="stable").reset_index(drop=True)
+    return typed(table[columns].sort_values("case_id", kind="stable").reset_index(drop=True))
+
+
+def typed(table):
+    """The table's known columns as their types, whatever the rows held (a column of a
+    cohort without uncertainty is all empty; an empty column reads back from CSV as numbers):
+    numbers as float64 (empty: NaN), ``flagged`` and ``resumed`` as bool, ``ood_flag`` as
+    pandas' nullable boolean (empty for failed and pending cases), text columns as strings
+    (empty: ""). Other columns are left as they are. Returns a new DataFrame.
+
+    Raises:
+        ValueError: a value that is not of its column's type (column and value named).
+    """
+    import pandas as pd
+
+    table = table.copy()
+    for column in table.columns:
+        try:
+            if column in FLOAT_COLUMNS or column.startswith("vol_"):
+                table[column] = pd.to_numeric(table[column]).astype("float64")
+            elif column in BOOL_COLUMNS:
+                table[column] = table[column].map(lambda value: bool(_truth(value))).astype(bool)
+            elif column in NULLABLE_BOOL_COLUMNS:
+                table[column] = table[column].map(_truth).astype("boolean")
+            elif column in TEXT_COLUMNS:
+                table[column] = table[column].map(lambda value: "" if is_missing(value) else str(value)).astype(str)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"column {column!r}: {exc}") from None
+    return table
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (an empty cell)."""
+    import pandas as pd
+
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _truth(value: Any) -> bool | None:
+    """True/False from a bool or its text ("True", "false", "1"); None when empty."""
+    if is_missing(value) or value == "":
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{value!r} is not a truth value (True or False)")
+        return value.strip().lower() in ("true", "1")
+    return bool(value)
 
 
 def write_table(table, out: Path) -> dict[str, Path]:
@@ -114,11 +169,13 @@ def write_table(table, out: Path) -> dict[str, Path]:
 
 
 def read_table(path: str | os.PathLike):
-    """A cohort table from ``cohort.csv`` (or a cohort folder holding one).
+    """A cohort table from ``cohort.csv``, ``cohort.parquet`` or a cohort folder (its CSV),
+    with the column types of :func:`typed`.
 
     Raises:
         FileNotFoundError: no cohort table there (named).
-        ValueError: the file has no ``case_id`` column (not a cohort table).
+        ValueError: the file has no ``case_id`` column (not a cohort table), or a column
+            holds a value of the wrong type (named with the file).
     """
     import pandas as pd
 
@@ -126,11 +183,17 @@ def read_table(path: str | os.PathLike):
     if path.is_dir():
         path = path / CSV_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no cohort table (cohort.csv) there")
-    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        raise FileNotFoundError(f"{path}: no cohort table ({CSV_NAME} or {PARQUET_NAME}) there")
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+    else:
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in TEXT_COLUMNS})
     if "case_id" not in table.columns:
         raise ValueError(f"{path}: not a cohort table (no case_id column; columns {list(table.columns)})")
-    return table
+    try:
+        return typed(table)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def write_atomically(path: Path, writer) -> Path:

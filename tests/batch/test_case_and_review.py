@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from napari_medseg.batch.manifest import DAMAGED, FINISHED, MANIFEST_NAME, THUMB
 from napari_medseg.batch.plan import make_plan
 from napari_medseg.batch.qc import png_bytes, write_qc_page
 from napari_medseg.batch.review import case_layers
-from napari_medseg.batch.table import failed_row, make_table, read_table, write_table
+from napari_medseg.batch.table import failed_row, make_table, pending_row, read_table, write_table
 from napari_medseg.models import load_model
 from tests.batch.conftest import write_scans
 
@@ -61,6 +62,40 @@ def test_thumbnail_is_a_png_and_the_qc_page_lists_flagged_first(finished_case):
     assert image.mode == "RGB" and image.size[1] == 96
     page = write_qc_page(table, out, lambda case_id: png if case_id == "case0" else None).read_text()
     assert page.index("missing") < page.index(">case0<") and page.count("base64,") == 1
+
+
+def test_csv_and_parquet_keep_the_column_types(finished_case):
+    pa = pytest.importorskip("pyarrow")
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    out, case, _, table = finished_case
+    pending = discover_cases([case.path])[0]
+    table = make_table([*table.to_dict("records"), pending_row(replace(pending, case_id="later"))])
+    files = write_table(table, out)
+    schema = pq.read_schema(files["parquet"])
+    kinds = {name: schema.field(name).type for name in schema.names}
+    for name in ("ood_score", "fg_epistemic_nats", "vol_grey_matter_ml", "seconds", "network_s"):
+        assert pa.types.is_float64(kinds[name]), (name, kinds[name])  # also when empty in every row
+    for name in ("status", "error", "flags", "case_id", "device", "series_uid"):
+        assert pa.types.is_string(kinds[name]) or pa.types.is_large_string(kinds[name]), (name, kinds[name])
+    assert pa.types.is_boolean(kinds["flagged"]) and pa.types.is_boolean(kinds["ood_flag"])
+
+    from_parquet, from_csv = read_table(files["parquet"]), read_table(files["csv"])
+    for read in (from_parquet, from_csv):
+        assert dict(read.dtypes) == dict(table.dtypes)
+        pd.testing.assert_frame_equal(read, table)
+    assert list(table.status) == ["done", "pending", "failed"]  # sorted by case id: case0, later, missing
+    assert table.ood_flag.isna().tolist() == [False, True, True] and table.fg_epistemic_nats.isna().all()
+
+
+def test_a_table_with_a_value_of_the_wrong_type_is_refused_naming_it(tmp_path):
+    (tmp_path / "cohort.csv").write_text("case_id,status,seconds,flagged\na,done,fast,True\n")
+    with pytest.raises(ValueError, match=r"cohort.csv: column 'seconds': .*fast"):
+        read_table(tmp_path)
+    (tmp_path / "cohort.csv").write_text("case_id,status,seconds,flagged\na,done,1.5,maybe\n")
+    with pytest.raises(ValueError, match=r"column 'flagged': 'maybe' is not a truth value"):
+        read_table(tmp_path)
 
 
 def test_png_bytes_round_trip():
