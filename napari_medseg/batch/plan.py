@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["DEFAULT_MODEL", "CohortPlan", "make_plan"]
+__all__ = ["DEFAULT_MODEL", "CohortPlan", "default_ensemble", "make_plan"]
 
 DEFAULT_MODEL = "brain-tissue-unet"  # as for medseg segment
 
@@ -19,7 +19,8 @@ class CohortPlan:
         model: the bundle name or path the user gave.
         model_path: the resolved bundle folder or archive.
         weights_sha256: the bundle's weights hash (the manifest's model identity).
-        ensemble: further bundles (resolved paths) for ``uncertainty="ensemble"``.
+        ensemble: further bundles (resolved paths) for ``uncertainty="ensemble"``; by default
+            those ``medseg segment`` takes (:func:`default_ensemble`).
         device: "auto", "cpu", "cuda", "mps"; "auto" gives each worker a GPU when there are any.
         dicom_seg: also write ``<stem>_seg.dcm``: None (as ``medseg segment``: for DICOM inputs
             whose headers allow one), True (a case that cannot have one fails), False.
@@ -73,18 +74,36 @@ def make_plan(
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
-    if uncertainty == "ensemble" and not ensemble:
-        raise ValueError("uncertainty 'ensemble' needs further models: pass --ensemble MODEL ... (ensemble=[...])")
     path = resolve_bundle(model)
+    members = [resolve_bundle(member) for member in ensemble]
+    if uncertainty == "ensemble" and not members:
+        members = default_ensemble(path)
+        if not members:
+            raise ValueError(
+                f"uncertainty 'ensemble' needs further models and no shipped bundle predicts the classes of {model}: "
+                "pass --ensemble MODEL ... (ensemble=[...])"
+            )
     return CohortPlan(
         model=str(model),
         model_path=str(path),
         weights_sha256=_bundle_digest(path),
         uncertainty=uncertainty,
-        ensemble=tuple(str(resolve_bundle(member)) for member in ensemble),
+        ensemble=tuple(str(member) for member in members),
         gradcam=tuple(str(target) for target in gradcam),
         **options,
     )
+
+
+def default_ensemble(model_path: Path) -> list[Path]:
+    """The ensemble ``medseg segment`` uses when none is named: the shipped bundles other
+    than the model that predict the same classes (in the catalogue's order)."""
+    from ..models.bundle import read_config
+    from ..models.catalog import list_bundles, load_model
+
+    model_path = Path(model_path)
+    config = read_config(model_path) if model_path.is_dir() else load_model(model_path).config  # an archive
+    classes = tuple(config.class_names)
+    return [info.path for info in list_bundles() if info.shipped and info.classes == classes and info.path.resolve() != model_path.resolve()]
 
 
 def _bundle_digest(path: str | Path) -> str:
