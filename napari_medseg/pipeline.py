@@ -58,9 +58,10 @@ def run_segmentation(
         ensemble: further models for ``uncertainty="ensemble"`` (with ``model``).
         overwrite: replace earlier results of ``stem`` in ``output_dir``; without it any
             of them refuses the run before the segmentation starts.
-        memory_budget: bytes the probabilities on the input grid ((z, y, x, K) float32)
-            may take in memory; larger ones go to a temporary file in the output folder's
-            staging folder (a ``numpy.memmap``, removed with it) and are written from
+        memory_budget: bytes each probability array (the network's (K, z, y, x) float32
+            on the model grid, the (z, y, x, K) float32 on the input grid) may take in
+            memory; a larger one goes to a temporary file in the output folder's staging
+            folder (a ``numpy.memmap``, removed with it) and is used and written from
             there. Default: :func:`probability_budget` of the input.
 
     Returns:
@@ -92,6 +93,7 @@ def run_segmentation(
             volume, model, device=device, precision=precision, batch_size=batch_size,
             postprocessing=postprocessing, progress=progress, should_stop=should_stop, inspect=inspect,
             allocate=lambda shape: probability_array(shape, budget, results.staging),
+            allocate_model=lambda shape: probability_array(shape, budget, results.staging, "model-probabilities.f32"),
         )  # fmt: skip
         _write_segmentation(results, names, result, volume, model)
         if uncertainty != "none":
@@ -134,21 +136,24 @@ def _write_report(results, names: dict[str, str], result, volume: Volume, model:
 
 
 def probability_budget(volume: Volume) -> int:
-    """Bytes the input-grid probabilities of ``volume`` may take in memory: 4 times the
-    input's own bytes (issue 12's bound for the whole run), and at most the share of the
-    free memory that readers may take (:data:`~napari_medseg.io.limits.MEMORY_FRACTION`)."""
+    """Bytes each probability array of a run on ``volume`` may take in memory: the input's
+    own bytes, and at most the share of the free memory that readers may take
+    (:data:`~napari_medseg.io.limits.MEMORY_FRACTION`). The whole run is to stay within 4
+    times the input beyond the runtime and the model (issue 12): the input itself, the
+    model-grid image, and while mapping back one class on each grid leave about one input's
+    worth for the probabilities (``bench/segment_memory.py`` measures it)."""
     from .io.limits import MEMORY_FRACTION, available_memory_bytes
 
-    return int(min(4 * volume.array.nbytes, MEMORY_FRACTION * available_memory_bytes()))
+    return int(min(volume.array.nbytes, MEMORY_FRACTION * available_memory_bytes()))
 
 
-def probability_array(shape: tuple[int, ...], budget: int, folder: Path) -> np.ndarray:
+def probability_array(shape: tuple[int, ...], budget: int, folder: Path, name: str = "probabilities.f32") -> np.ndarray:
     """An empty float32 array of ``shape``: in memory when it fits in ``budget`` bytes,
-    else a ``numpy.memmap`` on a new file ``probabilities.f32`` in ``folder``."""
+    else a ``numpy.memmap`` on a new file ``name`` in ``folder``."""
     n_bytes = int(np.prod(shape, dtype=np.int64)) * 4
     if n_bytes <= budget:
         return np.empty(shape, np.float32)
-    path = Path(folder) / "probabilities.f32"
+    path = Path(folder) / name
     logger.info("probabilities (%s) go to %s: %d bytes exceed the memory budget %d", shape, path, n_bytes, budget)
     try:
         with open(path, "xb") as handle:

@@ -1,5 +1,6 @@
-"""run_segmentation streams the input-grid probabilities to a file in the staging folder
-when they exceed the memory budget: the same files come out, and the file goes away."""
+"""run_segmentation streams the probabilities (the network's on the model grid, those on the
+input grid) to files in the staging folder when they exceed the memory budget: the same
+files come out, and the files go away."""
 
 from __future__ import annotations
 
@@ -41,6 +42,6 @@ def test_probability_array_in_memory_or_on_disk(tmp_path):
         probability_array(shape, 0, tmp_path / "missing")
 
 
-def test_the_default_budget_is_four_times_the_input():
+def test_the_default_budget_is_the_input_size_per_array():
     volume = _volume()
-    assert 0 < probability_budget(volume) <= 4 * volume.array.nbytes
+    assert 0 < probability_budget(volume) <= volume.array.nbytes

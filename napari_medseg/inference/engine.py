@@ -70,19 +70,29 @@ def predict_probabilities(
     overlap: float = 0.5,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Network probabilities (K, z, y, x) on the model grid (2D slices or 3D windows)."""
+    """Network probabilities (K, z, y, x) on the model grid (2D slices or 3D windows),
+    written into ``out`` when given (a float32 array of that shape, e.g. a disk-backed
+    ``numpy.memmap``: 2D models write it batch by batch, 3D windows copy their blend in)."""
     config = model.config
     if config.spatial_dims == 2:
         return predict_slices(
             model, image, offsets=context_offsets(config), batch_size=batch_size or 8,
-            device=device, amp=amp, progress=progress, should_stop=should_stop,
+            device=device, amp=amp, progress=progress, should_stop=should_stop, out=out,
         )  # fmt: skip
     patch = tuple(config.patch_size) or image.shape
-    return predict_windows(
+    blended = predict_windows(
         model, image, patch=patch, overlap=overlap, batch_size=batch_size or 2,
         device=device, amp=amp, progress=progress, should_stop=should_stop,
     )  # fmt: skip
+    if out is None:
+        return blended
+    if out.shape != blended.shape or out.dtype != np.float32:
+        raise ValueError(f"output array {out.shape} {out.dtype} must be {blended.shape} float32")
+    out[...] = blended
+    release_pages(out)
+    return out
 
 
 @dataclass
@@ -219,6 +229,7 @@ def apply_in_slabs(fit: PostprocessFit, image: np.ndarray, probabilities: np.nda
     for start in range(0, image.shape[0], slab):
         region = (slice(start, start + slab), slice(None), slice(None))
         probabilities[(slice(None), *region)] = fit.apply(image[region], probabilities[(slice(None), *region)], region)
+        release_pages(probabilities)
 
 
 def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
@@ -260,6 +271,7 @@ def segment(
     should_stop: StopCheck = None,
     inspect: Callable[[np.ndarray, Any], None] | None = None,
     allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    allocate_model: Callable[[tuple[int, ...]], np.ndarray] | None = None,
 ) -> Segmentation:
     """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
 
@@ -269,10 +281,13 @@ def segment(
     ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
     (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
     ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.
+    ``allocate_model(shape)`` does the same for the (K, z, y, x) float32 probabilities on
+    the model grid.
 
-    Memory beyond the input: the model-grid image and the (K, ...) float32 model-grid
-    probabilities, the post-processing's working arrays, one class at a time while
-    mapping back, the (z, y, x) uint8 labels and ``allocate``'s array.
+    Memory beyond the input: the model-grid image (until the post-processing is done) and
+    the (K, ...) float32 model-grid probabilities (or ``allocate_model``'s array), the
+    post-processing's working arrays, one class at a time while mapping back, the
+    (z, y, x) uint8 labels and ``allocate``'s array.
 
     Raises:
         Cancelled: ``should_stop()`` returned True between batches.
@@ -290,9 +305,11 @@ def segment(
     model.eval()
     model.to(torch_device)
     try:
+        model_shape = (len(config.class_names), *prepared.image.shape)
         probabilities = predict_probabilities(
             model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size,
             progress=progress, should_stop=should_stop,
+            out=None if allocate_model is None else allocate_model(model_shape),
         )  # fmt: skip
     finally:
         model.train(was_training)
@@ -311,6 +328,7 @@ def segment(
         details.update(fit.details)
         apply_in_slabs(fit, prepared.image, probabilities)
     timings["postprocess"] = time.perf_counter() - mark
+    prepared.drop_image()  # not needed to map back: its memory goes before the input grid's arrays come
 
     mark = time.perf_counter()
     shape = (*prepared.input_shape, probabilities.shape[0])

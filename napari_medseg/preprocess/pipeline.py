@@ -86,6 +86,12 @@ class Prepared:
         """The model grid's geometry without the padding."""
         return shift_origin(self.geometry, [b for b, _ in self.pad])
 
+    def drop_image(self) -> None:
+        """Free :attr:`image` once nothing reads its voxels any more (mapping back needs
+        only its shape): it becomes a read-only zero view of the same shape and dtype that
+        takes no memory."""
+        self.image = np.broadcast_to(np.zeros((), dtype=self.image.dtype), self.image.shape)
+
 
 def prepare_for_model(volume: Volume, config, *, normalize: bool = True) -> Prepared:
     """:func:`prepare` with a model config's orientation, spacing and slice margin."""
@@ -221,8 +227,8 @@ def restore(probabilities: np.ndarray, prepared: Prepared) -> np.ndarray:
 def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray, *, slab: int = 16) -> np.ndarray:
     """Map (K, z, y, x) model-grid probabilities into ``out``, (z, y, x, K) float32 on the input grid.
 
-    One class at a time, written straight into ``out`` (which may be a disk-backed
-    ``numpy.memmap``, whose pages are written out and released after each slab): beyond
+    One class at a time, written straight into ``out`` (``out`` and ``probabilities`` may be
+    disk-backed memmaps, whose pages are written out and released after each slab): beyond
     ``out`` this holds one class on each grid, never a second K-class volume. After a
     resampling the classes are clipped at 0 and renormalised to sum to 1, ``slab`` input
     slices at a time. Returns ``out``.
@@ -234,8 +240,10 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
     for c in range(k):
         image = None
         if prepared.resampled:
-            image = resample_image(prepared.scan_part(probabilities[c]), prepared.unpadded_geometry(), prepared.canonical_geometry,
-                                   prepared.canonical_shape, linear=True)  # fmt: skip
+            source = sitk_image(prepared.scan_part(probabilities[c]), prepared.unpadded_geometry())
+            release_pages(probabilities)  # copied: a disk-backed model grid's pages go before the resampling
+            image = resample_sitk(source, prepared.canonical_geometry, prepared.canonical_shape, linear=True)
+            del source
             values = prepared.reorientation.invert(_array_view(image))  # input layout, a view
         else:
             values = prepared.reorientation.invert(prepared.scan_part(probabilities[c]))
@@ -248,6 +256,7 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
             else:
                 target[...] = values[start : start + slab]
             release_pages(out)
+            release_pages(probabilities)  # a disk-backed model grid: its class was read
         del image, values
     if prepared.resampled:
         for start in range(0, out.shape[0], slab):
@@ -295,15 +304,33 @@ def resample_image(
     dtype: np.dtype | type | None = None,
 ):
     """As :func:`resample_array`, but the SimpleITK image (no copy into numpy)."""
+    return resample_sitk(sitk_image(array, source), target, shape, linear=linear, dtype=dtype)
+
+
+def sitk_image(array: np.ndarray, geometry: Geometry):
+    """A SimpleITK image holding a copy of the (z, y, x) ``array`` with ``geometry`` (one
+    copy: a non-contiguous view goes through one temporary contiguous copy, freed here)."""
     import SimpleITK as sitk
 
     from ..io._sitk import apply_geometry
 
-    image = apply_geometry(sitk.GetImageFromArray(np.ascontiguousarray(array)), source)
-    reference = apply_geometry(sitk.Image([int(n) for n in shape[::-1]], sitk.sitkUInt8), target)
+    return apply_geometry(sitk.GetImageFromArray(np.ascontiguousarray(array)), geometry)
+
+
+def resample_sitk(image, target: Geometry, shape: tuple[int, int, int], *, linear: bool, dtype: np.dtype | type | None = None):
+    """A SimpleITK image resampled onto the ``target`` grid of (z, y, x) ``shape`` (linear or
+    nearest neighbour, 0 outside); the result's pixel type is ``dtype`` (default: the
+    image's). The output grid is given by size, origin, spacing and direction (taken from
+    a one-voxel image carrying ``target``): no reference image of the output's size."""
+    import SimpleITK as sitk
+
+    from ..io._sitk import apply_geometry
+
+    grid = apply_geometry(sitk.Image([1, 1, 1], sitk.sitkUInt8), target)
     interpolator = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
     pixel = image.GetPixelID() if dtype is None else _pixel_id(sitk, dtype)
-    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, pixel)
+    return sitk.Resample(image, [int(n) for n in shape[::-1]], sitk.Transform(), interpolator,
+                         grid.GetOrigin(), grid.GetSpacing(), grid.GetDirection(), 0.0, pixel)  # fmt: skip
 
 
 def _pixel_id(sitk, dtype) -> int:

@@ -102,3 +102,42 @@ def test_release_pages_keeps_the_data(tmp_path):
     release_pages(disk)
     assert float(disk.sum()) == 2.5 * disk.size
     assert np.fromfile(tmp_path / "a.f32", np.float32).sum() == 2.5 * disk.size
+
+
+@pytest.mark.parametrize("geometry", CASES)
+def test_restore_from_a_disk_backed_model_grid_and_without_the_model_image(geometry, tmp_path):
+    """The network's probabilities in a memmap and the image dropped: the same values."""
+    volume = Volume(_ct(), geometry, modality="CT")
+    prepared = prepare(volume, orientation="RAS", spacing=(1.0, 1.0, 1.0))
+    probabilities = _softmax_like(prepared.image)
+    expected = _whole_volume_restore(probabilities, prepared)
+    on_disk = np.memmap(tmp_path / "model.f32", dtype=np.float32, mode="w+", shape=probabilities.shape)
+    on_disk[...] = probabilities
+    shape = prepared.image.shape
+    prepared.drop_image()
+    assert prepared.image.shape == shape and prepared.image.strides == (0, 0, 0) and not prepared.image.flags.writeable
+    np.testing.assert_array_equal(restore(on_disk, prepared), expected)
+
+
+def test_resampling_without_a_reference_image_equals_resampling_onto_one():
+    """The output grid given by size, origin, spacing and direction: SimpleITK's values with
+    a full-size reference image, bit for bit (an oblique, permuted target included)."""
+    import SimpleITK as sitk
+
+    from napari_medseg.io._sitk import apply_geometry
+    from napari_medseg.preprocess.pipeline import resample_image
+
+    rng = np.random.default_rng(3)
+    source = Geometry((1.0, 1.0, 1.0), (0.5, -3.0, 2.0))
+    angle = 0.3
+    oblique = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]]) @ PERMUTED
+    array = rng.random((16, 18, 20)).astype(np.float32)
+    for target, shape in ((Geometry((0.8, 0.7, 0.7), (1.0, -2.0, 3.0)), (19, 25, 27)),
+                          (Geometry((1.3, 0.9, 1.1), (2.0, 1.0, -1.0), oblique), (12, 17, 15))):  # fmt: skip
+        for linear in (True, False):
+            got = sitk.GetArrayFromImage(resample_image(array, source, target, shape, linear=linear))
+            image = apply_geometry(sitk.GetImageFromArray(array), source)
+            reference = apply_geometry(sitk.Image([int(n) for n in shape[::-1]], sitk.sitkUInt8), target)
+            method = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
+            expected = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), method, 0.0, image.GetPixelID()))
+            np.testing.assert_array_equal(got, expected)
