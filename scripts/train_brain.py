@@ -3,7 +3,8 @@
     python scripts/train_brain.py --task locator --out resources/models/brain-locator
     python scripts/train_brain.py --task tissue --arch unet --out resources/models/brain-tissue-unet
     python scripts/train_brain.py --task tissue --arch transunet --out resources/models/brain-tissue-transunet
-    python scripts/train_brain.py --task structures --arch unet --out resources/models/brain-structures
+    python scripts/train_brain.py --task structures --arch unet --init-from resources/models/brain-tissue-unet \
+        --lr 1e-3 --out resources/models/brain-structures
 
 Data: ``--maps`` (default ``../shared/data/synthseg-label-maps`` beside the checkout): the
 label maps of 20 real heads from the public repository BBillot/SynthSeg,
@@ -17,6 +18,9 @@ Apache-2.0. Every training image is synthesised on the fly from them
 - ``tissue``: a 2.5D network (5 slices 2 mm apart) for background, CSF, grey and white
   matter at 1 mm.
 - ``structures``: the same for SynthSeg's 32 structures, written with FreeSurfer ids.
+  Started from the tissue U-Net (``--init-from``, :func:`initialise_from`): trained from
+  scratch for 85 minutes on 2 CPU cores, the 33-class network had learnt none of the deep
+  grey nuclei, the hippocampus or the amygdala (all 0 mL on the dev subject).
 
 Runs on the CPU (bf16 autocast where the processor has it) or a GPU; ``--max-minutes``
 bounds the wall time. The command, data and machine are recorded in ``meta.json``.
@@ -44,6 +48,7 @@ from napari_medseg.training.label_maps import (
     STRUCTURES,
     TISSUE_COLORS,
     TISSUE_NAMES,
+    TISSUE_OF_STRUCTURE,
     class_volume_ranges,
     load_label_maps,
 )
@@ -201,7 +206,9 @@ def train(args: argparse.Namespace) -> Path:
     if device.type == "cpu":
         torch.set_num_threads(max(1, args.threads))
     config = model_config(args.task, args.arch)
-    model = build_model(config).to(device)
+    model = build_model(config)
+    initialised = initialise_from(model, args.init_from) if args.init_from else None
+    model = model.to(device)
     if config.spatial_dims == 2 and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -257,6 +264,8 @@ def train(args: argparse.Namespace) -> Path:
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
         },
     }
+    if initialised:
+        meta["training"]["initialised_from"] = initialised
     if args.task != "locator":  # the volumes of real anatomy this model has seen, for the report
         ranges = class_volume_ranges(load_label_maps(args.maps), args.task)
         model.config = ModelConfig.from_dict({**config.to_dict(), "extra": {**config.to_dict()["extra"], "expected_volume_ml": ranges}})
@@ -264,6 +273,51 @@ def train(args: argparse.Namespace) -> Path:
     (args.out / "training_log.json").write_text(json.dumps({"loss": losses[:: max(1, len(losses) // 500)]}))
     logger.info("saved %s after %d steps in %.1f min", path, step, minutes)
     return path
+
+
+def initialise_from(model: torch.nn.Module, bundle: str) -> dict:
+    """Start ``model`` from a trained bundle of the same architecture (transfer learning).
+
+    Every tensor whose name and shape match is copied. A structure model started from a
+    tissue model also gets the tissue model's output layer, each structure's row copied
+    from its tissue's (:data:`TISSUE_OF_STRUCTURE`) with the bias lowered by the log of the
+    number of structures sharing that tissue: at step 0 the structure probabilities summed
+    per tissue equal the tissue model's, and training only has to split each tissue.
+
+    Returns what was done, for ``meta.json``.
+
+    Raises:
+        SystemExit: the bundle's architecture, settings or input differ from ``model``'s.
+    """
+    from napari_medseg.models import load_model
+
+    parent = load_model(bundle, device="cpu")
+    own, theirs = model.config, parent.config
+    if (own.architecture, own.arch_kwargs, own.in_channels) != (theirs.architecture, theirs.arch_kwargs, theirs.in_channels):
+        raise SystemExit(
+            f"--init-from {bundle}: {theirs.architecture} {theirs.arch_kwargs} with {theirs.in_channels} inputs "
+            f"does not match {own.architecture} {own.arch_kwargs} with {own.in_channels} inputs"
+        )
+    source = {k: v.float() for k, v in parent.state_dict().items()}
+    target = model.state_dict()
+    copied = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
+    mapped = []
+    if tuple(theirs.class_names) == TISSUE_NAMES and tuple(own.class_names) == tuple(s[1] for s in STRUCTURES):
+        tissue = torch.from_numpy(TISSUE_OF_STRUCTURE.astype("int64"))
+        shares = torch.bincount(tissue, minlength=len(TISSUE_NAMES)).float()
+        for name in target:
+            if name not in copied and name in source and source[name].shape[0] == len(TISSUE_NAMES):
+                rows = source[name][tissue].clone()
+                if rows.ndim == 1:  # the bias
+                    rows -= torch.log(shares[tissue])
+                if rows.shape == target[name].shape:
+                    copied[name] = rows
+                    mapped.append(name)
+    model.load_state_dict(copied, strict=False)
+    left = sorted(set(target) - set(copied))
+    logger.info("initialised %d of %d tensors from %s (output rows mapped: %s; new: %s)", len(copied), len(target), bundle, mapped, left)
+    return {"bundle": str(bundle), "id": getattr(parent, "bundle_meta", {}).get("id"),
+            "tensors_copied": len(copied), "output_rows_mapped_from_tissue": mapped, "tensors_new": left}  # fmt: skip
 
 
 def _description(task: str, arch: str) -> str:
@@ -290,6 +344,7 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=90.0)
     parser.add_argument("--t1-fraction", type=float, default=None, help="share of T1-like synthetic contrasts")
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--init-from", help="start from this bundle's weights (same architecture); see initialise_from")
     args = parser.parse_args()
     if args.task == "locator":
         args.arch = "locator"
