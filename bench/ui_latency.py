@@ -98,7 +98,7 @@ def main() -> None:
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
     (image,) = viewer.open(str(DEV_T1), plugin="napari-medseg")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(resolve_bundle("brain-tissue-unet"))
     panel.session.device = "cpu"
     panel.warmup.join()  # start-up imports finish while a user reads the panel

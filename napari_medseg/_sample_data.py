@@ -1,15 +1,34 @@
-"""napari sample-data contribution: the shipped MNI152 brain T1."""
+"""napari sample-data contributions: the shipped sample volumes as image layers.
+
+Both are T1-weighted MRI at 1 mm (uint8); their sources and licences are in
+``resources/sample/NOTICE.md``. Layers get the file's geometry (``scale`` = spacing,
+``translate`` = origin, the direction in ``affine``), so world coordinates are physical
+(z, y, x) millimetres.
+"""
 
 from __future__ import annotations
 
+HEAD_LAYER = "Adult head T1"
+TEMPLATE_LAYER = "MNI152 average template T1"
 
-def make_sample_brain() -> list[tuple]:
-    """The MNI ICBM152 2009a T1 (brain-extracted, 1 mm) as an image layer."""
+
+def _sample_layer(key: str, name: str) -> list[tuple]:
+    from dataclasses import replace
+
     from ._layers import image_layer_data
     from .io import read_volume
     from .resources import sample_volume_path
 
-    from dataclasses import replace
+    volume = replace(read_volume(sample_volume_path(key)), modality="MR")
+    return [image_layer_data(volume, name=name)]
 
-    volume = replace(read_volume(sample_volume_path()), modality="MR")
-    return [image_layer_data(volume, name="MNI152 T1")]
+
+def make_sample_head() -> list[tuple]:
+    """A real adult head T1 (skull and scalp, face cropped; 232 x 172 x 172 voxels at 1 mm)."""
+    return _sample_layer("adult_head_t1", HEAD_LAYER)
+
+
+def make_sample_template() -> list[tuple]:
+    """The MNI ICBM152 2009a T1: an average of 152 adult brains, brain-extracted
+    (159 x 189 x 153 voxels at 1 mm)."""
+    return _sample_layer("mni152_template_t1", TEMPLATE_LAYER)

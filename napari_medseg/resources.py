@@ -19,9 +19,20 @@ def resources_dir() -> Path:
     raise FileNotFoundError(f"napari-medseg resources not found beside {_PACKAGE_DIR}")
 
 
-def sample_volume_path() -> Path:
-    """The shipped sample brain T1 (MNI ICBM152 2009a, see its NOTICE)."""
-    path = resources_dir() / "sample" / "mni152_t1.nii.gz"
+SAMPLE_FILES = {"adult_head_t1": "adult_head_t1.nii.gz", "mni152_template_t1": "mni152_t1.nii.gz"}
+"""The shipped sample volumes by key (see ``resources/sample/NOTICE.md``): a real adult
+head T1 (napari's "Adult head T1" and the demo's input) and the MNI ICBM152 2009a average
+template (the bundles' out-of-distribution calibration augments it)."""
+HEAD_SAMPLE = "adult_head_t1"
+
+
+def sample_volume_path(key: str = "mni152_template_t1") -> Path:
+    """A shipped sample volume (1 mm, uint8): ``"adult_head_t1"`` (:data:`HEAD_SAMPLE`) or
+    ``"mni152_template_t1"``, the default, which the OOD calibration scripts mean when they
+    say "the sample volume"."""
+    if key not in SAMPLE_FILES:
+        raise KeyError(f"unknown sample {key!r}; shipped samples: {', '.join(SAMPLE_FILES)}")
+    path = resources_dir() / "sample" / SAMPLE_FILES[key]
     if not path.is_file():
         raise FileNotFoundError(f"sample volume missing: {path}")
     return path

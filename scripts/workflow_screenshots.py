@@ -6,7 +6,7 @@ The same steps as the end-to-end viewer test, with the default U-Net instead of 
 random one: open a scan through the plugin, segment, Grad-CAM for grey matter, MC-dropout
 uncertainty, paint a correction and accept a slice, fine-tune 200 steps (a new version
 in a throw-away model home), re-segment, quantify, export. One JPEG per stage
-(``workflow_<n>_<stage>.jpg``); the README shows them. Default scan: the shipped sample.
+(``workflow_<n>_<stage>.jpg``); the README shows them. Default scan: the shipped sample "Adult head T1".
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ WIDTH = 1200  # pixels of the saved screenshots
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--volume", type=Path, help="scan to open (default: the shipped sample)")
+    parser.add_argument("--volume", type=Path, help="scan to open (default: the shipped sample head)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
     parser.add_argument("--finetune-steps", type=int, default=200)
     args = parser.parse_args()
@@ -37,14 +37,14 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_medseg.models import resolve_bundle
-    from napari_medseg.resources import sample_volume_path
+    from napari_medseg.resources import HEAD_SAMPLE, sample_volume_path
 
     args.out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True, title="napari-medseg")
     viewer.window._qt_window.resize(1600, 1000)
-    volume_path = args.volume or sample_volume_path()
+    volume_path = args.volume or sample_volume_path(HEAD_SAMPLE)
     (image,) = viewer.open(str(volume_path), plugin="napari-medseg")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(resolve_bundle("brain-tissue-unet"))
     panel.session.device = "cpu"
 

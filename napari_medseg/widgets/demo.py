@@ -1,9 +1,12 @@
-"""``make demo``: the sample brain segmented by the default model, in napari.
+"""``make demo``: the sample head segmented by the default model, in napari.
 
-With a display, napari opens with the sample brain and the MedSeg panel docked, then
+The input is the shipped sample "Adult head T1", a real adult head (skull and scalp, 1 mm)
+that the model never saw in training (see ``resources/sample/NOTICE.md``).
+
+With a display, napari opens with the sample head and the MedSeg panel docked, then
 segments it and estimates its uncertainty in the background. With ``--headless`` (used
 under Xvfb when there is no display) the same pipeline runs through the core, the
-outputs (labels, probabilities, uncertainty, Grad-CAM, report) go to the output folder,
+outputs (labels, probabilities, uncertainty, Grad-CAM, summary figure, report) go to the output folder,
 the viewer shows them, and screenshots plus a summary are written before exiting.
 """
 
@@ -13,24 +16,34 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+from ..resources import HEAD_SAMPLE
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "brain-tissue-unet"
+SAMPLE_KEY = HEAD_SAMPLE  # the napari sample key and the resources key
+PANEL_NAME = "Segmentation panel"
 
 
 def build_viewer(show: bool):
-    """A viewer with the sample brain and the MedSeg panel docked (default model selected)."""
+    """A viewer with the sample head and the MedSeg panel docked (default model selected)."""
     import napari
 
     viewer = napari.Viewer(show=show, title="napari-medseg demo")
-    viewer.open_sample("napari-medseg", "brain_t1")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    return viewer, set_up(viewer)
+
+
+def set_up(viewer):
+    """Open the sample head in ``viewer`` and dock the panel with the default model; returns the panel."""
     from ..models import resolve_bundle
 
+    viewer.open_sample("napari-medseg", SAMPLE_KEY)
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", PANEL_NAME)
     panel.model_section.select_path(resolve_bundle(DEFAULT_MODEL))
-    return viewer, panel
+    return panel
 
 
 def run_headless(out: Path) -> dict:
@@ -38,6 +51,7 @@ def run_headless(out: Path) -> dict:
     import imageio.v3 as iio
     from qtpy.QtWidgets import QApplication
 
+    from .._sample_data import HEAD_LAYER
     from ..io import read_volume
     from ..models import load_model
     from ..pipeline import run_segmentation
@@ -45,29 +59,30 @@ def run_headless(out: Path) -> dict:
     from .layers import show_map, show_segmentation
 
     out.mkdir(parents=True, exist_ok=True)
-    volume = read_volume(sample_volume_path())
+    volume = replace(read_volume(sample_volume_path(SAMPLE_KEY)), modality="MR")
     model = load_model(DEFAULT_MODEL)
-    paths = run_segmentation(volume, model, out, "sample", uncertainty="mc-dropout", samples=5, gradcam=["grey matter"], overwrite=True)
+    paths = run_segmentation(volume, model, out, "sample", uncertainty="mc-dropout", samples=5, gradcam=["grey matter"], figure=True, overwrite=True)
     report = json.loads(paths["report"].read_text())
 
     viewer, panel = build_viewer(show=True)
     try:
-        image = viewer.layers["MNI152 T1"]
+        image = viewer.layers[HEAD_LAYER]
+        uncertainty = f"{HEAD_LAYER} total uncertainty [mc-dropout]"
         show_segmentation(viewer, image, read_volume(paths["seg"]).array, model.config)
-        show_map(viewer, image, read_volume(paths["entropy"]).array, "MNI152 T1 total uncertainty [mc-dropout]",
-                 colormap="viridis", blending="additive")  # fmt: skip
-        viewer.layers["MNI152 T1 total uncertainty [mc-dropout]"].visible = False
+        show_map(viewer, image, read_volume(paths["entropy"]).array, uncertainty, kind="uncertainty")
+        viewer.layers[uncertainty].visible = False
         viewer.window._qt_window.resize(1500, 950)
         QApplication.processEvents()
         viewer.reset_view()
         QApplication.processEvents()
         iio.imwrite(out / "viewer_segmentation.png", viewer.screenshot(canvas_only=False, flash=False))
-        viewer.layers["MNI152 T1 total uncertainty [mc-dropout]"].visible = True
-        viewer.layers["MNI152 T1 segmentation"].visible = False
+        viewer.layers[uncertainty].visible = True
+        viewer.layers[f"{HEAD_LAYER} segmentation"].visible = False
         iio.imwrite(out / "viewer_uncertainty.png", viewer.screenshot(canvas_only=True, flash=False))
     finally:
         viewer.close()
     summary = {
+        "input": sample_volume_path(SAMPLE_KEY).name,
         "model": report["model"]["name"],
         "volume_ml": report["volume_ml"],
         "ood": report["ood"],

@@ -36,7 +36,7 @@ def test_export_writes_a_seg_that_reopens_on_the_same_grid(make_napari_viewer, q
     series = _dicom_scan(tmp_path / "head")
     viewer = make_napari_viewer(show=True)
     (image,) = viewer.open(str(series), plugin="napari-medseg")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(bundle)
     panel.session.device = "cpu"
     assert panel.segment_section.run() is not None

@@ -57,7 +57,7 @@ def _panel_with_results(make_napari_viewer, value: int = 2):
     labels[3:7, 4:10, 5:9] = value
     viewer.add_labels(labels, name="scan corrections", scale=SCALE, translate=(1.0, 2.0, 3.0),
                       metadata={"medseg": {"image_layer": "scan", "corrections": True}})  # fmt: skip
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.image_combo.setCurrentText("scan")
     return viewer, panel
 

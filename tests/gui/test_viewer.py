@@ -22,14 +22,27 @@ def _assert_not_blank(shot: np.ndarray) -> None:
     assert (rgb.max(axis=-1) > 30).mean() > 0.05, "less than 5% of the screenshot is lit"
 
 
+@pytest.mark.parametrize(
+    ("key", "name", "last"),
+    [("adult_head_t1", "Adult head T1", [231, 171, 171]), ("mni152_template_t1", "MNI152 average template T1", [158, 188, 152])],
+)
+def test_samples_open_on_their_geometry(make_napari_viewer, key, name, last):
+    """Both samples from napari's File > Open Sample: world = the file's physical (z, y, x) mm."""
+    from napari_medseg.resources import sample_volume_path
+
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open_sample("napari-medseg", key)
+    assert image.name == name
+    geometry = read_volume(sample_volume_path(key)).geometry
+    assert image.metadata["medseg"]["geometry"] == geometry
+    assert image.data.shape == tuple(np.add(last, 1))
+    for index in ([0, 0, 0], [10, 50, 70], last):
+        np.testing.assert_allclose(image.data_to_world(index), geometry.index_to_physical(index)[0], atol=1e-9)
+
+
 def test_sample_with_labels_in_shown_viewer(make_napari_viewer, artifacts_dir):
     viewer = make_napari_viewer(show=True)
-    layers = viewer.open_sample("napari-medseg", "brain_t1")
-    image = layers[0]
-    assert image.name == "MNI152 T1"
-    geometry = image.metadata["medseg"]["geometry"]
-    for index in ([0, 0, 0], [10, 50, 70], [158, 188, 152]):
-        np.testing.assert_allclose(image.data_to_world(index), geometry.index_to_physical(index)[0], atol=1e-9)
+    (image,) = viewer.open_sample("napari-medseg", "adult_head_t1")
 
     mask = (np.asarray(image.data) > np.percentile(image.data, 85)).astype(np.uint8)
     labels = viewer.add_labels(
@@ -124,7 +137,7 @@ def test_writer_keeps_source_geometry(make_napari_viewer, shared_data, tmp_path)
 
 def test_panel_docks_and_describes_selected_image(make_napari_viewer, shared_data):
     viewer = make_napari_viewer(show=True)
-    widget, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    widget, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     assert "Open a volume" in panel.info_text.toPlainText()
     viewer.open(str(shared_data / "dev-subject" / "t1.nii.gz"), plugin="napari-medseg")
     text = panel.info_text.toPlainText()

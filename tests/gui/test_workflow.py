@@ -41,7 +41,7 @@ def test_full_workflow(make_napari_viewer, qtbot, shared_data, artifacts_dir, ho
     viewer.window._qt_window.resize(1500, 1000)
     source_path = shared_data / "dev-subject" / "t1.nii.gz"
     (image,) = viewer.open(str(source_path), plugin="napari-medseg")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(bundle)
     assert panel.session.model.bundle_path == bundle
     panel.session.device = "cpu"
@@ -63,7 +63,7 @@ def test_full_workflow(make_napari_viewer, qtbot, shared_data, artifacts_dir, ho
     panel.explain_section.run()
     _wait_for_job(qtbot, panel)
     cam = viewer.layers["t1 Grad-CAM grey matter"]
-    assert cam.blending == "additive" and cam.colormap.name == "hot"
+    assert cam.blending == "translucent" and cam.colormap.name.startswith("turbo") and cam.colorbar.visible
     assert np.all(np.asarray(cam.data) >= 0)
     _snapshot(viewer, artifacts_dir, "3_gradcam")
 
@@ -122,7 +122,7 @@ def test_stop_button_cancels_segmentation(make_napari_viewer, qtbot, shared_data
     bundle = tiny_bundle(home / "models", name="tiny-stop-model")
     viewer = make_napari_viewer(show=True)
     viewer.open(str(shared_data / "dev-subject" / "t1.nii.gz"), plugin="napari-medseg")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(bundle)
     panel.jobs.request_stop()  # a stop requested before the first batch ends the job at once
     worker = panel.segment_section.run()
@@ -136,7 +136,7 @@ def test_stop_button_cancels_segmentation(make_napari_viewer, qtbot, shared_data
 
 def test_bad_model_folder_becomes_a_notification(make_napari_viewer, tmp_path, home):
     viewer = make_napari_viewer(show=True)
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     bad = tmp_path / "not-a-bundle"
     bad.mkdir()
     (bad / "config.json").write_text("{broken")
@@ -150,7 +150,7 @@ def test_ct_given_to_the_mr_model_is_a_notification(make_napari_viewer, qtbot, p
     bundle = tiny_bundle(home / "models", name="tiny-mr-model")
     viewer = make_napari_viewer(show=True)
     (image,) = viewer.open(str(pydicom_files / "CT_small.dcm"), plugin="napari-medseg")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(bundle)
     panel.session.device = "cpu"
     before = len(notification_manager.records)
@@ -167,7 +167,7 @@ def test_stop_button_ends_fine_tuning_with_a_valid_version(make_napari_viewer, q
     bundle = tiny_bundle(home / "models", name="tiny-finetune-stop")
     viewer = make_napari_viewer(show=True)
     (image,) = viewer.open(str(shared_data / "dev-subject" / "t1.nii.gz"), plugin="napari-medseg")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(bundle)
     panel.session.device = "cpu"
     corrections = panel.correct_section.create()
@@ -206,7 +206,7 @@ def test_a_structure_bundle_shows_asymmetry_and_exports_its_label_values(make_na
     bundle = save_bundle(build_model(ModelConfig.from_dict(data)).eval(), home / "models" / "structures", meta={})
     viewer = make_napari_viewer(show=True)
     (image,) = viewer.open(str(shared_data / "dev-subject" / "t1.nii.gz"), plugin="napari-medseg")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "MedSeg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(bundle)
     panel.session.device = "cpu"
     panel.segment_section.run()
