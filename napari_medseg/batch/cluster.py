@@ -106,8 +106,12 @@ def _local_cluster(options: ClusterOptions):
                                    memory_bytes=available_memory_bytes(), gpus=_local_gpus())  # fmt: skip
     logger.info("local cluster: %d worker processes x %d threads", workers, threads)
     environ = _thread_env(threads)
-    # set before each worker process starts (also one replacing a killed worker): torch reads it once
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": {**dask.config.get("distributed.nanny.pre-spawn-environ"), **environ}}):
+    # set before each worker process starts (also one replacing a killed worker): torch reads it once.
+    # Dask's MALLOC_TRIM_THRESHOLD_ is left out (None unsets it): it turns off glibc's adaptive mmap
+    # threshold, so every tensor of 128 kB or more is mapped afresh and faulted in: measured on the
+    # default U-Net, 6.5x the page faults and 4x the system time of a forward pass.
+    spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **environ, "MALLOC_TRIM_THRESHOLD_": None}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
         return LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, env=environ,
             dashboard_address=options.dashboard_address,

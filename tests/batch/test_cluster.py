@@ -43,3 +43,16 @@ def test_job_script_asks_for_cores_memory_gpus_and_sets_threads(kind):
         assert "#SBATCH --gres=gpu:1" in script and "#SBATCH -p gpu" in script and "--cpus-per-task=8" in script
     else:
         assert "ngpus=1" in script and "ncpus=8" in script and "#PBS -q gpu" in script
+
+
+def test_local_workers_start_with_torch_threads_and_glibc_malloc_defaults(monkeypatch):
+    """Dask's MALLOC_TRIM_THRESHOLD_ would turn off glibc's adaptive mmap threshold (a page fault
+    storm in every forward pass); the torch threads are set before the worker process starts."""
+    import os
+
+    from napari_medseg.batch.cluster import open_client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # as in a fresh shell
+    with open_client(ClusterOptions(workers=1, threads_per_worker=1, dashboard_address=":0")) as client:
+        seen = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+    assert list(seen.values()) == [(None, "1")]
