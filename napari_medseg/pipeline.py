@@ -35,6 +35,7 @@ def run_segmentation(
     gradcam: Sequence[str | int] = (),
     gradcam_method: str = "gradcam",
     dicom_seg: bool = False,
+    figure: bool = False,
     overwrite: bool = False,
     memory_budget: int | None = None,
     progress: ProgressCallback = None,
@@ -48,7 +49,9 @@ def run_segmentation(
     (nats), for each ``gradcam`` class ``<stem>_gradcam_<class>.nii.gz``, and always
     ``<stem>_report.json`` (model, classes, volumes in mL, components, OOD score and flag,
     timings, device); with ``dicom_seg`` also ``<stem>_seg.dcm``, a DICOM SEG of the labels
-    that references the source series (``volume`` must have been read from DICOM).
+    that references the source series (``volume`` must have been read from DICOM); with
+    ``figure`` also ``<stem>_summary.png``, the case at a glance
+    (:func:`~napari_medseg.summary_figure.write_case_summary`; needs matplotlib).
 
     The files are written as a set (:class:`~napari_medseg.result_set.ResultSet`): the
     output folder is locked for the run, everything is written into a staging folder and
@@ -81,7 +84,12 @@ def run_segmentation(
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
     config = model.config
     targets = [(target, config.class_names[class_index(config.class_names, target)]) for target in gradcam]
-    names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg)
+    names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
+    if figure:
+        from .summary_figure import require_matplotlib
+
+        require_matplotlib()  # before the work, not after it
+    maps: dict[str, np.ndarray] = {}
     extra: dict[str, Any] = {}
 
     def inspect(probabilities, prepared) -> None:
@@ -99,9 +107,12 @@ def run_segmentation(
         if uncertainty != "none":
             options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
                            progress=progress, should_stop=should_stop)  # fmt: skip
-            extra.update(_write_uncertainty(results, names, volume, model, ensemble, uncertainty, samples, extra, options))
+            keep = maps if figure else None
+            extra.update(_write_uncertainty(results, names, volume, model, ensemble, uncertainty, samples, extra, options, keep))
         if targets:
             extra["gradcam"] = _write_gradcam(results, names, volume, model, targets, gradcam_method, progress, should_stop)
+        if figure:
+            _write_figure(results, names, result, volume, model, extra, maps.pop("total", None), stem)
         report = _write_report(results, names, result, volume, model, extra, stem)
         written = results.commit(last=names["report"])
     _log_report_warnings(stem, report, model)
@@ -117,6 +128,13 @@ def _write_segmentation(results, names: dict[str, str], result, volume: Volume, 
     results.write(names["prob"], lambda path: write_volume(path, result.probabilities, volume, kind="image"))
     if "dicom_seg" in names:
         results.write(names["dicom_seg"], lambda path: write_model_dicom_seg(path, result.labels, volume, model))
+
+
+def _write_figure(results, names, result, volume: Volume, model: Any, extra: dict[str, Any], total, stem: str) -> None:
+    """The summary figure into the set (before the report, while the probabilities are held)."""
+    from .summary_figure import write_case_summary
+
+    results.write(names["figure"], lambda path: write_case_summary(path, volume, result, model, stem=stem, total=total, extra=extra))
 
 
 def _write_report(results, names: dict[str, str], result, volume: Volume, model: Any, extra: dict[str, Any], stem: str) -> dict[str, Any]:
@@ -167,7 +185,8 @@ def probability_array(shape: tuple[int, ...], budget: int, folder: Path, name: s
         raise OSError(exc.errno, f"could not create {path} for the probabilities: {exc.strerror or exc}") from exc
 
 
-def output_names(stem: str, uncertainty: str, gradcam_classes: Sequence[str], *, dicom_seg: bool = False) -> dict[str, str]:
+def output_names(stem: str, uncertainty: str, gradcam_classes: Sequence[str], *, dicom_seg: bool = False,
+                 figure: bool = False) -> dict[str, str]:  # fmt: skip
     """Output key -> file name of one case, the report last (see :func:`run_segmentation`)."""
     names = {"seg": f"{stem}_seg.nii.gz", "prob": f"{stem}_prob.nii.gz"}
     if dicom_seg:
@@ -176,6 +195,8 @@ def output_names(stem: str, uncertainty: str, gradcam_classes: Sequence[str], *,
         names.update({key: f"{stem}_{key}.nii.gz" for key in UNCERTAINTY_MAPS})
     for name in gradcam_classes:
         names[f"gradcam_{safe_name(name)}"] = f"{stem}_gradcam_{safe_name(name)}.nii.gz"
+    if figure:
+        names["figure"] = f"{stem}_summary.png"
     names["report"] = f"{stem}_report.json"
     return names
 
@@ -186,6 +207,7 @@ def output_family(stem: str) -> list[str]:
     return [f"{stem}_{key}.nii.gz" for key in ("seg", "prob", *UNCERTAINTY_MAPS)] + [
         f"{stem}_seg.dcm",
         f"{stem}_gradcam_*.nii.gz",
+        f"{stem}_summary.png",
         f"{stem}_report.json",
     ]
 
@@ -221,8 +243,9 @@ def safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
 
 
-def _write_uncertainty(results, names, volume, model, ensemble, method, samples, extra, options) -> dict[str, Any]:
-    """Write the three uncertainty maps; returns the report's ``uncertainty`` and ``ood``."""
+def _write_uncertainty(results, names, volume, model, ensemble, method, samples, extra, options, keep=None) -> dict[str, Any]:
+    """Write the three uncertainty maps; returns the report's ``uncertainty`` and ``ood``.
+    A ``keep`` dict receives the total map as ``"total"`` (for the summary figure)."""
     from .io import write_volume
     from .uncertainty import estimate_uncertainty
 
@@ -232,6 +255,8 @@ def _write_uncertainty(results, names, volume, model, ensemble, method, samples,
     )
     for key, values in zip(UNCERTAINTY_MAPS, (estimate.total, estimate.aleatoric, estimate.epistemic)):
         results.write(names[key], lambda path, values=values: write_volume(path, values, volume, kind="image"))
+    if keep is not None:
+        keep["total"] = estimate.total
     return {
         "uncertainty": {**estimate.report(), "units": "nats", "models": [_name(m) for m in members]},
         "ood": {**extra.get("ood", {}), "foreground_epistemic": estimate.ood.foreground_epistemic},

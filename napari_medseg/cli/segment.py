@@ -35,6 +35,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
                         help="also write <stem>_seg.dcm, a DICOM SEG referencing the source series "
                              "(default: on for DICOM inputs whose headers allow it)")  # fmt: skip
+    parser.add_argument("--figure", action="store_true",
+                        help="also write <stem>_summary.png: three planes with the labels, the uncertainty with its "
+                             "scale, the volumes against the model's expected ranges (needs matplotlib)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true",
                         help="replace this input's earlier results in OUTDIR (default: refuse before segmenting)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import run_segmentation
     from .progress import ProgressBar
 
+    if args.figure:
+        _check_figure_available()
     volume = read_volume(args.input, series_uid=args.series)
     dicom_seg = wants_dicom_seg(args.dicom_seg, volume, args.input)
     model = load_model(args.model, device="cpu")
@@ -78,12 +83,23 @@ def run(args: argparse.Namespace) -> int:
         gradcam=args.gradcam,
         gradcam_method=args.gradcam_method,
         dicom_seg=dicom_seg,
+        figure=args.figure,
         overwrite=args.overwrite,
         progress=progress,
     )
     for path in outputs.values():
         print(path)
     return 0
+
+
+def _check_figure_available() -> None:
+    """Raises ValueError (a clear exit 2) before any work when --figure cannot be drawn."""
+    from ..summary_figure import FigureUnavailableError, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except FigureUnavailableError as exc:
+        raise ValueError(f"--figure: {exc}") from None
 
 
 def wants_dicom_seg(asked: bool | None, volume, input_path) -> bool:
