@@ -27,7 +27,9 @@ def case_layers(out: str | Path, row: Mapping[str, Any]) -> list[tuple[Any, dict
         row: the case's row of the cohort table (``case_id``, ``folder``, ``input``, ``series_uid``).
 
     Returns:
-        ``[(scan, kwargs, "image"), (labels, kwargs, "labels"), (map, kwargs, "image"), ...]``;
+        ``[(scan, kwargs, "image"), (labels, kwargs, "labels"), (map, kwargs, "image"), ...]``,
+        each map with its display range (:func:`~napari_medseg.display.map_contrast_limits`)
+        and its kind in ``metadata["medseg"]["map_kind"]``;
         just the scan for a case without results (failed or pending).
 
     Raises:
@@ -35,6 +37,7 @@ def case_layers(out: str | Path, row: Mapping[str, Any]) -> list[tuple[Any, dict
     """
     from .._layer_geometry import layer_transform
     from .._layers import image_layer_data, layer_metadata
+    from ..display import MAP_COLORMAPS, map_contrast_limits, scan_foreground
     from ..io import read_volume
 
     case_dir = Path(out) / str(row.get("folder") or row["case_id"])
@@ -48,10 +51,15 @@ def case_layers(out: str | Path, row: Mapping[str, Any]) -> list[tuple[Any, dict
     if "seg" in outputs:
         labels = read_volume(case_dir / outputs["seg"]).array
         layers.append((labels, {"name": f"{name} segmentation", "opacity": 0.5, **grid}, "labels"))
+    foreground = None
     for key in (k for k in outputs if k in _MAPS or k.startswith("gradcam_")):
         values = read_volume(case_dir / outputs[key]).array
-        layers.append((values, {"name": f"{name} {key}", "colormap": "inferno", "blending": "additive",
-                                "visible": False, **grid}, "image"))  # fmt: skip
+        foreground = scan_foreground(scan.array) if foreground is None else foreground
+        kind = "gradcam" if key.startswith("gradcam_") else "uncertainty"
+        metadata = {"medseg": {**grid["metadata"]["medseg"], "map_kind": kind}}
+        layers.append((values, {**grid, "name": f"{name} {key}", "colormap": MAP_COLORMAPS[kind], "blending": "translucent",
+                                "contrast_limits": map_contrast_limits(values, foreground), "visible": False,
+                                "metadata": metadata}, "image"))  # fmt: skip
     return layers
 
 

@@ -88,11 +88,17 @@ class CohortWidget(QWidget):
 
     def _on_case_loaded(self, layers: list) -> None:
         """Add (or replace) the case's layers; runs on the GUI thread."""
+        from .layers import map_colormap, show_colorbar
+
         for data, kwargs, kind in layers:
             name = kwargs["name"]
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-            getattr(self.viewer, f"add_{kind}")(data, **kwargs)  # add_image / add_labels
+            layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)  # add_image / add_labels
+            map_kind = kwargs.get("metadata", {}).get("medseg", {}).get("map_kind")
+            if map_kind:  # low values transparent over the scan, with a colour bar, as in the panel
+                layer.colormap = map_colormap(map_kind)
+                show_colorbar(layer)
         self.status.setText(f"opened {layers[0][1]['name']}: {len(layers)} layers")
 
     def _on_case_failed(self, error: Exception) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import ModelConfig
+from ..display import MapKind
 
 
 def grid_kwargs(image_layer: Any) -> dict[str, Any]:
@@ -65,14 +66,48 @@ def show_segmentation(viewer: Any, image_layer: Any, labels: np.ndarray, config:
     return layer
 
 
-def show_map(viewer: Any, image_layer: Any, values: np.ndarray, name: str, *, colormap: str = "inferno",
-             blending: str = "additive", opacity: float = 0.7, contrast_limits=None):  # fmt: skip
-    """A float map (probability, uncertainty, Grad-CAM) over the scan."""
-    finite = values[np.isfinite(values)]
+def show_map(viewer: Any, image_layer: Any, values: np.ndarray, name: str, *, kind: MapKind, opacity: float = 0.9, contrast_limits=None):  # fmt: skip
+    """A float map (probability, uncertainty, Grad-CAM) over the scan, read at a glance.
+
+    Its display range is :func:`~napari_medseg.display.map_contrast_limits` of the map inside
+    the scan's foreground unless ``contrast_limits`` is given; its colormap (one per
+    ``kind``) is transparent at the low end, so the anatomy shows where the map is low;
+    its colour bar is shown.
+
+    Args:
+        values: (z, y, x) map on ``image_layer``'s grid.
+        kind: "uncertainty", "gradcam" or "probability" (chooses the colormap).
+    """
+    from ..display import map_contrast_limits, scan_foreground
+
     if contrast_limits is None:
-        high = float(np.percentile(finite, 99.5)) if finite.size else 1.0
-        contrast_limits = (0.0, high if high > 0 else 1.0)
-    return upsert_layer(
-        viewer, name, values, "image", colormap=colormap, blending=blending, opacity=opacity,
+        contrast_limits = map_contrast_limits(values, scan_foreground(image_layer.data))
+    layer = upsert_layer(
+        viewer, name, values, "image", colormap=map_colormap(kind), blending="translucent", opacity=opacity,
         contrast_limits=contrast_limits, **grid_kwargs(image_layer),
     )  # fmt: skip
+    show_colorbar(layer)
+    return layer
+
+
+def map_colormap(kind: MapKind):
+    """napari colormap for a map of ``kind``: the kind's colormap with its low quarter
+    fading to transparent."""
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    from ..display import MAP_COLORMAPS, transparent_ramp
+
+    if kind not in MAP_COLORMAPS:
+        raise ValueError(f"map kind {kind!r} must be one of {sorted(MAP_COLORMAPS)}")
+    base = ensure_colormap(MAP_COLORMAPS[kind])
+    return Colormap(colors=transparent_ramp(base.colors), name=f"{base.name} (low transparent)", interpolation="linear")
+
+
+def show_colorbar(layer: Any) -> bool:
+    """Show the layer's colour bar where the installed napari has one (0.5 and later);
+    returns whether it is shown."""
+    colorbar = getattr(layer, "colorbar", None)
+    if colorbar is None:
+        return False
+    colorbar.visible = True
+    return True

@@ -82,7 +82,7 @@ class ExplainSection(QGroupBox):
         from ..layers import show_map
 
         method = "Grad-CAM++" if self.method_combo.currentText() == "gradcam++" else "Grad-CAM"
-        show_map(self.panel.viewer, image, cam, f"{image.name} {method} {target}", colormap="hot", blending="additive")
+        show_map(self.panel.viewer, image, cam, f"{image.name} {method} {target}", kind="gradcam")
         self.panel.session.reports.setdefault(image.name, {}).setdefault("gradcam", {"classes": []})["classes"].append(
             {"class": target, "method": method}
         )

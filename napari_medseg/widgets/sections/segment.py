@@ -60,8 +60,7 @@ class SegmentSection(QGroupBox):
         show_segmentation(panel.viewer, image, result.labels, config)
         if self.probability_check.isChecked():
             for index, name in enumerate(config.class_names[1:], start=1):
-                show_map(panel.viewer, image, result.probabilities[..., index], f"{image.name} P({name})",
-                         colormap="magma", contrast_limits=(0.0, 1.0), blending="additive")  # fmt: skip
+                show_map(panel.viewer, image, result.probabilities[..., index], f"{image.name} P({name})", kind="probability")
         panel.on_segmentation(image.name, table)
 
 

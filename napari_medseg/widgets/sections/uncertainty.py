@@ -75,9 +75,9 @@ class UncertaintySection(QGroupBox):
 
         viewer = self.panel.viewer
         tag = f"[{result.method}, {result.samples} samples{', post-processed' if result.postprocessed else ''}]"
-        show_map(viewer, image, result.total, f"{image.name} total uncertainty {tag}", colormap="viridis", blending="translucent")
-        show_map(viewer, image, result.aleatoric, f"{image.name} aleatoric {tag}", colormap="magma", blending="translucent")
-        show_map(viewer, image, result.epistemic, f"{image.name} epistemic {tag}", colormap="plasma", blending="translucent")
+        show_map(viewer, image, result.total, f"{image.name} total uncertainty {tag}", kind="uncertainty")
+        show_map(viewer, image, result.aleatoric, f"{image.name} aleatoric {tag}", kind="uncertainty").visible = False
+        show_map(viewer, image, result.epistemic, f"{image.name} epistemic {tag}", kind="uncertainty").visible = False
         self.panel.session.reports.setdefault(image.name, {})["uncertainty"] = result.report()
         self.panel.session.reports[image.name]["ood"] = result.ood.as_dict()
         text = ood_text(result.ood)
