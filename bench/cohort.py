@@ -14,8 +14,10 @@ noise of its own so that no two files are the same. It times, on the same cases 
 
 Each cohort time includes starting and stopping its cluster. Prints JSON: seconds, cases
 per minute, model loads (must equal the workers), the speed-ups (targets: 2 workers >= 1.7x
-one worker, and >= 2x the shell loop), and the per-case cost in core-seconds from which
-the README's estimate for 100,000 scans is computed.
+one worker, and >= 2x the shell loop), the per-case cost in core-seconds from which
+the README's estimate for 100,000 scans is computed, and per configuration the median
+time of a whole case, of its ``segment()`` and of its network (from the reports), which
+tell the work from what surrounds it.
 """
 
 from __future__ import annotations
@@ -67,7 +69,19 @@ def time_shell_loop(cases: list[Path], out: Path, model: str) -> dict:
     started = time.perf_counter()
     subprocess.run(["bash", "-c", script], check=True)
     seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 2), "cases_per_minute": round(60 * len(cases) / seconds, 2)}
+    return {"seconds": round(seconds, 2), "cases_per_minute": round(60 * len(cases) / seconds, 2), **report_timings(out)}
+
+
+def report_timings(out: Path) -> dict:
+    """Medians over the cases' reports: the whole ``segment()`` (``timings_s.total``: prepare,
+    network, post-processing, restore; no reading or writing) and its network part, in s.
+    Inside a worker they show whether the work itself is slower there than in a process of
+    its own, or the batch path adds time around it."""
+    timings = [json.loads(path.read_text())["timings_s"] for path in sorted(out.glob("*/*_report.json"))]
+    return {
+        "median_segment_s": round(float(np.median([t["total"] for t in timings])), 3),
+        "median_network_s": round(float(np.median([t["network"] for t in timings])), 3),
+    }
 
 
 def time_cohort(cases: list[Path], out: Path, model: str, workers: int, cores: int) -> dict:
@@ -88,6 +102,7 @@ def time_cohort(cases: list[Path], out: Path, model: str, workers: int, cores: i
         "model_loads": run["model_loads"],
         "workers": run["workers"],
         "median_case_seconds": round(float(case_seconds.median()), 3),
+        **report_timings(out),
     }
 
 
