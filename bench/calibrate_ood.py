@@ -1,6 +1,6 @@
 """Calibrate a bundle's out-of-distribution threshold on in-distribution images.
 
-    python bench/calibrate_ood.py [--model brain-tissue-unet] [--synthetic 24] [--augmented 6] [--check]
+    python bench/calibrate_ood.py [--model brain-tissue-unet] [--synthetic 24] [--augmented 6] [--check | --check-only]
 
 The score is :data:`napari_medseg.uncertainty.ood.MAIN_SCORE` (mean normalised entropy of
 the plain prediction over its predicted foreground, see ``napari_medseg/uncertainty/ood.py``)
@@ -18,15 +18,22 @@ In-distribution images (never validation scans):
 
 Threshold = max(mean + 3 sd, max) * (1 + margin) over all of them (:func:`calibrate_ood`). The script prints
 JSON whose ``"config_extra_ood"`` is the entry to store as ``config.extra["ood"]`` in the
-bundle's ``config.json``. With ``--check`` it also scores, without using them for the
-threshold, the real brain MRIs in ``shared/data`` (dev subject, full-head template and
-MPRAGE: must not be flagged) and a CT-like volume built from the real CT
-``eCT_Supplemental.dcm`` of the pydicom-data wheel (must be flagged).
+bundle's ``config.json``. With ``--check`` it also runs the whole OOD decision
+(:func:`~napari_medseg.uncertainty.assess_ood`: the score against the new threshold, the
+stated modality, Hounsfield air, the predicted brain volume; see
+``napari_medseg/uncertainty/ood_signals.py``), without using them for the threshold, on the
+real scans of ``bench/ood_scans.py``: brain MRIs (dev subject, MNI sample, full-head
+template, MPRAGE, sample head: none may be flagged) and real CTs from the pydicom and
+pydicom-data wheels (head, brain-masked head, abdomen, neck: all must be), and reports the
+margins: per MR the score as a share of the threshold and the brain volume against its
+range, per CT the share of air voxels against its limit. ``--check-only`` skips the
+calibration and checks the bundle's stored decision.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -109,20 +116,37 @@ def augmented_volumes(count: int, seed: int):
         yield f"augmented-{i}", Volume(np.ascontiguousarray(out), geometry, modality=volume.modality)
 
 
-def ct_like_volume():
-    """A CT volume in Hounsfield units from the pydicom-data wheel's enhanced CT (2 frames,
-    10 mm apart), each frame repeated to fill 1 mm slices."""
-    from importlib import metadata
+def check_decision(model, config, device, amp) -> dict:
+    """The OOD decision of ``model`` with ``config`` on every real scan of ``ood_scans``,
+    with its signals and the margins (see the module docstring)."""
+    from ood_scans import ct_volumes, mr_volumes
 
-    from napari_medseg.io import read_volume
-    from napari_medseg.types import Geometry, Volume
+    from napari_medseg.inference.engine import predict_probabilities
+    from napari_medseg.preprocess import prepare_for_model
+    from napari_medseg.uncertainty import assess_ood
+    from napari_medseg.uncertainty.ood_signals import AIR_FRACTION, VOLUME_FACTOR, expected_brain_range
 
-    path = Path(metadata.distribution("pydicom-data").locate_file("data_store/data")) / "eCT_Supplemental.dcm"
-    ct = read_volume(path)
-    repeat = max(1, int(round(ct.spacing[0])))
-    array = np.repeat(ct.array.astype(np.float32), repeat, axis=0)
-    spacing = (ct.spacing[0] / repeat, *ct.spacing[1:])
-    return Volume(array, Geometry(spacing, ct.geometry.origin, ct.geometry.direction), modality="CT")
+    expected = expected_brain_range(config)
+    checks = {}
+    for kind, volumes in (("mr", mr_volumes()), ("ct", ct_volumes())):
+        for name, volume in volumes:
+            prepared = prepare_for_model(volume, config)
+            probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp)
+            result = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume)
+            del probabilities
+            signals = {key: value["value"] for key, value in result.as_dict()["signals"].items()}
+            entry = {"must_flag": kind == "ct", "flag": result.flag, "flagged_by": result.flagged_by, "signals": signals}
+            if kind == "mr" and result.threshold:
+                entry["score_over_threshold"] = round(result.score / result.threshold, 3)
+            if kind == "mr" and expected is not None:
+                _, low, high = expected
+                entry["brain_ml_within"] = [round(low / VOLUME_FACTOR, 1), round(high * VOLUME_FACTOR, 1)]
+            if kind == "ct":
+                entry["air_over_limit"] = round(signals["hounsfield_air"] / AIR_FRACTION, 2) if signals["hounsfield_air"] is not None else None
+            checks[f"{kind}:{name}"] = entry
+            print(f"{kind}:{name}: flag {result.flag} ({', '.join(result.flagged_by) or 'none'}) {signals}", file=sys.stderr, flush=True)
+    wrong = [name for name, entry in checks.items() if bool(entry["flag"]) != entry["must_flag"]]
+    return {"scans": checks, "wrong": wrong}
 
 
 def main() -> None:
@@ -135,12 +159,13 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.5, help="relative margin above the rule's value")
     parser.add_argument("--seed", type=int, default=20261)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--check", action="store_true", help="also score the dev subject and a CT volume")
+    parser.add_argument("--check", action="store_true", help="also run the OOD decision on real MRs and CTs")
+    parser.add_argument("--check-only", action="store_true", help="only check the bundle's stored decision")
     args = parser.parse_args()
 
     from napari_medseg.inference import autocast_dtype, select_device
     from napari_medseg.models import BundleError, load_model
-    from napari_medseg.uncertainty import ood_calibration, ood_flag
+    from napari_medseg.uncertainty import ood_calibration
     from napari_medseg.uncertainty.ood import MAIN_SCORE
 
     try:
@@ -150,6 +175,12 @@ def main() -> None:
     device = select_device(args.device)
     amp = autocast_dtype(device, "auto")
     started = time.perf_counter()
+    if args.check_only:
+        report = {"model": args.model, "stored_ood": model.config.extra.get("ood"),
+                  "check": check_decision(model, model.config, device, amp)}  # fmt: skip
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        print(json.dumps(report, indent=2))
+        return
 
     synthetic = synthetic_scores(model, device, amp, args.synthetic, args.slices, args.seed)
     print(f"synthetic: {[round(s, 4) for s in synthetic]}", file=sys.stderr, flush=True)
@@ -164,27 +195,12 @@ def main() -> None:
         "model": args.model,
         "score": MAIN_SCORE,
         "synthetic": {"n": len(synthetic), "mean": _mean(synthetic), "max": max(synthetic, default=None)},
-        "augmented": {name: {k: _round(v) for k, v in signals.items()} for name, signals in augmented.items()},
+        "augmented": {name: {k: _round(v) for k, v in signals.items() if k != "class_ml"} for name, signals in augmented.items()},
         "config_extra_ood": entry,
     }
     if args.check:
-        from napari_medseg.io import read_volume
-
-        checks = {"ct_like (must flag)": ct_like_volume()}
-        for name, path in (
-            ("dev_subject (must not flag)", SHARED / "dev-subject" / "t1.nii.gz"),
-            ("full_head_template (must not flag)", SHARED / "full-head-template" / "t1.nii.gz"),
-            ("full_head_mprage (must not flag)", SHARED / "full-head-mprage"),
-        ):
-            if path.exists():
-                checks[name] = read_volume(path)
-        report["checks"] = {}
-        for name, volume in checks.items():
-            signals = volume_score(volume, model, device, amp)
-            report["checks"][name] = {
-                **{k: _round(v) for k, v in signals.items()},
-                "flag": ood_flag(signals[MAIN_SCORE], entry["threshold"]),
-            }
+        config = dataclasses.replace(model.config, extra={**model.config.extra, "ood": entry})
+        report["check"] = check_decision(model, config, device, amp)
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))
 

@@ -93,7 +93,8 @@ def run_segmentation(
     extra: dict[str, Any] = {}
 
     def inspect(probabilities, prepared) -> None:
-        extra["ood"] = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing).as_dict()
+        ood = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume)
+        extra["ood"] = ood.as_dict()
 
     budget = probability_budget(volume) if memory_budget is None else memory_budget
     with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
@@ -284,8 +285,8 @@ def _log_report_warnings(stem: str, report: dict[str, Any], model: Any) -> None:
                        stem, name, entry["ml"], *entry["range"])  # fmt: skip
     ood = report.get("ood", {})
     if ood.get("flag"):
-        logger.warning("%s looks out of distribution for %s (score %.3f > %.3f)", stem, _name(model),
-                       ood["score"], ood["threshold"])  # fmt: skip
+        tests = "; ".join(f"{name}: {signal['detail']}" for name, signal in ood.get("signals", {}).items() if signal["flag"])
+        logger.warning("%s looks out of distribution for %s (%s)", stem, _name(model), tests)
 
 
 def _name(model: Any) -> str:

@@ -207,7 +207,7 @@ def estimate_uncertainty(
     if fit is None:  # moments of the network itself: the OOD assessment sees its epistemic part
         _, _, epistemic_model = split_entropy(entropy(mean, axis=0), mean_entropy)
     # the scored voxels: the scan's, not the air around it
-    ood = assess_ood(prepared.scan_part(plain), config, spacing=prepared.geometry.spacing,
+    ood = assess_ood(prepared.scan_part(plain), config, spacing=prepared.geometry.spacing, scan=volume,
                      epistemic=None if epistemic_model is None else prepared.scan_part(epistemic_model))
     del epistemic_model
     if fit is None and settings:

@@ -51,12 +51,18 @@ class SegmentSection(QGroupBox):
         )
 
     def _on_segmented(self, image, outcome) -> None:
-        from ..layers import show_map, show_segmentation
+        from napari.utils.notifications import show_warning
 
-        result, table = outcome
+        from ..layers import show_map, show_segmentation
+        from .uncertainty import ood_text
+
+        result, table, ood = outcome
         panel = self.panel
         config = panel.session.model.config
         panel.session.segmentations[image.name] = result
+        panel.session.reports.setdefault(image.name, {})["ood"] = ood.as_dict()
+        if ood.flag:
+            show_warning(f"{image.name}: {ood_text(ood)}")
         show_segmentation(panel.viewer, image, result.labels, config)
         if self.probability_check.isChecked():
             for index, name in enumerate(config.class_names[1:], start=1):
@@ -65,13 +71,21 @@ class SegmentSection(QGroupBox):
 
 
 def _segment_job(volume, model, device, postprocessing, progress=None, should_stop=None):
-    """Runs on a worker thread; must not touch Qt. The volume table is computed here too,
-    so the GUI thread only draws."""
+    """Runs on a worker thread; must not touch Qt. The volume table and the OOD decision
+    (on the network's own prediction) are computed here too, so the GUI thread only draws.
+    Returns (segmentation, volume table, OOD result)."""
     from ...inference import segment
+    from ...uncertainty.ood import assess_ood
     from ..warmup import warm_imports
     from .quantify import quantify_table
 
     warm_imports(("pandas",))  # napari's first Labels layer needs it: import here, not on the GUI thread
+    found = {}
 
-    result = segment(volume, model, device=device, postprocessing=postprocessing, progress=progress, should_stop=should_stop)
-    return result, quantify_table(result.labels, volume.geometry, list(result.class_names))
+    def inspect(probabilities, prepared) -> None:
+        found["ood"] = assess_ood(prepared.scan_part(probabilities), model.config, spacing=prepared.geometry.spacing,
+                                  scan=volume)  # fmt: skip
+
+    result = segment(volume, model, device=device, postprocessing=postprocessing, progress=progress,
+                     should_stop=should_stop, inspect=inspect)  # fmt: skip
+    return result, quantify_table(result.labels, volume.geometry, list(result.class_names)), found["ood"]

@@ -87,11 +87,12 @@ class UncertaintySection(QGroupBox):
 
 
 def ood_text(ood) -> str:
-    """One line for the panel: score, threshold, verdict, foreground volume."""
-    if ood.threshold is None:
+    """One line for the panel: score, threshold, verdict with each test that flags by name
+    and value (:meth:`~napari_medseg.uncertainty.OODResult.describe`), foreground volume."""
+    if ood.flag is None:
         verdict = "no calibrated threshold in this bundle"
     elif ood.flag:
-        verdict = "OUT OF DISTRIBUTION: do not trust this result"
+        verdict = f"OUT OF DISTRIBUTION: do not trust this result (flagged by {ood.describe()})"
     else:
         verdict = "within the training distribution"
     return (f"OOD score {ood.score:.3f}" + (f" (threshold {ood.threshold:.3f})" if ood.threshold is not None else "")
