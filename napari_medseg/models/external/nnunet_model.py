@@ -1,0 +1,240 @@
+"""An nnU-Net v2 trained-model folder as a model of this project.
+
+:func:`open_nnunet` checks the folder's JSON (:mod:`.nnunet_plans`), builds the network with
+nnU-Net's own ``get_network_from_plans`` from the allow-listed names, and loads each fold's
+weights weights-only (:mod:`.checkpoint`). :class:`NnUNetModel` is a torch module (its
+``forward`` is the network's, with the active fold's weights: Grad-CAM hooks it like any
+other) that segments a :class:`~napari_medseg.types.Volume` the way ``nnUNetPredictor``
+does: nnU-Net's own preprocessor (transpose, crop to non-zero, its normalisation, resampling
+to the plan's spacing), sliding windows (:mod:`.nnunet_window`), logits averaged over folds,
+and nnU-Net's own way back to the input grid. The result lies on the volume's own voxel
+grid, so its geometry is the volume's, exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...config import ModelConfig
+from ...control import ProgressCallback, StopCheck
+from .checkpoint import load_checkpoint, state_dict_of
+from .errors import ExternalModelError, require
+from .nnunet_plans import NnUNetFolder, read_nnunet_folder
+from .nnunet_window import sliding_window_logits, window_slicers
+
+__all__ = ["NnUNetModel", "open_nnunet"]
+
+logger = logging.getLogger(__name__)
+
+
+class NnUNetModel(nn.Module):
+    """An nnU-Net model folder: its network, the weights of each fold, and its plans.
+
+    Attributes:
+        network: the nnU-Net network, mapping (B, 1, *patch) to logits (B, K, *patch).
+        folder: the checked folder (:class:`~.nnunet_plans.NnUNetFolder`).
+        fold_states: fold name -> state dict (CPU tensors).
+        mirror_axes: the checkpoint's ``inference_allowed_mirroring_axes`` (patch axes), or None.
+        config: a :class:`~napari_medseg.config.ModelConfig` describing it to the rest of the
+            project (architecture ``"nnunet"``, class names, patch size, modality).
+        bundle_path: the folder; ``bundle_meta``: trainer, plans, configuration, folds.
+    """
+
+    #: The inference engine hands whole volumes to :meth:`predict_volume` (nnU-Net's own
+    #: preprocessing and windows) instead of its own model-grid path.
+    segments_volumes = True
+
+    def __init__(self, folder: NnUNetFolder, network: nn.Module, fold_states: dict, mirror_axes) -> None:
+        super().__init__()
+        self.network = network
+        self.folder = folder
+        self.fold_states = fold_states
+        self.mirror_axes = mirror_axes
+        self.active_fold = next(iter(fold_states))
+        self.network.load_state_dict(fold_states[self.active_fold])
+        dims = len(folder.patch_size)
+        spacing = folder.plans["configurations"][folder.configuration].get("spacing") or [1.0] * dims
+        self.config = ModelConfig(
+            architecture="nnunet", spatial_dims=dims, in_channels=1, class_names=folder.class_names,
+            modality=folder.modality, patch_size=folder.patch_size, normalization={"method": "nnunet"},
+            target_spacing=tuple(float(s) for s in ([1.0] * (3 - dims) + list(spacing))),
+            gradcam_layer=default_gradcam_layer(network),
+            extra={"label_values": list(folder.label_values), "external": "nnunet"},
+        )  # fmt: skip
+        self.bundle_path = folder.path
+        self.bundle_meta = {"name": folder.path.name, "version": "", "trainer": folder.trainer,
+                            "plans": folder.plans_name, "configuration": folder.configuration,
+                            "folds": list(fold_states)}  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, *S) of (B, 1, *S) preprocessed input, with the active fold's weights."""
+        return self.network(x)
+
+    def use_fold(self, fold: str) -> None:
+        """Load ``fold``'s weights into the network (``forward`` then uses them)."""
+        if fold not in self.fold_states:
+            raise ValueError(f"fold {fold!r} is not in this model; it has {list(self.fold_states)}")
+        self.network.load_state_dict(self.fold_states[fold])
+        self.active_fold = fold
+
+    def predict_volume(
+        self,
+        image: np.ndarray,
+        spacing: Sequence[float],
+        *,
+        folds: Sequence[str] | None = None,
+        mirroring: bool = True,
+        device: torch.device | str = "cpu",
+        progress: ProgressCallback = None,
+        should_stop: StopCheck = None,
+    ) -> np.ndarray:
+        """Class probabilities of a scan, as ``nnUNetPredictor`` computes them.
+
+        Args:
+            image: (z, y, x) voxels in SimpleITK's array order (what
+                :func:`napari_medseg.read_volume` gives), any real dtype.
+            spacing: (z, y, x) voxel size in mm.
+            folds: folds to average (logits, as nnU-Net does); default all.
+            mirroring: test-time mirroring over the checkpoint's allowed axes.
+
+        Returns:
+            (K, z, y, x) float32 probabilities on ``image``'s own grid.
+        """
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        plans_manager, configuration, label_manager = self._managers()
+        preprocessor = configuration.preprocessor_class(verbose=False)
+        data, _, properties = preprocessor.run_case_npy(
+            np.asarray(image, dtype=np.float32)[None], None, {"spacing": [float(s) for s in spacing]},
+            plans_manager, configuration, self.folder.dataset,
+        )  # fmt: skip
+        data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        logits = self.fold_logits(data, folds=folds, mirroring=mirroring, device=torch.device(device),
+                                  progress=progress, should_stop=should_stop)  # fmt: skip
+        _, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, plans_manager, configuration, label_manager, properties, return_probabilities=True,
+            num_threads_torch=torch.get_num_threads(),
+        )  # fmt: skip
+        return np.ascontiguousarray(probabilities, dtype=np.float32)
+
+    def fold_logits(self, data: torch.Tensor, *, folds=None, mirroring=True, device=torch.device("cpu"),
+                    progress: ProgressCallback = None, should_stop: StopCheck = None) -> torch.Tensor:  # fmt: skip
+        """Logits (K, *S) of preprocessed (1, *S) ``data``, averaged over ``folds``."""
+        folds = list(folds) if folds is not None else list(self.fold_states)
+        per_fold = len(window_slicers(_padded_shape(data.shape[1:], self.folder.patch_size), self.folder.patch_size))
+        was_fold, was_training = self.active_fold, self.network.training
+        self.network.eval().to(device)
+        total = None
+        try:
+            for i, fold in enumerate(folds):
+                self.use_fold(fold)
+                logits = sliding_window_logits(
+                    self.network, data, self.folder.patch_size, mirror_axes=self.mirror_axes if mirroring else None,
+                    device=device, progress=progress, should_stop=should_stop, done=i * per_fold, total=per_fold * len(folds),
+                )  # fmt: skip
+                total = logits if total is None else total.add_(logits)
+        finally:
+            self.use_fold(was_fold)
+            self.network.train(was_training)
+        return total / len(folds)
+
+    def _managers(self):
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        plans_manager = PlansManager(self.folder.plans)
+        configuration = plans_manager.get_configuration(self.folder.configuration)
+        return plans_manager, configuration, plans_manager.get_label_manager(self.folder.dataset)
+
+
+def _padded_shape(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, ...]:
+    lead = len(shape) - len(patch)
+    return tuple(shape[:lead]) + tuple(max(s, p) for s, p in zip(shape[lead:], patch))
+
+
+def default_gradcam_layer(network: nn.Module) -> str:
+    """The last decoder stage (the finest features before the segmentation head), by name."""
+    names = [name for name, _ in network.named_modules() if name.startswith("decoder.stages.") and name.count(".") == 2]
+    return names[-1] if names else ""
+
+
+def open_nnunet(path: str | Path, *, folds: Sequence[str] | None = None, checkpoint_name: str = "checkpoint_final.pth") -> NnUNetModel:
+    """Open an nnU-Net v2 trained-model folder (``Trainer__Plans__configuration``).
+
+    Raises:
+        ExternalModelError: nnU-Net not installed (the extra is named), a folder or plans
+            outside the allow-lists, a refused or mismatching checkpoint, an unknown fold.
+    """
+    path = Path(path)
+    require("nnunetv2", path)
+    folder = read_nnunet_folder(path, checkpoint_name)
+    wanted = list(folds) if folds is not None else list(folder.folds)
+    missing = [f for f in wanted if f not in folder.folds]
+    if missing or not wanted:
+        raise ExternalModelError(path, f"folds {missing or wanted} not found; the folder has {list(folder.folds)}")
+    network = _build_network(folder)
+    expected = network.state_dict()
+    states, mirror_axes = {}, None
+    for fold in wanted:
+        file = folder.checkpoint(fold, checkpoint_name)
+        checkpoint = load_checkpoint(file, path)
+        _check_checkpoint(checkpoint, folder, file, path)
+        states[fold] = _fitting_state(state_dict_of(checkpoint, "network_weights", file, path), expected, file, path)
+        if fold == wanted[0]:
+            mirror_axes = _mirror_axes(checkpoint.get("inference_allowed_mirroring_axes"), len(folder.patch_size), path)
+    model = NnUNetModel(folder, network, states, mirror_axes)
+    logger.info("opened nnU-Net model %s (folds %s)", path, wanted)
+    return model.eval()
+
+
+def _build_network(folder: NnUNetFolder) -> nn.Module:
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    architecture = folder.plans["configurations"][folder.configuration].get("architecture")
+    if architecture is None:  # inherited: read_nnunet_folder checked the merged configuration
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        architecture = PlansManager(folder.plans).get_configuration(folder.configuration).configuration["architecture"]
+    outputs = len(folder.class_names)
+    try:
+        return get_network_from_plans(
+            architecture["network_class_name"], architecture["arch_kwargs"], architecture.get("_kw_requires_import", []),
+            1, outputs, allow_init=False, deep_supervision=False,
+        )  # fmt: skip
+    except (TypeError, ValueError, RuntimeError, AssertionError) as err:
+        raise ExternalModelError(folder.path, f"plans.json arch_kwargs do not build {architecture['network_class_name']}: {err}") from None
+
+
+def _check_checkpoint(checkpoint, folder: NnUNetFolder, file: Path, path: Path) -> None:
+    configuration = (checkpoint.get("init_args") or {}).get("configuration") if isinstance(checkpoint.get("init_args"), dict) else None
+    if configuration is not None and configuration != folder.configuration:
+        raise ExternalModelError(path, f"{file.parent.name}/{file.name} was trained as {configuration!r}, the folder says {folder.configuration!r}")
+
+
+def _fitting_state(state: dict, expected: dict, file: Path, path: Path) -> dict:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise ExternalModelError(
+            path, f"{file.parent.name}/{file.name} does not fit the network of plans.json: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, shape mismatches {shapes[:3]}",
+        )  # fmt: skip
+    return {k: v.to(expected[k].dtype) for k, v in state.items()}
+
+
+def _mirror_axes(axes, dims: int, path: Path) -> tuple[int, ...] | None:
+    if axes is None:
+        return None
+    try:
+        axes = tuple(int(a) for a in axes)
+    except (TypeError, ValueError):
+        raise ExternalModelError(path, f"checkpoint inference_allowed_mirroring_axes {axes!r} must be integers") from None
+    if any(not 0 <= a < dims for a in axes):
+        raise ExternalModelError(path, f"checkpoint inference_allowed_mirroring_axes {axes} must lie in 0..{dims - 1}")
+    return axes

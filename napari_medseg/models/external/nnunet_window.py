@@ -1,0 +1,95 @@
+"""nnU-Net's sliding-window inference, with progress and stop.
+
+The same windows, Gaussian weights and mirroring as ``nnUNetPredictor`` (its own
+``compute_steps_for_sliding_window``, ``compute_gaussian`` and ``pad_nd_image``): tile step
+0.5 of the patch, Gaussian sigma 1/8 of the patch, logits averaged over every combination
+of the allowed mirror axes, a 2d configuration run slice by slice along the first axis.
+The one difference: logits accumulate in float32 where nnU-Net accumulates in float16.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from ...control import ProgressCallback, StopCheck, check_stop, report
+
+__all__ = ["mirror_combinations", "sliding_window_logits", "window_slicers"]
+
+TILE_STEP = 0.5
+
+
+def window_slicers(shape: tuple[int, ...], patch: tuple[int, ...]) -> list[tuple]:
+    """Index tuples into a (C, *shape) array, one per window, in nnU-Net's order.
+
+    ``shape`` is the padded (z, y, x) data shape; a 2d ``patch`` (2 entries) gives one window
+    set per slice of the first axis.
+    """
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    slice_axis = len(patch) < len(shape)
+    steps = compute_steps_for_sliding_window(shape[1:] if slice_axis else shape, patch, TILE_STEP)
+    windows = [tuple(slice(s, s + p) for s, p in zip(start, patch)) for start in itertools.product(*steps)]
+    if not slice_axis:
+        return [(slice(None), *w) for w in windows]
+    return [(slice(None), d, *w) for d in range(shape[0]) for w in windows]
+
+
+def mirror_combinations(axes: tuple[int, ...] | None) -> list[tuple[int, ...]]:
+    """Tensor axes (of a (B, C, *patch) batch) to flip for each mirrored prediction."""
+    if not axes:
+        return []
+    shifted = [a + 2 for a in axes]
+    return [c for i in range(len(shifted)) for c in itertools.combinations(shifted, i + 1)]
+
+
+@torch.inference_mode()
+def sliding_window_logits(
+    network: torch.nn.Module,
+    data: torch.Tensor,
+    patch: tuple[int, ...],
+    *,
+    mirror_axes: tuple[int, ...] | None,
+    device: torch.device,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+    done: int = 0,
+    total: int | None = None,
+) -> torch.Tensor:
+    """Blended logits of ``network`` over preprocessed ``data``.
+
+    Args:
+        data: (C, z, y, x) float32 on the CPU, nnU-Net's preprocessed image.
+        patch: the configuration's patch size (2 or 3 entries).
+        mirror_axes: patch axes to mirror (the checkpoint's allowed axes), or None.
+        done, total: windows already run and to run in all (for progress over several folds).
+
+    Returns:
+        (K, z, y, x) float32 logits on the CPU.
+    """
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    padded, revert = pad_nd_image(data, patch, "constant", {"value": 0}, True, None)
+    slicers = window_slicers(tuple(padded.shape[1:]), patch)
+    total = total or len(slicers)
+    gaussian = compute_gaussian(tuple(patch), sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float32,
+                                device=torch.device("cpu"))  # fmt: skip
+    combinations = mirror_combinations(mirror_axes)
+    logits = weights = None
+    for i, slicer in enumerate(slicers):
+        check_stop(should_stop)
+        window = padded[slicer][None].to(device)
+        prediction = network(window)
+        for axes in combinations:
+            prediction += torch.flip(network(torch.flip(window, axes)), axes)
+        prediction = (prediction / (len(combinations) + 1))[0].float().cpu()
+        if logits is None:
+            logits = torch.zeros((prediction.shape[0], *padded.shape[1:]), dtype=torch.float32)
+            weights = torch.zeros(padded.shape[1:], dtype=torch.float32)
+        logits[slicer] += prediction * gaussian
+        weights[slicer[1:]] += gaussian
+        report(progress, done + i + 1, total)
+    logits /= weights
+    return logits[(slice(None), *revert[1:])]

@@ -1,0 +1,120 @@
+"""A tiny but real nnU-Net v2 model folder, made with nnU-Net's own code.
+
+Run as ``python -m tests.models.external.nnunet_folder ROOT``: it writes a synthetic CT
+dataset in nnU-Net's raw format under ``ROOT/raw``, runs nnU-Net's fingerprint extractor and
+experiment planner on it (``ROOT/preprocessed``), and for the ``2d`` and ``3d_fullres``
+configurations writes a trained-model folder under ``ROOT/results`` with ``dataset.json``,
+``plans.json`` and, for folds 0 and 1, ``checkpoint_final.pth`` saved by nnU-Net's own trainer
+(``nnUNetTrainer.save_checkpoint``) from its freshly initialised network, with the numpy
+scalars a trained run logs. No training runs: the weights are nnU-Net's initialisation, one
+seed per fold.
+
+nnU-Net reads its folders from environment variables when it is imported, so this runs in
+its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DATASET_ID = 901
+DATASET_NAME = f"Dataset{DATASET_ID}_Tiny"
+CONFIGURATIONS = ("2d", "3d_fullres")
+FOLDS = (0, 1)
+TRAINER = "nnUNetTrainer"
+PLANS = "nnUNetPlans"
+CASE_SHAPE = (14, 30, 26)  # z, y, x voxels
+CASE_SPACING = (2.5, 1.0, 1.2)  # z, y, x mm
+
+
+def synthetic_case(seed: int, shape=CASE_SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    """A CT-like (z, y, x) int16 image in HU with two blobs (labels 1, 2) in soft tissue."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    image = np.full(shape, -1000.0, np.float32)
+    body = ((y - shape[1] / 2) / (shape[1] * 0.45)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.45)) ** 2 < 1
+    image[body] = 40.0
+    labels = np.zeros(shape, np.uint8)
+    for label, hu in ((1, 300.0), (2, -80.0)):
+        centre = [rng.uniform(0.3 * n, 0.7 * n) for n in shape]
+        radius = rng.uniform(0.15, 0.22) * min(shape[1:])
+        blob = ((z - centre[0]) * CASE_SPACING[0]) ** 2 + ((y - centre[1]) * CASE_SPACING[1]) ** 2 + (
+            (x - centre[2]) * CASE_SPACING[2]
+        ) ** 2 < radius**2
+        blob &= body
+        image[blob] = hu
+        labels[blob] = label
+    image += rng.normal(0, 15, shape).astype(np.float32)
+    return np.round(image).astype(np.int16), labels
+
+
+def write_raw(raw: Path, cases: int = 4) -> Path:
+    """The dataset in nnU-Net's raw format (imagesTr, labelsTr, dataset.json)."""
+    import SimpleITK as sitk
+
+    folder = raw / DATASET_NAME
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for i in range(cases):
+        image, labels = synthetic_case(i)
+        for array, path in ((image, folder / "imagesTr" / f"tiny_{i:03d}_0000.nii.gz"), (labels, folder / "labelsTr" / f"tiny_{i:03d}.nii.gz")):
+            itk = sitk.GetImageFromArray(array)
+            itk.SetSpacing(CASE_SPACING[::-1])
+            sitk.WriteImage(itk, str(path))
+    dataset = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "bone": 1, "fat": 2},
+        "numTraining": cases,
+        "file_ending": ".nii.gz",
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    return folder
+
+
+def write_model_folder(root: Path, configuration: str) -> Path:
+    """The trainer folder of ``configuration`` with folds 0 and 1 (see the module docstring)."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    plans = load_json(str(root / "preprocessed" / DATASET_NAME / f"{PLANS}.json"))
+    dataset = load_json(str(root / "raw" / DATASET_NAME / "dataset.json"))
+    out = root / "results" / DATASET_NAME / f"{TRAINER}__{PLANS}__{configuration}"
+    for fold in FOLDS:
+        torch.manual_seed(1000 * fold + len(configuration))
+        trainer = nnUNetTrainer(plans, configuration, fold, dataset, device=torch.device("cpu"))
+        trainer.initialize()
+        # What a trained run's log holds: numpy scalars per epoch, the EMA of the Dice.
+        trainer.logger.log("mean_fg_dice", np.float64(0.5 + 0.1 * fold), 0)
+        trainer.logger.log("ema_fg_dice", np.float64(0.5 + 0.1 * fold), 0)
+        trainer._best_ema = np.float64(0.5 + 0.1 * fold)
+        trainer.save_checkpoint(str(out / f"fold_{fold}" / "checkpoint_final.pth"))
+    (out / "plans.json").write_text(json.dumps(plans, indent=2))
+    (out / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    return out
+
+
+def main(root: Path) -> None:
+    """Write raw data, plans and both model folders under ``root``."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
+
+    extract_fingerprints([DATASET_ID], num_processes=1, verbose=False, show_progress_bar=False)
+    plan_experiments([DATASET_ID])
+    for configuration in CONFIGURATIONS:
+        write_model_folder(root, configuration)
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]).resolve()
+    write_raw(target / "raw")
+    os.environ.update(
+        nnUNet_raw=str(target / "raw"),
+        nnUNet_preprocessed=str(target / "preprocessed"),
+        nnUNet_results=str(target / "results"),
+    )
+    main(target)
