@@ -8,8 +8,9 @@ for 100-150 ms at a time; done once when the panel opens, nobody is waiting for 
 Only pure-Python work goes to a background thread. torch's own submodules are imported
 on the GUI thread, the thread that loads models.
 
-triton is kept out of the viewer process altogether (:func:`keep_triton_out`, called by
-the panel before any torch submodule is imported): once the viewer's OpenGL context is up,
+triton is kept out of the viewer process altogether (:func:`keep_triton_out`, called when
+napari first uses any contribution of the plugin (:func:`on_activate`) and again by the
+panel before any torch submodule is imported): once the viewer's OpenGL context is up,
 loading triton's C extension kills the process on any thread, the GUI thread included.
 The plugin never compiles (no ``torch.compile``, no inductor), so torch loses nothing it
 uses: with ``sys.modules["triton"] = None``, ``import triton`` raises ImportError and
@@ -48,6 +49,15 @@ def keep_triton_out() -> bool:
         "OpenGL context is up, and nothing here compiles with torch"
     )
     return True
+
+
+def on_activate(ctx=None) -> None:
+    """The plugin's activation hook (``on_activate`` in the manifest): napari calls it once,
+    when it first runs any of the plugin's contributions (a reader, a writer, a sample, a
+    widget). From then on triton is kept out of the viewer's process
+    (:func:`keep_triton_out`), so torch code run there later without the panel (a
+    fine-tune from napari's console, a script's optimizer step) cannot load it either."""
+    keep_triton_out()
 
 
 def warm_imports(names: tuple[str, ...] = LAZY_IMPORTS) -> None:

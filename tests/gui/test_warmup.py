@@ -147,3 +147,43 @@ def test_panel_imports_torch_modules_on_the_gui_thread(make_napari_viewer, qtbot
     qtbot.waitUntil(lambda: "torch._dynamo" in threads, timeout=30000)
     assert threads["torch._dynamo"] == threading.main_thread().name
     assert threads["pandas"] == "napari-medseg-warmup"
+
+
+def test_any_contribution_keeps_triton_out_of_the_viewer_without_the_panel(tmp_path):
+    """The panel is never opened: napari reads a scan through the plugin's reader (its first
+    contribution activates the plugin), then torch code runs in the viewer's process as a
+    fine-tune from napari's console would (an optimizer step, which imports
+    ``torch._dynamo``): triton is not loaded (the stand-in leaves no marker)."""
+    import os
+
+    import numpy as np
+
+    from napari_medseg.io import write_volume
+    from napari_medseg.types import Geometry
+
+    scan = write_volume(tmp_path / "scan.nii.gz", np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6),
+                        Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))  # fmt: skip
+    package = tmp_path / "site" / "triton"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(FAKE_TRITON)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(tmp_path / "site"), TRITON_MARKER=str(tmp_path / "marker"))
+    code = f"""
+        import sys
+        import napari
+        viewer = napari.Viewer(show=True)  # the OpenGL context is up
+        viewer.open({str(scan)!r}, plugin="napari-medseg")
+        assert sys.modules.get("triton", "missing") is None, sys.modules.get("triton", "missing")
+        import torch
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.AdamW([p])
+        p.sum().backward()
+        opt.step()
+        viewer.close()
+        print("ok")
+        """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok")
+    assert not (tmp_path / "marker").exists()  # nothing loaded the stand-in
