@@ -87,7 +87,9 @@ def write_model_folder(root: Path, configuration: str) -> Path:
     out = root / "results" / DATASET_NAME / f"{TRAINER}__{PLANS}__{configuration}"
     for fold in FOLDS:
         torch.manual_seed(1000 * fold + len(configuration))
-        trainer = nnUNetTrainer(plans, configuration, fold, dataset, device=torch.device("cpu"))
+        # nnU-Net's training entry point adds "continue_training" to the plans; the trainer pops it.
+        trainer = nnUNetTrainer({**plans, "continue_training": False}, configuration, fold, dataset,
+                                device=torch.device("cpu"))  # fmt: skip
         trainer.initialize()
         # What a trained run's log holds: numpy scalars per epoch, the EMA of the Dice.
         trainer.logger.log("mean_fg_dice", np.float64(0.5 + 0.1 * fold), 0)
