@@ -28,9 +28,11 @@ def test_uncertainty_layer_has_foreground_range_colorbar_and_shows_the_anatomy(m
     image = viewer.add_image(data, **kwargs)
     viewer.dims.set_point(0, float(image.data_to_world([scan.shape[0] // 2, 0, 0])[0]))
     viewer.reset_view()
-    anatomy = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
 
     layer = show_map(viewer, image, total, "scan total uncertainty", kind="uncertainty")
+    layer.visible = False  # the anatomy alone, on the same canvas (the colour bar resizes it)
+    anatomy = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    layer.visible = True
     low, high = layer.contrast_limits
     assert (low, high) == pytest.approx(map_contrast_limits(total, scan_foreground(scan.array)))
     assert low < high and np.ptp(total) > 0
@@ -58,6 +60,7 @@ def test_cohort_case_maps_open_with_their_range_and_colorbar(make_napari_viewer,
     from tests.small_real import tiny_coarse_bundle
 
     scan = small_real_scan(shared_data)
+    (tmp_path / "scans").mkdir()
     (case,) = discover_cases([write_volume(tmp_path / "scans" / "dev4mm.nii.gz", scan.array, scan)])
     bundle = tiny_coarse_bundle(tmp_path / "models")
     out = tmp_path / "cohort"
