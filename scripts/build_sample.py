@@ -10,7 +10,10 @@
 
 Each volume is cropped to the bounding box of its non-zero voxels plus a margin so that
 the package stays small; voxel values, spacing and direction are kept, and the origin
-moves with the crop so that every voxel keeps its physical position.
+moves with the crop so that every voxel keeps its physical position. The head, stored in
+FreeSurfer's LIA voxel order, is also reordered to RAS (an exact permutation and flip of
+the voxel axes, every voxel at its physical position): napari's 2D views cannot invert a
+layer transform that swaps displayed and sliced axes, and RAS is the order the models use.
 
     python scripts/build_sample.py [--only head|template] [--head PATH]
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_medseg.io import read_volume, write_volume
+from napari_medseg.preprocess.orientation import reorient
 from napari_medseg.types import Geometry, Volume
 
 MARGIN = 4
@@ -67,7 +71,8 @@ def build_head(source: Path) -> Volume:
     found = sha256(source)
     if found != HEAD_SHA256:
         raise SystemExit(f"{source} has SHA-256 {found}, expected {HEAD_SHA256} (t1_crop.nii.gz at the recorded commit)")
-    return crop_to_foreground(read_volume(source), MARGIN)
+    head, _ = reorient(read_volume(source), "RAS")
+    return crop_to_foreground(head, MARGIN)
 
 
 def build_template() -> Volume:

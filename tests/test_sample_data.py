@@ -10,9 +10,8 @@ from napari_medseg import _sample_data
 from napari_medseg.io import read_volume
 from napari_medseg.resources import HEAD_SAMPLE, SAMPLE_FILES, resources_dir, sample_volume_path
 
-LIA = ((0.0, -1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0))  # (z, y, x) rows of the head's direction
-HEAD_ORIGIN = (90.47999572753906, 121.48001098632812, -84.5999984741211)
-HEAD_CROP_START = (12, 44, 43)  # index of the shipped head's first voxel in the 256^3 source
+RAS = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))  # (z, y, x) rows of the shipped head's direction
+HEAD_ORIGIN = (-80.52000427246094, 121.48001098632812, 86.4000015258789)
 
 
 def test_sample_keys_name_their_files():
@@ -29,11 +28,11 @@ def test_unknown_sample_names_the_key():
 def test_head_layer_has_the_file_geometry():
     ((data, kwargs, kind),) = _sample_data.make_sample_head()
     assert kind == "image" and kwargs["name"] == "Adult head T1"
-    assert data.shape == (232, 172, 172) and data.dtype == np.uint8
+    assert data.shape == (172, 232, 172) and data.dtype == np.uint8
     geometry = kwargs["metadata"]["medseg"]["geometry"]
     assert kwargs["metadata"]["medseg"]["modality"] == "MR"
     assert geometry.spacing == (1.0, 1.0, 1.0)
-    np.testing.assert_array_equal(np.array(geometry.direction), np.array(LIA))
+    np.testing.assert_array_equal(np.array(geometry.direction), np.array(RAS))
     assert geometry.origin == HEAD_ORIGIN  # float32 in the file, bit-exact through the reader
     assert geometry == read_volume(sample_volume_path(HEAD_SAMPLE)).geometry
     assert 0 < kwargs["contrast_limits"][0] < kwargs["contrast_limits"][1] <= 255
@@ -47,20 +46,18 @@ def test_template_layer_is_named_as_an_average():
     assert geometry.origin == (-72.0, 111.0, 76.0) and geometry.spacing == (1.0, 1.0, 1.0)
 
 
-def test_head_is_the_published_scan_cropped(shared_data):
-    """Every shipped voxel has the source's value at the same physical position, and the
-    crop dropped only zeros."""
+def test_head_is_the_published_scan_reordered_and_cropped(shared_data):
+    """The source's LIA voxel order becomes RAS by an exact permutation and flip: every
+    shipped voxel has the source's value at the same physical position, and the crop
+    dropped only zeros."""
     source = read_volume(shared_data / "sample-head" / "t1.nii.gz")
     shipped = read_volume(sample_volume_path(HEAD_SAMPLE))
-    start = np.array(HEAD_CROP_START)
-    stop = start + shipped.shape
-    np.testing.assert_array_equal(shipped.array, source.array[tuple(slice(a, b) for a, b in zip(start, stop))])
+    index = np.indices(shipped.shape).reshape(3, -1).T
+    in_source = source.geometry.physical_to_index(shipped.geometry.index_to_physical(index))
+    rounded = np.rint(in_source).astype(int)
+    assert np.abs(in_source - rounded).max() < 1e-3
+    np.testing.assert_array_equal(shipped.array.reshape(-1), source.array[tuple(rounded.T)])
     assert int(shipped.array.sum(dtype=np.int64)) == int(source.array.sum(dtype=np.int64))
-    corners = np.array([[0, 0, 0], [231, 171, 171], [100, 50, 120]])
-    np.testing.assert_allclose(
-        shipped.geometry.index_to_physical(corners), source.geometry.index_to_physical(corners + start), atol=1e-4
-    )
-    assert shipped.geometry.direction == source.geometry.direction
 
 
 def test_notice_names_sources_and_licences():

@@ -115,6 +115,6 @@ def test_installed_wheel_is_discovered_outside_checkout(wheel, tmp_path):
     assert Path(found["icon"]).is_relative_to(target) and Path(found["icon"]).stat().st_size > 1000
     # the installed plugin in a real viewer: File > Open Sample and Plugins > MedSeg
     assert found["sample_layer"] == "Adult head T1"
-    assert found["sample_shape"] == [232, 172, 172] and found["sample_scale"] == [1.0, 1.0, 1.0]
+    assert found["sample_shape"] == [172, 232, 172] and found["sample_scale"] == [1.0, 1.0, 1.0]
     assert Path(found["panel_module"]).is_relative_to(target)
     assert found["panel_model"] == found["default_model"]
