@@ -23,6 +23,8 @@ SAMPLE_FILES = {"adult_head_t1": "adult_head_t1.nii.gz", "mni152_template_t1": "
 """The shipped sample volumes by key (see ``resources/sample/NOTICE.md``): a real adult
 head T1 (napari's "Adult head T1" and the demo's input) and the MNI ICBM152 2009a average
 template (the bundles' out-of-distribution calibration augments it)."""
+#: The shipped bundle that the panel, `medseg segment`, `medseg batch` and the demo use unless told otherwise.
+DEFAULT_MODEL = "brain-tissue-unet"
 HEAD_SAMPLE = "adult_head_t1"
 
 

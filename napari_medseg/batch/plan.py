@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["DEFAULT_MODEL", "CohortPlan", "default_ensemble", "make_plan"]
+from ..resources import DEFAULT_MODEL
 
-DEFAULT_MODEL = "brain-tissue-unet"  # as for medseg segment
+__all__ = ["DEFAULT_MODEL", "CohortPlan", "default_ensemble", "make_plan"]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-DEFAULT_MODEL = "brain-tissue-unet"
+from ..resources import DEFAULT_MODEL
+
 logger = logging.getLogger(__name__)
 
 

@@ -14,6 +14,7 @@ from .bundle import (
     weights_sha256,
 )
 from .catalog import (
+    DEFAULT_MODEL,
     BundleInfo,
     delete_bundle,
     list_bundles,
@@ -28,6 +29,7 @@ from .unet import UNet
 
 __all__ = [
     "ARCHITECTURES",
+    "DEFAULT_MODEL",
     "BundleError",
     "BundleInfo",
     "TransUNet",

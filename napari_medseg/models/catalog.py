@@ -30,6 +30,7 @@ from .bundle import (
 )
 
 __all__ = [
+    "DEFAULT_MODEL",
     "HOME_ENV",
     "BundleInfo",
     "delete_bundle",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+from ..resources import DEFAULT_MODEL  # noqa: E402
 
 HOME_ENV = "NAPARI_MEDSEG_HOME"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

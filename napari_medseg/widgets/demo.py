@@ -19,11 +19,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..resources import HEAD_SAMPLE
+from ..resources import DEFAULT_MODEL, HEAD_SAMPLE
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "brain-tissue-unet"
 SAMPLE_KEY = HEAD_SAMPLE  # the napari sample key and the resources key
 PANEL_NAME = "Segmentation panel"
 

@@ -24,7 +24,7 @@ def _assert_not_blank(shot: np.ndarray) -> None:
 
 @pytest.mark.parametrize(
     ("key", "name", "last"),
-    [("adult_head_t1", "Adult head T1", [231, 171, 171]), ("mni152_template_t1", "MNI152 average template T1", [158, 188, 152])],
+    [("adult_head_t1", "Adult head T1", [171, 231, 171]), ("mni152_template_t1", "MNI152 average template T1", [158, 188, 152])],
 )
 def test_samples_open_on_their_geometry(make_napari_viewer, key, name, last):
     """Both samples from napari's File > Open Sample: world = the file's physical (z, y, x) mm."""

@@ -123,7 +123,9 @@ def test_ood_is_assessed_on_the_plain_prediction_with_the_bundle_threshold():
     model = tiny_model()
     result = estimate_uncertainty(volume, model, samples=2, device="cpu", precision="fp32")
     assert result.ood.score_name == MAIN_SCORE and 0 <= result.ood.score <= 1
-    assert result.ood.threshold is None and result.ood.flag is None
+    assert result.ood.threshold is None
+    # without a threshold the score decides nothing; the MR model's Hounsfield-air test still runs
+    assert result.ood.flag is False and [s.name for s in result.ood.signals if s.flag is not None] == ["hounsfield_air"]
     assert result.ood.foreground_epistemic is not None
     # the plain pass is the same whichever sampler ran, so is the score
     tta = estimate_uncertainty(volume, model, method="tta", samples=2, device="cpu", precision="fp32")

@@ -57,12 +57,20 @@ class ModelSection(QGroupBox):
             self._paths.append(current)
             self.model_combo.addItem(f"{current.name} (folder)")
         self.model_combo.blockSignals(False)
-        index = self._paths.index(current) if current in self._paths else (0 if self._paths else -1)
+        index = self._paths.index(current) if current in self._paths else self._default_index(infos)
         if index >= 0:
             self.model_combo.setCurrentIndex(index)
             self._on_model_chosen(index)
         else:
             self.summary.setText("No model bundle found.")
+
+    @staticmethod
+    def _default_index(infos) -> int:
+        """The shipped default bundle's row, else the first row (-1 when there is none)."""
+        from ...models import DEFAULT_MODEL
+
+        rows = [k for k, info in enumerate(infos) if info.shipped and info.name == DEFAULT_MODEL]
+        return rows[0] if rows else (0 if infos else -1)
 
     def select_path(self, path: Path) -> None:
         self.refresh(select=Path(path))
