@@ -10,7 +10,11 @@ class SegmentSection(QGroupBox):
         super().__init__("Segment")
         self.panel = panel
         self.run_button = QPushButton("Segment")
-        self.postprocess_check = QCheckBox("Post-processing (brain component, per-scan EM)")
+        self.postprocess_check = QCheckBox("Post-processing (the bundle's own)")
+        self.postprocess_check.setToolTip(
+            "Refinements the bundle asks for in extra['postprocess'] (largest component, atlas check, intensity "
+            "mixture). A bundle's brain locator is part of the model and runs either way."
+        )
         self.postprocess_check.setChecked(True)
         self.probability_check = QCheckBox("Add probability layers")
         layout = QVBoxLayout(self)
