@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
 
-from tests._paths import REPO_ROOT
+from tests._paths import bench_module
 
 
 @pytest.fixture(scope="module")
 def loop():
-    spec = importlib.util.spec_from_file_location("simulated_annotator", REPO_ROOT / "bench" / "simulated_annotator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("simulated_annotator")
 
 
 def _layers(shape=(12, 40, 48)) -> np.ndarray:

@@ -5,14 +5,13 @@ one is tested without a change here); the CTs and MRs come from ``bench/ood_scan
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
 
 from napari_medseg.uncertainty import assess_ood
 from napari_medseg.uncertainty.ood_signals import AIR_FRACTION, expected_brain_range
-from tests._paths import REPO_ROOT
+from tests._paths import bench_module
 
 
 def _shipped_names() -> list[str]:
@@ -26,10 +25,7 @@ SHIPPED = _shipped_names()
 
 @pytest.fixture(scope="module")
 def scans():
-    spec = importlib.util.spec_from_file_location("ood_scans", REPO_ROOT / "bench" / "ood_scans.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("ood_scans")
 
 
 @pytest.fixture(scope="module", params=SHIPPED)

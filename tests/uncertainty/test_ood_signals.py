@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from napari_medseg.uncertainty.ood_signals import (
     modality_signal,
 )
 from napari_medseg.types import Geometry, Volume
-from tests._paths import REPO_ROOT
+from tests._paths import bench_module
 from tests.tiny_models import tiny_config
 
 RANGES = {"CSF": [270.0, 630.0], "grey matter": [435.0, 798.0], "white matter": [362.0, 616.0]}
@@ -28,10 +27,7 @@ RANGES = {"CSF": [270.0, 630.0], "grey matter": [435.0, 798.0], "white matter": 
 
 @pytest.fixture(scope="module")
 def scans():
-    spec = importlib.util.spec_from_file_location("ood_scans", REPO_ROOT / "bench" / "ood_scans.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("ood_scans")
 
 
 @pytest.mark.parametrize("name", ["head_ct", "masked_head_ct", "abdomen_ct", "neck_ct"])
