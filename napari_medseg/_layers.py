@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 
 from . import checks
-from ._layer_geometry import geometry_from_layer, layer_transform
+from ._layer_geometry import display_axes, geometry_from_layer, inverse_axes, layer_transform, permute_geometry, permute_spatial
 from .types import Geometry, Volume
 
 METADATA_KEY = "medseg"
+#: Metadata entry: the source axes in the order the layer shows them (see _layer_geometry).
+DISPLAY_AXES_KEY = "display_axes"
 
 
 def volume_name(volume: Volume) -> str:
@@ -30,21 +32,44 @@ def layer_metadata(volume: Volume) -> dict[str, Any]:
             "warnings": checks.sanity_warnings(volume),
             "nifti_fields": volume.meta.get("nifti_fields"),
             "nifti_fields_geometry": volume.meta.get("nifti_fields_geometry"),
+            DISPLAY_AXES_KEY: list(display_axes(volume.geometry)),
             **keep,
         }
     }
 
 
+def layer_axes(metadata: dict[str, Any] | None) -> tuple[int, int, int]:
+    """The display axes recorded in a layer's metadata (identity when none)."""
+    axes = ((metadata or {}).get(METADATA_KEY) or {}).get(DISPLAY_AXES_KEY)
+    return (0, 1, 2) if axes is None else tuple(int(a) for a in axes)  # type: ignore[return-value]
+
+
+def to_layer_layout(array: np.ndarray, metadata: dict[str, Any] | None) -> np.ndarray:
+    """A (..., z, y, x) array on the source grid as the layer with ``metadata`` shows it (a view)."""
+    return permute_spatial(array, layer_axes(metadata))
+
+
+def from_layer_layout(array: np.ndarray, metadata: dict[str, Any] | None) -> np.ndarray:
+    """A layer's (..., z, y, x) data back in the source's voxel order (a view)."""
+    return permute_spatial(array, inverse_axes(layer_axes(metadata)))
+
+
+def _displayed(volume: Volume) -> tuple[np.ndarray, dict[str, Any]]:
+    axes = display_axes(volume.geometry)
+    return permute_spatial(volume.array, axes), layer_transform(permute_geometry(volume.geometry, axes))
+
+
 def image_layer_data(volume: Volume, name: str | None = None) -> tuple[np.ndarray, dict, str]:
     """(data, kwargs, "image") with world coordinates equal to physical (z, y, x) mm."""
+    data, transform = _displayed(volume)
     kwargs = {
         "name": name or volume_name(volume),
         "colormap": "gray",
         "contrast_limits": checks.contrast_limits(volume),
         "metadata": layer_metadata(volume),
-        **layer_transform(volume.geometry),
+        **transform,
     }
-    return volume.array, kwargs, "image"
+    return data, kwargs, "image"
 
 
 def segmentation_layer_data(volume: Volume, name: str | None = None) -> tuple[np.ndarray, dict, str]:
@@ -63,14 +88,16 @@ def segmentation_layer_data(volume: Volume, name: str | None = None) -> tuple[np
         warnings=volume.warnings, class_names=names, segments=segments,
         referenced_series_uid=volume.meta.get("referenced_series_uid"),
     )  # fmt: skip
-    kwargs = {"name": name or volume_name(volume), "opacity": 0.5, "metadata": metadata, **layer_transform(volume.geometry)}
+    data, transform = _displayed(volume)
+    kwargs = {"name": name or volume_name(volume), "opacity": 0.5, "metadata": metadata, **transform}
     if len(colors) > 2:
         kwargs["colormap"] = colors  # a mapping: napari makes it a direct label colormap
-    return volume.array, kwargs, "labels"
+    return data, kwargs, "labels"
 
 
 def source_volume_from_state(data: np.ndarray, state: dict[str, Any]) -> Volume:
-    """A volume (sharing ``data``) whose geometry is the layer's own transform.
+    """A volume (sharing ``data``) whose geometry is the layer's own transform, in the
+    source's voxel order.
 
     Header fields saved from the source file travel along only while the layer still
     sits on the source's grid, so a moved layer is written where it is displayed.
@@ -83,6 +110,9 @@ def source_volume_from_state(data: np.ndarray, state: dict[str, Any]) -> Volume:
         state.get("shear"),
     )
     stored = (state.get("metadata") or {}).get(METADATA_KEY, {})
+    axes = layer_axes(state.get("metadata"))
+    geometry = permute_geometry(geometry, inverse_axes(axes))
+    data = from_layer_layout(data, state.get("metadata"))
     meta: dict[str, Any] = {}
     stored_geometry = stored.get("geometry")
     if isinstance(stored_geometry, Geometry) and _same_grid(stored_geometry, geometry):
@@ -90,7 +120,7 @@ def source_volume_from_state(data: np.ndarray, state: dict[str, Any]) -> Volume:
         if stored.get("nifti_fields") is not None:
             meta["nifti_fields"] = stored["nifti_fields"]
             meta["nifti_fields_geometry"] = stored.get("nifti_fields_geometry")
-    array = np.asarray(data)
+    array = np.asarray(data) if axes == (0, 1, 2) else np.ascontiguousarray(data)
     return Volume(array=array, geometry=geometry, modality=stored.get("modality", "unknown"), meta=meta)
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_medseg._layer_geometry import geometry_from_layer, layer_transform
+from napari_medseg._layer_geometry import display_axes, geometry_from_layer, inverse_axes, layer_transform, permute_geometry
 from napari_medseg._layers import image_layer_data, source_volume_from_state
 from napari_medseg.io import read_volume
+from napari_medseg.types import Geometry
 
 
 def test_napari_world_equals_sitk_physical_on_oblique_subject(shared_data):
@@ -63,3 +64,63 @@ def test_moved_layer_is_written_where_it_is_shown(shared_data):
 def test_sheared_layer_refused():
     with pytest.raises(ValueError, match="shear"):
         geometry_from_layer((1, 1, 1), (0, 0, 0), np.eye(4), np.eye(3), (0.5, 0, 0))
+
+
+@pytest.fixture(scope="module")
+def sagittal_scan(shared_data, tmp_path_factory):
+    """The dev subject stored with its axes permuted and flipped, as a sagittal acquisition
+    or FreeSurfer's LIA is: the image's axes are not the world's."""
+    image = sitk.ReadImage(str(shared_data / "dev-subject" / "t1.nii.gz"))
+    image = sitk.Flip(sitk.PermuteAxes(image, [2, 0, 1]), [False, True, False])
+    path = tmp_path_factory.mktemp("sagittal") / "sagittal_t1.nii.gz"
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_display_axes_follow_the_world():
+    swapped = Geometry((1.0, 1.2, 2.0), (5.0, 6.0, 7.0), ((0, 0, -1), (0, -1, 0), (1, 0, 0)))
+    assert display_axes(swapped) == (2, 1, 0)
+    assert display_axes(Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))) == (0, 1, 2)
+    shown = permute_geometry(swapped, display_axes(swapped))
+    assert np.allclose(np.abs(shown.direction_matrix), np.eye(3))
+    assert permute_geometry(shown, inverse_axes((2, 1, 0))) == swapped
+
+
+def test_permuted_scan_shows_in_2d_at_its_physical_place(sagittal_scan, make_napari_viewer):
+    from napari.layers import Image
+
+    volume = read_volume(sagittal_scan)
+    assert display_axes(volume.geometry) != (0, 1, 2)
+    data, kwargs, _ = image_layer_data(volume)
+    layer = Image(data, **kwargs)
+    reference = sitk.ReadImage(str(sagittal_scan))
+    shown_axes = display_axes(volume.geometry)
+    for index in np.random.default_rng(1).integers(0, volume.shape, size=(20, 3)):
+        shown = [int(index[a]) for a in shown_axes]
+        assert data[tuple(shown)] == volume.array[tuple(index)]
+        z, y, x = (int(v) for v in index)
+        expected = np.array(reference.TransformIndexToPhysicalPoint((x, y, z)))[::-1]
+        np.testing.assert_allclose(np.asarray(layer.data_to_world(shown)), expected, atol=1e-6)
+    viewer = make_napari_viewer()
+    viewer.add_layer(layer)
+    viewer.dims.ndisplay = 2
+    assert viewer.screenshot(canvas_only=True).std() > 0
+
+
+def test_permuted_layer_gives_back_the_source_order_and_header(sagittal_scan, tmp_path):
+    from napari.layers import Labels
+
+    from napari_medseg._writer import write_labels
+
+    volume = read_volume(sagittal_scan)
+    data, kwargs, _ = image_layer_data(volume)
+    grid = {k: kwargs[k] for k in ("scale", "translate", "affine", "metadata")}
+    labels = Labels((data > np.percentile(data, 90)).astype(np.uint8), **grid)
+    recovered = source_volume_from_state(labels.data, labels._get_state())
+    assert recovered.geometry == volume.geometry
+    assert recovered.meta["nifti_fields"] == volume.meta["nifti_fields"]
+    np.testing.assert_array_equal(recovered.array, volume.array > np.percentile(volume.array, 90))
+    written = write_labels(str(tmp_path / "mask.nii.gz"), labels.data, labels._get_state())
+    back = read_volume(written[0])
+    assert back.geometry == volume.geometry
+    np.testing.assert_array_equal(back.array, recovered.array)

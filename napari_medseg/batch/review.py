@@ -35,8 +35,7 @@ def case_layers(out: str | Path, row: Mapping[str, Any]) -> list[tuple[Any, dict
     Raises:
         VolumeReadError: the scan or a result file cannot be read (named).
     """
-    from .._layer_geometry import layer_transform
-    from .._layers import image_layer_data, layer_metadata
+    from .._layers import image_layer_data, to_layer_layout
     from ..display import MAP_COLORMAPS, map_contrast_limits, scan_foreground
     from ..io import read_volume
 
@@ -46,14 +45,15 @@ def case_layers(out: str | Path, row: Mapping[str, Any]) -> list[tuple[Any, dict
     name = str(row["case_id"])
     layers = [image_layer_data(scan, name=name)]
     outputs = _outputs(case_dir)
-    grid = {**layer_transform(scan.geometry), "metadata": {**layer_metadata(scan)}}
-    grid["metadata"]["medseg"]["image_layer"] = name
+    scan_kwargs = layers[0][1]
+    grid = {key: scan_kwargs[key] for key in ("scale", "translate", "affine")}
+    grid["metadata"] = {"medseg": {**scan_kwargs["metadata"]["medseg"], "image_layer": name}}
     if "seg" in outputs:
-        labels = read_volume(case_dir / outputs["seg"]).array
+        labels = to_layer_layout(read_volume(case_dir / outputs["seg"]).array, grid["metadata"])
         layers.append((labels, {"name": f"{name} segmentation", "opacity": 0.5, **grid}, "labels"))
     foreground = None
     for key in (k for k in outputs if k in _MAPS or k.startswith("gradcam_")):
-        values = read_volume(case_dir / outputs[key]).array
+        values = to_layer_layout(read_volume(case_dir / outputs[key]).array, grid["metadata"])
         foreground = scan_foreground(scan.array) if foreground is None else foreground
         kind = "gradcam" if key.startswith("gradcam_") else "uncertainty"
         metadata = {"medseg": {**grid["metadata"]["medseg"], "map_kind": kind}}

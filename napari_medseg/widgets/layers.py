@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._layers import to_layer_layout
 from ..config import ModelConfig
 from ..display import MapKind
 
@@ -56,7 +57,7 @@ def show_segmentation(viewer: Any, image_layer: Any, labels: np.ndarray, config:
     layer = upsert_layer(
         viewer,
         f"{image_layer.name} segmentation",
-        labels,
+        to_layer_layout(labels, image_layer.metadata),
         "labels",
         colormap=label_colormap(config),
         opacity=0.5,
@@ -83,7 +84,7 @@ def show_map(viewer: Any, image_layer: Any, values: np.ndarray, name: str, *, ki
     if contrast_limits is None:
         contrast_limits = map_contrast_limits(values, scan_foreground(image_layer.data))
     layer = upsert_layer(
-        viewer, name, values, "image", colormap=map_colormap(kind), blending="translucent", opacity=opacity,
+        viewer, name, to_layer_layout(values, image_layer.metadata), "image", colormap=map_colormap(kind), blending="translucent", opacity=opacity,
         contrast_limits=contrast_limits, **grid_kwargs(image_layer),
     )  # fmt: skip
     show_colorbar(layer)

@@ -60,7 +60,7 @@ class CorrectSection(QGroupBox):
         """Add (or restore from the autosave) the corrections layer of the selected image."""
         from napari.utils.notifications import show_info, show_warning
 
-        from ..._layers import volume_from_layer
+        from ..._layers import to_layer_layout, volume_from_layer
         from ...autosave import load_corrections
         from ..layers import grid_kwargs
 
@@ -79,6 +79,7 @@ class CorrectSection(QGroupBox):
             show_info(f"Restored {int((data > 0).sum())} annotated voxels of {image.name} from the autosave")
         else:
             data = np.zeros(volume.shape, np.uint8)
+        data = to_layer_layout(data, image.metadata)
         layer = panel.viewer.add_labels(
             data, name=self.layer_name(image), colormap=self._colormap(), opacity=0.8, **grid_kwargs(image)
         )
@@ -113,6 +114,8 @@ class CorrectSection(QGroupBox):
         """Copy the segmentation of the slice on screen into the corrections (as k+1)."""
         from napari.utils.notifications import show_warning
 
+        from ..._layers import to_layer_layout
+
         panel = self.panel
         image = panel.selected_image()
         layer = self.corrections_layer(image) or self.create()
@@ -127,7 +130,7 @@ class CorrectSection(QGroupBox):
         region = [slice(None)] * 3
         region[axis] = index
         data = layer.data
-        data[tuple(region)] = result.labels[tuple(region)] + 1
+        data[tuple(region)] = to_layer_layout(result.labels, layer.metadata)[tuple(region)] + 1
         layer.data = data
         self._on_painted(image.name)
         return int(np.prod([s for a, s in enumerate(data.shape) if a != axis]))
@@ -141,7 +144,7 @@ class CorrectSection(QGroupBox):
 
     def autosave_now(self) -> list:
         """Write every changed corrections layer now (also used on close)."""
-        from ..._layers import volume_from_layer
+        from ..._layers import from_layer_layout, volume_from_layer
         from ...autosave import save_corrections
 
         written = []
@@ -152,6 +155,6 @@ class CorrectSection(QGroupBox):
                 continue
             volume = volume_from_layer(image)
             source = image.metadata.get("medseg", {}).get("source", image.name)
-            written.append(save_corrections(np.asarray(layer.data), volume, source))
+            written.append(save_corrections(np.ascontiguousarray(from_layer_layout(np.asarray(layer.data), layer.metadata)), volume, source))
         self._dirty.clear()
         return written

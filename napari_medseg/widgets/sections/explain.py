@@ -96,7 +96,9 @@ def region_mask(layer, shape):
     if isinstance(layer, Shapes):
         mask = layer.to_labels(labels_shape=shape) > 0
     else:
-        mask = np.asarray(layer.data) > 0
+        from ..._layers import from_layer_layout
+
+        mask = from_layer_layout(np.asarray(layer.data), layer.metadata) > 0
     if mask.shape != tuple(shape):
         raise ValueError(f"region layer {layer.name!r} of shape {mask.shape} does not match the image {tuple(shape)}")
     return mask

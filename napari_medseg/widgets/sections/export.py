@@ -118,7 +118,9 @@ def export_files(panel, image, suffix: str) -> list[ExportFile]:
     layers now (GUI thread); the writers only write."""
     from napari.layers import Image, Labels
 
-    from ..._layers import volume_from_layer
+    import numpy as np
+
+    from ..._layers import from_layer_layout, volume_from_layer
     from ...io import write_volume
     from ...report import build_report, write_json
 
@@ -128,10 +130,12 @@ def export_files(panel, image, suffix: str) -> list[ExportFile]:
     for layer in panel.viewer.layers:
         if layer is image or layer.metadata.get("medseg", {}).get("image_layer") != image.name:
             continue
-        if not isinstance(layer, (Labels, Image)) or layer.data.shape[-3:] != source.shape:
+        if not isinstance(layer, (Labels, Image)):
+            continue
+        data = np.ascontiguousarray(from_layer_layout(np.asarray(layer.data), layer.metadata))
+        if data.shape[-3:] != source.shape:
             continue
         kind = "labels" if isinstance(layer, Labels) else "image"
-        data = layer.data
         if kind == "labels" and model is not None and _is_segmentation_of(layer, model.config):
             files += _dicom_seg_file(f"{file_stem(layer.name)}_seg.dcm", data, source, image.metadata.get("medseg", {}), model)
             data = model.config.encode_labels(data)  # the bundle's label values, as `medseg segment` writes

@@ -48,7 +48,7 @@ class FinetuneSection(QGroupBox):
     def run(self):
         from napari.utils.notifications import show_warning
 
-        from ..._layers import volume_from_layer
+        from ..._layers import from_layer_layout, volume_from_layer
 
         panel = self.panel
         image, model = panel.selected_image(), panel.session.model
@@ -65,7 +65,7 @@ class FinetuneSection(QGroupBox):
             wants_message=True,
             parent=model,
             volume=volume_from_layer(image),
-            labels=np.asarray(layer.data).copy(),
+            labels=np.array(from_layer_layout(np.asarray(layer.data), layer.metadata)),
             steps=self.steps_spin.value(),
             lr=self.lr_spin.value(),
             distill_target=self.keep_combo.currentData(),
