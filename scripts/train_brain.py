@@ -62,6 +62,8 @@ DEFAULT_MAPS = REPO.parent / "shared" / "data" / "synthseg-label-maps"
 MAPS_SOURCE = "BBillot/SynthSeg data/training_label_maps (commit 3168fdf38ad220bd1927be43b67c5e9409a78ee7), Apache-2.0"
 CONTEXT_OFFSETS_MM = (-4.0, -2.0, 0.0, 2.0, 4.0)
 SLAB_PATCH = (176, 208)
+#: Share of structure-model samples centred on one structure drawn uniformly (see SynthSettings).
+STRUCTURE_CENTRED_SHARE = 0.5
 LOCATOR_GRID = (64, 64, 64)
 LOCATOR_SPACING = 4.0
 ARCHITECTURES = {
@@ -195,6 +197,8 @@ def synth_settings(args: argparse.Namespace) -> SynthSettings:
         # Real fields of view put the brain anywhere in the box, not where the centre of
         # a head-and-neck map puts it: shift the box by up to a few centimetres.
         return SynthSettings(p_t1_contrast=fraction, shift_mm=30.0)
+    if args.task == "structures":
+        return SynthSettings(p_t1_contrast=fraction, p_structure_centre=STRUCTURE_CENTRED_SHARE)
     return SynthSettings(p_t1_contrast=fraction)
 
 

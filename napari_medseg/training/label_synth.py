@@ -53,6 +53,9 @@ class SynthSettings:
     elastic_mm: float = 3.0
     shift_mm: float = 12.0
     p_brain_centre: float = 0.85
+    #: Share of samples centred on a voxel of one structure chosen uniformly (small
+    #: structures would otherwise appear in few slices and be learnt last).
+    p_structure_centre: float = 0.0
     p_t1_contrast: float = 0.6
     p_dark_air: float = 0.9
     p_skull_strip: float = 0.3
@@ -88,6 +91,7 @@ class LabelSynthesizer:
             self.brain_centres.append(torch.tensor(brain.mean(axis=0), dtype=torch.float32))
             self.brain_extents.append(torch.tensor((brain.max(axis=0) - brain.min(axis=0)) / 2, dtype=torch.float32))
             self.head_centres.append(torch.tensor(head.mean(axis=0), dtype=torch.float32))
+        self.structure_points = [_structure_points(m.structures) for m in maps]
         self.mirror = _mirror_table()
 
     # random helpers -------------------------------------------------------------------
@@ -159,11 +163,16 @@ class LabelSynthesizer:
         mirror = self._bernoulli(batch, 0.5)
         scale[:, 2] = torch.where(mirror, -scale[:, 2], scale[:, 2])
         centred = self._bernoulli(batch, in_brain)
+        on_structure = self._bernoulli(batch, s.p_structure_centre) if s.p_structure_centre > 0 else centred & False
         generations, structures = [], []
         flat_local = local.reshape(-1, 3)
         for b in range(batch):
             m = int(choice[b])
-            if centred[b]:
+            if on_structure[b]:
+                candidates = self.structure_points[m]
+                points_of = candidates[int(torch.randint(len(candidates), (1,), generator=self.generator))]
+                centre = points_of[int(torch.randint(len(points_of), (1,), generator=self.generator))] + self._uniform(3, -2, 2)
+            elif centred[b]:
                 centre = self.brain_centres[m] + self._uniform(3, -1, 1) * self.brain_extents[m] * 0.8
             else:
                 centre = self.head_centres[m] + s.shift_mm * torch.randn(3, generator=self.generator)
@@ -281,6 +290,20 @@ def _reduce(structures: torch.Tensor, target: str) -> torch.Tensor:
 def _t1_levels(label_ids: tuple[int, ...]) -> torch.Tensor:
     """(G,) T1 level of each generation label (NaN where none is known)."""
     return torch.tensor([T1_LEVEL.get(i, float("nan")) for i in label_ids], dtype=torch.float32)
+
+
+def _structure_points(structures: np.ndarray, per_structure: int = 128) -> list[torch.Tensor]:
+    """Up to ``per_structure`` evenly spread (z, y, x) voxels of each structure present
+    (background excluded), as float tensors (N, 3)."""
+    flat = structures.reshape(-1)
+    inside = np.flatnonzero(flat)
+    values = flat[inside]
+    points = []
+    for k in np.unique(values):
+        voxels = inside[values == k]
+        chosen = voxels[np.linspace(0, len(voxels) - 1, min(per_structure, len(voxels))).astype(np.int64)]
+        points.append(torch.tensor(np.stack(np.unravel_index(chosen, structures.shape), axis=1), dtype=torch.float32))
+    return points
 
 
 def _mirror_table() -> torch.Tensor:

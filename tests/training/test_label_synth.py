@@ -102,3 +102,23 @@ def test_some_extractions_cut_at_the_pial_surface():
     kept_csf, kept_cortex = outer_csf_and_cortex(0.0)
     assert 0 < pial_cortex <= kept_cortex
     assert pial_csf < 0.5 * kept_csf
+
+
+def test_structure_centred_samples_find_small_structures():
+    """A 3 mm ball of left hippocampus 13 mm off centre: never in a small patch at the
+    head's centre, but in a fair share of samples centred on a structure drawn uniformly."""
+    head = _head()
+    z, y, x = np.mgrid[:48, :48, :48] - 23.5
+    ball = np.sqrt(z**2 + y**2 + (x + 13) ** 2) < 3
+    index = {s[0]: i for i, s in enumerate(STRUCTURES)}
+    structures = head.structures.copy()
+    structures[ball] = index[17]
+    head = LabelMap(head.generation, structures, head.label_ids, "toy with hippocampus")
+    still = dict(rotate_deg=(0.0, 0.0, 0.0), elastic_mm=0.0, shift_mm=0.0, scale=(1.0, 1.0), p_brain_centre=0.0)
+    counts = []
+    for share in (0.0, 1.0):
+        synth = LabelSynthesizer([head], SynthSettings(**still, p_structure_centre=share), seed=2)
+        _, labels = synth.slabs(48, patch=(8, 8), offsets_mm=(0.0,), target="structures")
+        hippocampus = (labels == index[17]) | (labels == index[53])  # either side: some are mirrored
+        counts.append(int(hippocampus.flatten(1).any(dim=1).sum()))
+    assert counts[0] == 0 and counts[1] >= 3, counts
