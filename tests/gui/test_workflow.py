@@ -98,6 +98,7 @@ def test_full_workflow(make_napari_viewer, qtbot, shared_data, artifacts_dir, ho
     assert active.bundle_path != bundle and active.bundle_meta["parent_id"] == json.loads((bundle / "meta.json").read_text())["id"]
     assert (bundle / "weights.pt").read_bytes() == parent_hash
     assert active.bundle_meta["training"]["forgetting"]["distill_target"] == "segmentation"  # the panel's default
+    assert active.bundle_meta["training"]["distill_reference"] == "given"  # the segmentation the user corrected
 
     # re-segment with the new version, then quantify
     panel.finetune_section.resegment_button.click()

@@ -57,6 +57,7 @@ class FinetuneSection(QGroupBox):
             show_warning("Paint some corrections first (Correct > Create corrections layer).")
             return None
         panel.correct_section.autosave_now()
+        distill_target = self.keep_combo.currentData()
         return panel.jobs.start(
             "Fine-tune",
             _finetune_job,
@@ -68,9 +69,18 @@ class FinetuneSection(QGroupBox):
             labels=np.array(from_layer_layout(np.asarray(layer.data), layer.metadata)),
             steps=self.steps_spin.value(),
             lr=self.lr_spin.value(),
-            distill_target=self.keep_combo.currentData(),
+            distill_target=distill_target,
+            reference=self._corrected_segmentation(image, model) if distill_target == "segmentation" else None,
             device=panel.session.device,
         )
+
+    def _corrected_segmentation(self, image, model) -> np.ndarray | None:
+        """The segmentation on screen that the strokes correct (source voxel order), when
+        the active model made it; fine-tuning keeps it away from the strokes."""
+        result = self.panel.session.segmentations.get(image.name)
+        if result is None or tuple(result.class_names) != tuple(model.config.class_names):
+            return None
+        return result.labels
 
     def _on_finetuned(self, outcome) -> None:
         from napari.utils.notifications import show_info
@@ -91,9 +101,11 @@ class FinetuneSection(QGroupBox):
 
 
 def _finetune_job(
-    parent, volume, labels, steps, lr, distill_target, device, progress=None, should_stop=None, message=None
+    parent, volume, labels, steps, lr, distill_target, device, reference=None, progress=None, should_stop=None, message=None
 ):
-    """Runs on a worker thread; must not touch Qt. Returns (new bundle path, result)."""
+    """Runs on a worker thread; must not touch Qt. Returns (new bundle path, result).
+    ``reference``: the (z, y, x) segmentation kept away from the strokes, or None to
+    segment with ``parent`` first."""
     from ...training.finetune import run_finetune
     from ...training.versions import save_result
 
@@ -103,8 +115,9 @@ def _finetune_job(
         if message is not None:
             message(f"step {record.step}/{record.total}, loss {record.loss:.4f}")
 
-    if message is not None and distill_target == "segmentation":
+    if message is not None and distill_target == "segmentation" and reference is None:
         message("segmenting with the active model (what fine-tuning keeps away from the strokes)")
+    references = None if reference is None else [reference]
     result = run_finetune(parent, [volume], [labels], steps=steps, lr=lr, device=device, progress=on_step,
-                          should_stop=should_stop, distill_target=distill_target)  # fmt: skip
+                          should_stop=should_stop, distill_target=distill_target, references=references)  # fmt: skip
     return save_result(result, parent), result
