@@ -24,6 +24,7 @@ class CohortPlan:
         device: "auto", "cpu", "cuda", "mps"; "auto" gives each worker a GPU when there are any.
         dicom_seg: also write ``<stem>_seg.dcm``: None (as ``medseg segment``: for DICOM inputs
             whose headers allow one), True (a case that cannot have one fails), False.
+        figure: also write ``<stem>_summary.png`` (the case at a glance; the QC page links it).
         other fields: as for :func:`napari_medseg.pipeline.run_segmentation`.
     """
 
@@ -40,6 +41,7 @@ class CohortPlan:
     gradcam: tuple[str, ...] = ()
     gradcam_method: str = "gradcam"
     dicom_seg: bool | None = None
+    figure: bool = False
 
     def model_identity(self) -> dict[str, Any]:
         """The model as the manifest records it (a different one means other results)."""
@@ -51,6 +53,8 @@ class CohortPlan:
         values = asdict(self)
         for key in ("model", "model_path", "weights_sha256", "device"):
             values.pop(key)
+        if not self.figure:
+            values.pop("figure")  # cohorts finished before figures existed stay finished
         values["ensemble"] = [_bundle_digest(path) for path in self.ensemble]
         return values
 

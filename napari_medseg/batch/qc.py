@@ -67,13 +67,15 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
-def write_qc_page(table, out: Path, thumbnail_of) -> Path:
-    """Write ``out/qc.html``: one row per case, flagged first, thumbnails embedded.
+def write_qc_page(table, out: Path, thumbnail_of, figure_of=None) -> Path:
+    """Write ``out/qc.html``: one row per case, flagged first, thumbnails embedded; a
+    thumbnail links to the case's summary figure when it has one, else to its folder.
 
     Args:
         table: the cohort table (pandas DataFrame).
         out: the cohort folder.
         thumbnail_of: ``case_id -> PNG bytes or None``.
+        figure_of: ``case_id -> summary figure path relative to out, or None``.
     """
     from .table import write_atomically
 
@@ -85,7 +87,9 @@ def write_qc_page(table, out: Path, thumbnail_of) -> Path:
         image = f'<img alt="" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
         cells = "".join(f"<td>{_cell(row[c])}</td>" for c in columns)
         css = ' class="flag"' if row.get("flagged") else ""
-        body.append(f'<tr{css}><td><a href="{html.escape(str(row["folder"]))}/">{image}</a></td>{cells}</tr>')
+        figure = figure_of(row["case_id"]) if figure_of is not None else None
+        link = html.escape(figure if figure else f'{row["folder"]}/')
+        body.append(f'<tr{css}><td><a href="{link}">{image}</a></td>{cells}</tr>')
     header = "".join(f'<th onclick="sortBy({i + 1})">{html.escape(c)}</th>' for i, c in enumerate(columns))
     page = _PAGE.format(n=len(rows), flagged=int(rows["flagged"].astype(bool).sum()) if len(rows) else 0,
                         header=header, body="\n".join(body))  # fmt: skip

@@ -46,6 +46,7 @@ def run_cohort(
     gradcam: Sequence[str | int] = (),
     gradcam_method: str = "gradcam",
     dicom_seg: bool | None = None,
+    figure: bool = False,
     overwrite: bool = False,
     retries: int = 1,
     cluster: ClusterOptions | None = None,
@@ -66,7 +67,8 @@ def run_cohort(
         out: the cohort folder (created; locked while the run goes on).
         client: a ``distributed.Client`` to use as it is; None: one is started from ``cluster``.
         model, device, precision, batch_size, postprocessing, uncertainty, samples, ensemble,
-            gradcam, gradcam_method, dicom_seg: as for ``medseg segment``.
+            gradcam, gradcam_method, dicom_seg, figure: as for ``medseg segment`` (each
+            case's summary figure is linked from its row of the QC page).
         overwrite: redo cases finished with another model, other options or changed inputs
             (without it such cases refuse the run before anything starts).
         retries: further tries of a failed case before it is recorded as failed (a case
@@ -86,19 +88,24 @@ def run_cohort(
         ResultsExistError: finished cases differ from this run and ``overwrite`` is False.
         FolderLockedError: another run is using ``out``.
         BundleError: the model cannot be found.
+        FigureUnavailableError: ``figure`` without matplotlib (before anything runs).
         KeyboardInterrupt, Cancelled: after the partial table was written.
     """
     from ..folder_lock import FolderLock
 
     if retries < 0:
         raise ValueError(f"retries {retries} must be 0 or more")
+    if figure:
+        from ..summary_figure import require_matplotlib
+
+        require_matplotlib()
     out = Path(out)
     cases = discover_cases([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), exclude=out)
     if not cases:
         raise ValueError(f"no cases found in {', '.join(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs))}")
     plan = make_plan(model, device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
                      uncertainty=uncertainty, samples=samples, ensemble=ensemble, gradcam=gradcam,
-                     gradcam_method=gradcam_method, dicom_seg=dicom_seg)  # fmt: skip
+                     gradcam_method=gradcam_method, dicom_seg=dicom_seg, figure=figure)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out / COHORT_LOCK, what=f"cohort folder {out}"):
         rows, todo = _resume(cases, out, plan, overwrite)
@@ -215,9 +222,17 @@ def _write_outputs(rows: dict[str, dict], out: Path):
 
     table = make_table(list(rows.values()))
     files = write_table(table, out)
-    files["qc"] = write_qc_page(table, out, lambda case_id: _thumbnail(out / case_id))
+    files["qc"] = write_qc_page(table, out, lambda case_id: _thumbnail(out / case_id), lambda case_id: _summary_figure(out / case_id))
     table.attrs["files"] = {key: str(path) for key, path in files.items()}
     return table
+
+
+def _summary_figure(case_dir: Path) -> str | None:
+    """The case's summary figure, relative to the cohort folder, when it has one."""
+    from ..summary_figure import FIGURE_SUFFIX
+
+    found = sorted(case_dir.glob(f"*{FIGURE_SUFFIX}"))
+    return f"{case_dir.name}/{found[0].name}" if found else None
 
 
 def _thumbnail(case_dir: Path) -> bytes | None:

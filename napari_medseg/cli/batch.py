@@ -46,6 +46,8 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gradcam-method", default="gradcam", choices=["gradcam", "gradcam++"])
     group.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
                        help="also write <stem>_seg.dcm (default: for DICOM inputs whose headers allow it)")  # fmt: skip
+    group.add_argument("--figure", action="store_true",
+                       help="also write <stem>_summary.png per case, linked from qc.html (needs the figure extra)")  # fmt: skip
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, model=args.model, device=args.device, precision=args.precision,
         batch_size=args.batch, postprocessing=not args.no_postprocess, uncertainty=args.uncertainty,
         samples=args.samples, ensemble=args.ensemble, gradcam=args.gradcam, gradcam_method=args.gradcam_method,
-        dicom_seg=args.dicom_seg, overwrite=args.overwrite, retries=args.retries, cluster=cluster, progress=line,
+        dicom_seg=args.dicom_seg, figure=args.figure, overwrite=args.overwrite, retries=args.retries, cluster=cluster, progress=line,
     )  # fmt: skip
     run_stats = table.attrs.get("run", {})
     print(f"{run_stats.get('ran', 0)} cases segmented, {run_stats.get('resumed', 0)} finished earlier, "

@@ -173,3 +173,19 @@ def _wait_until_idle(client, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while sum(client.run(_executing).values()) and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def test_figures_are_written_per_case_and_linked_from_the_qc_page(bundle, client, tmp_path):
+    pytest.importorskip("matplotlib")
+    scans = write_scans(tmp_path / "scans", [(8, 24, 24), (6, 20, 20)])
+    out = tmp_path / "out"
+    run_cohort(scans, out, client, model=str(bundle))
+    table = run_cohort(scans, out, client, model=str(bundle), figure=True, overwrite=True)
+    assert table.attrs["run"]["ran"] == 2  # asking for figures redoes the cases that have none
+    page = (out / "qc.html").read_text()
+    for case_id in table["case_id"]:
+        (figure,) = (out / case_id).glob("*_summary.png")
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'href="{case_id}/{figure.name}"' in page
+    again = run_cohort(scans, out, client, model=str(bundle), figure=True)
+    assert again.attrs["run"]["resumed"] == 2
