@@ -77,11 +77,16 @@ def run_segmentation(
     """
     from .explain.scan import class_index
     from .inference import segment
+    from .models.external import refuse_external
     from .result_set import ResultSet
     from .uncertainty.ood import assess_ood
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
+    if uncertainty != "none":
+        refuse_external(model, f"uncertainty ({uncertainty})")
+    if gradcam:
+        refuse_external(model, "Grad-CAM")
     config = model.config
     targets = [(target, config.class_names[class_index(config.class_names, target)]) for target in gradcam]
     names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)

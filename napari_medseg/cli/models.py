@@ -9,7 +9,7 @@ import json
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list shipped and user model bundles (also show, rename, delete)",
+        help="list shipped and user model bundles and nnU-Net folders under $nnUNet_results (also show, rename, delete)",
         description="Model bundles: shipped ones (read-only) and the user's fine-tuned versions.",
     )
     parser.add_argument("action", nargs="?", default="list", choices=["list", "show", "rename", "delete"])
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
                 "path": str(info.path),
             }
             for info in infos
-        ]
+        ] + _external_rows()
         if args.json:
             print(json.dumps(rows, indent=2))
         elif not rows:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{'name':32} {'arch':10} {'ver':>4} {'kind':8} classes")
             for row in rows:
-                kind = "shipped" if row["shipped"] else "user"
+                kind = row.get("kind") or ("shipped" if row["shipped"] else "user")
                 print(f"{row['name']:32} {row['architecture']:10} {row['version']:>4} {kind:8} {', '.join(row['classes'])}")
         return 0
     expected = {"show": 1, "rename": 2, "delete": 1}[args.action]
@@ -58,3 +58,23 @@ def run(args: argparse.Namespace) -> int:
         catalog.delete_bundle(args.names[0])
         print(f"deleted {args.names[0]}")
     return 0
+
+
+def _external_rows() -> list[dict]:
+    """nnU-Net trained-model folders under ``$nnUNet_results`` (use them with ``--model PATH``)."""
+    from ..models.external import find_models
+
+    return [
+        {
+            "name": info.name,
+            "architecture": f"nnunet-{info.configuration}",
+            "classes": list(info.classes),
+            "version": "",
+            "shipped": False,
+            "kind": info.kind,
+            "parent": None,
+            "folds": list(info.folds),
+            "path": str(info.path),
+        }
+        for info in find_models()
+    ]

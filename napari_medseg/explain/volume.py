@@ -72,6 +72,9 @@ def grad_cam_volume(
         ValueError: bad shapes, offsets not matching the model's input channels, bad batch
             or window, and the errors of :func:`grad_cam`.
     """
+    from ..models.external import refuse_external
+
+    refuse_external(model, "Grad-CAM")
     volume = np.asarray(volume_array)
     if volume.ndim != 3:
         raise ValueError(f"volume shape {volume.shape} must be (z, y, x)")

@@ -295,6 +295,11 @@ def segment(
     config = model.config
     torch_device = select_device(device)
     amp = autocast_dtype(torch_device, precision)
+    if getattr(model, "segments_volumes", False):  # e.g. an nnU-Net folder: its own preprocessing and windows
+        from .external import segment_external
+
+        return segment_external(volume, model, device=torch_device, progress=progress, should_stop=should_stop,
+                                allocate=allocate)  # fmt: skip
     timings: dict[str, float] = {}
     start = time.perf_counter()
     prepared = prepare_for_model(volume, config)

@@ -231,6 +231,9 @@ def finetune(
             than 1 step, a bad option (the message quotes it); all raised before any
             inference or training.
     """
+    from ..models.external import refuse_external
+
+    refuse_external(parent, "fine-tuning")
     config = getattr(parent, "config", None)
     if not isinstance(config, ModelConfig):
         raise ValueError(f"parent model {type(parent).__name__} has no .config (a ModelConfig)")

@@ -171,7 +171,11 @@ def estimate_uncertainty(
         Cancelled: ``should_stop()`` returned True.
         ValueError: unknown method, wrong model count, incompatible ensemble members.
     """
+    from ..models.external import refuse_external
+
     models = list(model_or_models) if isinstance(model_or_models, Sequence) else [model_or_models]
+    for member in models:
+        refuse_external(member, f"uncertainty ({method})")
     sampler = make_sampler(method, models, samples, seed=seed, options=sampler_options)
     config = sampler.config
     torch_device = select_device(device)

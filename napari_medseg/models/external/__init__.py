@@ -22,7 +22,10 @@ from typing import Any
 
 from .errors import ExternalModelError
 
-__all__ = ["ExternalInfo", "ExternalModelError", "detect", "find_models", "is_external", "open_model", "segment_volume"]
+__all__ = [
+    "ExternalInfo", "ExternalModelError", "detect", "find_models", "is_external", "open_model", "refuse_external",
+    "segment_volume",
+]  # fmt: skip
 
 RESULTS_ENV = "nnUNet_results"
 _MAX_DEPTH = 3
@@ -50,6 +53,20 @@ def detect(path: str | os.PathLike) -> str | None:
 def is_external(model: Any) -> bool:
     """True for a model :func:`open_model` made."""
     return hasattr(model, "predict_volume") and hasattr(model, "fold_states")
+
+
+def refuse_external(model: Any, feature: str) -> None:
+    """Raise for a step that external models do not have yet (they segment, and their
+    volumes, reports and exports follow; Grad-CAM, uncertainty and fine-tuning do not).
+
+    Raises:
+        ExternalModelError: ``model`` is external; the message names ``feature`` and the model.
+    """
+    if is_external(model):
+        raise ExternalModelError(
+            getattr(model, "bundle_path", "?"),
+            f"{feature} is not available for nnU-Net model folders yet (segmentation, volumes and exports are)",
+        )
 
 
 def open_model(path: str | os.PathLike, device: Any = None, **options: Any):

@@ -138,7 +138,7 @@ class NnUNetModel(nn.Module):
                     self.network, data, self.folder.patch_size, mirror_axes=self.mirror_axes if mirroring else None,
                     device=device, progress=progress, should_stop=should_stop, done=i * per_fold, total=per_fold * len(folds),
                 )  # fmt: skip
-                total = logits if total is None else total.add_(logits)
+                total = logits if total is None else total + logits  # inference tensors: no in-place update
         finally:
             self.use_fold(was_fold)
             self.network.train(was_training)

@@ -1,8 +1,8 @@
 """A tiny but real nnU-Net v2 model folder, made with nnU-Net's own code.
 
 Run as ``python -m tests.models.external.nnunet_folder ROOT``: it writes a synthetic CT
-dataset in nnU-Net's raw format under ``ROOT/raw``, runs nnU-Net's fingerprint extractor and
-experiment planner on it (``ROOT/preprocessed``), and for the ``2d`` and ``3d_fullres``
+dataset in nnU-Net's raw format under ``ROOT/raw``, runs nnU-Net's fingerprint extractor,
+experiment planner and preprocessing on it (``ROOT/preprocessed``), and for the ``2d`` and ``3d_fullres``
 configurations writes a trained-model folder under ``ROOT/results`` with ``dataset.json``,
 ``plans.json`` and, for folds 0 and 1, ``checkpoint_final.pth`` saved by nnU-Net's own trainer
 (``nnUNetTrainer.save_checkpoint``) from its freshly initialised network, with the numpy
@@ -103,10 +103,12 @@ def write_model_folder(root: Path, configuration: str) -> Path:
 
 def main(root: Path) -> None:
     """Write raw data, plans and both model folders under ``root``."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
 
     extract_fingerprints([DATASET_ID], num_processes=1, verbose=False, show_progress_bar=False)
     plan_experiments([DATASET_ID])
+    # the trainer's initialisation looks at the preprocessed cases (their file format)
+    preprocess([DATASET_ID], configurations=CONFIGURATIONS, num_processes=(1,) * len(CONFIGURATIONS), show_progress_bar=False)
     for configuration in CONFIGURATIONS:
         write_model_folder(root, configuration)
 

@@ -1,0 +1,56 @@
+"""Segmentation by a model that maps whole volumes itself (an nnU-Net folder)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..types import Volume
+from .control import ProgressCallback, StopCheck
+
+logger = logging.getLogger(__name__)
+
+
+def segment_external(
+    volume: Volume,
+    model: Any,
+    *,
+    device: torch.device,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+):
+    """:func:`~napari_medseg.inference.engine.segment` for a model with ``predict_volume``
+    (:class:`~napari_medseg.models.external.nnunet_model.NnUNetModel`): its probabilities
+    already lie on ``volume``'s grid, so the geometry is the volume's own. Runs in float32
+    (nnU-Net uses autocast only on CUDA) with every fold and mirroring; no post-processing.
+
+    Returns:
+        A :class:`~napari_medseg.inference.engine.Segmentation`.
+    """
+    from .engine import Segmentation, argmax_labels
+
+    start = time.perf_counter()
+    was_training = model.training
+    try:
+        probabilities = model.predict_volume(volume.array, volume.spacing, device=device, progress=progress,
+                                             should_stop=should_stop)  # fmt: skip
+    finally:
+        model.train(was_training)
+    network = time.perf_counter() - start
+    shape = (*volume.shape, probabilities.shape[0])
+    restored = np.empty(shape, np.float32) if allocate is None else allocate(shape)
+    for k in range(probabilities.shape[0]):
+        restored[..., k] = probabilities[k]
+    del probabilities
+    labels = argmax_labels(restored)
+    total = time.perf_counter() - start
+    logger.info("segmented %s with %s in %.1f s", volume.shape, model.config.extra.get("external"), total)
+    return Segmentation(
+        labels=labels, probabilities=restored, class_names=tuple(model.config.class_names),
+        timings={"network": network, "restore": total - network, "total": total}, device=str(device), precision="fp32",
+    )  # fmt: skip
