@@ -299,7 +299,7 @@ def segment(
         from .external import segment_external
 
         return segment_external(volume, model, device=torch_device, progress=progress, should_stop=should_stop,
-                                allocate=allocate)  # fmt: skip
+                                allocate=allocate, inspect=inspect)  # fmt: skip
     timings: dict[str, float] = {}
     start = time.perf_counter()
     prepared = prepare_for_model(volume, config)

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..types import Volume
+from ..types import Geometry, Volume
 from .control import ProgressCallback, StopCheck
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanGrid:
+    """What ``segment``'s ``inspect`` callback reads of a preparation, for probabilities
+    that already lie on the scan's own grid (the whole array is the scan's part)."""
+
+    geometry: Geometry
+
+    def scan_part(self, probabilities: np.ndarray) -> np.ndarray:
+        return probabilities
 
 
 def segment_external(
@@ -23,11 +35,14 @@ def segment_external(
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
     allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    inspect: Callable[[np.ndarray, Any], None] | None = None,
 ):
     """:func:`~napari_medseg.inference.engine.segment` for a model with ``predict_volume``
     (:class:`~napari_medseg.models.external.nnunet_model.NnUNetModel`): its probabilities
     already lie on ``volume``'s grid, so the geometry is the volume's own. Runs in float32
     (nnU-Net uses autocast only on CUDA) with every fold and mirroring; no post-processing.
+    ``inspect(probabilities (K, z, y, x), ScanGrid)`` sees the prediction as ``segment``'s
+    callback does (the OOD decision).
 
     Returns:
         A :class:`~napari_medseg.inference.engine.Segmentation`.
@@ -42,6 +57,8 @@ def segment_external(
     finally:
         model.train(was_training)
     network = time.perf_counter() - start
+    if inspect is not None:
+        inspect(probabilities, ScanGrid(volume.geometry))
     shape = (*volume.shape, probabilities.shape[0])
     restored = np.empty(shape, np.float32) if allocate is None else allocate(shape)
     for k in range(probabilities.shape[0]):

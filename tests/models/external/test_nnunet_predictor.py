@@ -137,3 +137,32 @@ def test_steps_it_lacks_are_refused_by_name(nnunet_root, tmp_path):
     with pytest.raises(ExternalModelError, match="fine-tuning"):
         finetune(model, [volume], [labels], steps=1)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_panel_opens_the_folder_and_segments_with_it(nnunet_root, make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Model > Open folder with an nnU-Net folder, then Segment: labels, volumes and the OOD
+    decision as for a bundle."""
+    from napari_medseg._layers import image_layer_data
+    from napari_medseg.types import Geometry, Volume
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    image, _ = synthetic_case(11, shape=(12, 34, 29))
+    volume = Volume(image, Geometry(SPACING, (0.0, 0.0, 0.0)), modality="CT", meta={"source": str(tmp_path / "ct.nii.gz")})
+    viewer = make_napari_viewer()
+    data, kwargs, _ = image_layer_data(volume, name="ct")
+    layer = viewer.add_image(data, **kwargs)
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
+    folder = model_folder(nnunet_root, "2d")
+    panel.model_section.select_path(folder)
+    assert panel.session.model is not None and panel.session.model.bundle_path == folder
+    assert "nnunet" in panel.model_section.summary.text()
+    panel.session.device = "cpu"
+    viewer.layers.selection.active = layer
+    assert panel.segment_section.run() is not None
+    qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=300_000)
+    result = panel.session.segmentations["ct"]
+    expected = panel.session.model.predict_volume(image, SPACING).argmax(0)
+    np.testing.assert_array_equal(result.labels, expected)
+    np.testing.assert_array_equal(viewer.layers["ct segmentation"].data, expected)
+    assert "ood" in panel.session.reports["ct"]
+    assert panel.quantify_section.table.rowCount() >= 1
