@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_medseg._layers import from_layer_layout
 from napari_medseg.io import read_volume
 
 pytestmark = pytest.mark.gui
@@ -77,7 +78,12 @@ def test_open_dicom_folder_through_plugin(make_napari_viewer, pydicom_files):
     viewer = make_napari_viewer(show=True)
     (layer,) = viewer.open(str(pydicom_files / "dicomdirtests"), plugin="napari-medseg")
     assert layer.metadata["medseg"]["modality"] == "MR"
-    assert layer.data.shape[0] == layer.metadata["medseg"]["series"][0]["n_files"]
+    # the files are the source's first axis; this sagittal series is shown in the world's axis order
+    source = from_layer_layout(layer.data, layer.metadata)
+    assert source.shape[0] == layer.metadata["medseg"]["series"][0]["n_files"]
+    assert layer.metadata["medseg"]["display_axes"] != [0, 1, 2]
+    viewer.dims.ndisplay = 2
+    assert viewer.screenshot(canvas_only=True).std() > 0
 
 
 def test_ct_gets_soft_tissue_window(make_napari_viewer, pydicom_files):
