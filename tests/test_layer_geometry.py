@@ -66,6 +66,12 @@ def test_sheared_layer_refused():
         geometry_from_layer((1, 1, 1), (0, 0, 0), np.eye(4), np.eye(3), (0.5, 0, 0))
 
 
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
 @pytest.fixture(scope="module")
 def sagittal_scan(shared_data, tmp_path_factory):
     """The dev subject stored with its axes permuted and flipped, as a sagittal acquisition
@@ -124,3 +130,50 @@ def test_permuted_layer_gives_back_the_source_order_and_header(sagittal_scan, tm
     back = read_volume(written[0])
     assert back.geometry == volume.geometry
     np.testing.assert_array_equal(back.array, recovered.array)
+
+
+def test_a_sagittal_scan_runs_through_the_workflow_in_its_own_voxel_order(make_napari_viewer, qtbot, shared_data, home, tmp_path):
+    """Axes permuted against the world (sagittal acquisitions, FreeSurfer's LIA): the layers
+    show a transposed view; results, corrections and exports keep the file's voxel order."""
+    import SimpleITK as sitk
+
+    from napari_medseg._layers import from_layer_layout, to_layer_layout
+    from napari_medseg.autosave import load_corrections
+    from tests.tiny_models import tiny_bundle
+
+    source_path = tmp_path / "sagittal_t1.nii.gz"
+    reference = sitk.ReadImage(str(shared_data / "dev-subject" / "t1.nii.gz"))
+    sitk.WriteImage(sitk.Flip(sitk.PermuteAxes(reference, [2, 0, 1]), [False, True, False]), str(source_path))
+    source = read_volume(source_path)
+    bundle = tiny_bundle(home / "models", name="tiny-sagittal-model")
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(source_path), plugin="napari-medseg")
+    assert image.data.shape != source.shape  # shown in the world's axis order
+    viewer.dims.ndisplay = 2
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
+    panel.model_section.select_path(bundle)
+    panel.session.device = "cpu"
+
+    panel.segment_section.run()
+    qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=180_000)
+    result = panel.session.segmentations[image.name]
+    assert result.labels.shape == source.shape
+    seg_layer = viewer.layers["sagittal_t1 segmentation"]
+    np.testing.assert_array_equal(seg_layer.data, to_layer_layout(result.labels, image.metadata))
+
+    corrections = panel.correct_section.create()
+    assert corrections.data.shape == image.data.shape
+    data = corrections.data
+    data[60, 80:90, 60:70] = 3
+    corrections.data = data
+    viewer.dims.set_point(0, float(image.data_to_world([61, 0, 0])[0]))
+    assert panel.correct_section.accept_current_slice() > 0
+    panel.correct_section.autosave_now()
+    restored = load_corrections(source, str(source_path))
+    np.testing.assert_array_equal(restored, from_layer_layout(corrections.data, corrections.metadata))
+
+    panel.export_section.folder_edit.setText(str(tmp_path / "export"))
+    written = panel.export_section.export()
+    exported = read_volume(next(p for p in written if p.name.startswith("sagittal_t1_segmentation")))
+    assert exported.geometry == source.geometry
+    np.testing.assert_array_equal(exported.array, result.labels)
