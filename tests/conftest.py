@@ -52,3 +52,10 @@ def artifacts_dir() -> Path:
     """Where tests keep screenshots and other artifacts for people to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh user folder for bundles, versions and autosaves (NAPARI_MEDSEG_HOME)."""
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

@@ -66,12 +66,6 @@ def test_sheared_layer_refused():
         geometry_from_layer((1, 1, 1), (0, 0, 0), np.eye(4), np.eye(3), (0.5, 0, 0))
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 @pytest.fixture(scope="module")
 def sagittal_scan(shared_data, tmp_path_factory):
     """The dev subject stored with its axes permuted and flipped, as a sagittal acquisition

@@ -15,12 +15,6 @@ JOB_TIMEOUT_MS = 180_000
 CORNERS = ([0, 0, 0], [9, 23, 21], [4, 10, 7])
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def _dicom_scan(folder):
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in (10, 24, 22)], indexing="ij")
     write_series(folder, 400 * (z**2 + y**2 + x**2 < 0.6), (1.5, 1.0, 1.1), (10.0, -20.0, 5.0), oblique_direction())

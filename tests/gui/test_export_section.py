@@ -18,12 +18,6 @@ SCALE = (1.5, 0.8, 0.9)
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def notes(monkeypatch):
     """The notifications the section shows, as (kind, message)."""
     import napari.utils.notifications as notifications

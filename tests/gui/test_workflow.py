@@ -29,12 +29,6 @@ def _snapshot(viewer, artifacts_dir, name: str) -> np.ndarray:
     return shot
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def test_full_workflow(make_napari_viewer, qtbot, shared_data, artifacts_dir, home, tmp_path):
     bundle = tiny_bundle(home / "models", name="tiny-test-model", postprocess={"largest_component": True})
     viewer = make_napari_viewer(show=True)

@@ -13,12 +13,6 @@ from napari_medseg.models import BundleError, archive_bundle, build_model, catal
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def shipped(tmp_path, monkeypatch, make_config):
     folder = tmp_path / "resources" / "models"
     folder.mkdir(parents=True)

@@ -37,12 +37,6 @@ def folder_hashes(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def parent_bundle(home):
     return tiny_bundle(home / "models", name="tiny-unet")
 
