@@ -68,13 +68,14 @@ def _rss_bytes() -> int:
 
 # (module, function, stage): wrapped in the child to measure each stage's own peak.
 STAGES = (
-    ("napari_medseg.inference.engine", "prepare", "prepare"),
-    ("napari_medseg.inference.engine", "predict_probabilities", "network"),
+    ("napari_medseg.inference.segment", "prepare_for_model", "prepare"),
+    ("napari_medseg.inference.segment", "predict_probabilities", "network"),
     ("napari_medseg.uncertainty.ood", "assess_ood", "ood"),
-    ("napari_medseg.inference.engine", "fit_postprocess", "fit_postprocess"),
-    ("napari_medseg.inference.engine", "apply_in_slabs", "apply_postprocess"),
-    ("napari_medseg.inference.engine", "restore_into", "restore"),
-    ("napari_medseg.inference.engine", "argmax_labels", "labels"),
+    ("napari_medseg.inference.segment", "find_brain", "locator"),
+    ("napari_medseg.inference.segment", "fit_postprocess", "fit_postprocess"),
+    ("napari_medseg.inference.segment", "apply_in_slabs", "apply_postprocess"),
+    ("napari_medseg.inference.segment", "restore_into", "restore"),
+    ("napari_medseg.inference.segment", "argmax_labels", "labels"),
     ("napari_medseg.io", "write_volume", "write"),
 )
 _STATUS = Path("/proc/self/status")

@@ -5,7 +5,7 @@ brain-extracted: its non-zero voxels are the template's brain (cerebrum, cerebel
 brainstem down to the medulla). The mask is stored as uint8 (1 = brain) at 1 mm, cropped
 to its bounding box plus a margin, every voxel at its physical position.
 
-Used at inference time by :mod:`napari_medseg.inference.atlas`: registered to a
+Used at inference time by :mod:`napari_medseg.postprocess.atlas`: registered to a
 whole-head scan, it tells the network's face and neck false positives from the brain.
 
     python scripts/build_atlas.py

@@ -1,15 +1,16 @@
-"""Inference: slice-batched 2D and sliding-window 3D prediction, device choice, post-processing."""
+"""Inference: slice-batched 2D and sliding-window 3D prediction, device choice, and
+:func:`segment`, the whole path from a scan to its labels."""
 
 from .control import Cancelled
 from .device import autocast_dtype, select_device
-from .engine import Segmentation, context_offsets, postprocess, predict_probabilities, segment
+from .engine import context_offsets, predict_probabilities
+from .segment import Segmentation, segment
 
 __all__ = [
     "Cancelled",
     "Segmentation",
     "autocast_dtype",
     "context_offsets",
-    "postprocess",
     "predict_probabilities",
     "segment",
     "select_device",

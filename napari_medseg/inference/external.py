@@ -37,7 +37,7 @@ def segment_external(
     allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
     inspect: Callable[[np.ndarray, Any], None] | None = None,
 ):
-    """:func:`~napari_medseg.inference.engine.segment` for a model with ``predict_volume``
+    """:func:`~napari_medseg.inference.segment.segment` for a model with ``predict_volume``
     (:class:`~napari_medseg.models.external.nnunet_model.NnUNetModel`): its probabilities
     already lie on ``volume``'s grid, so the geometry is the volume's own. Runs in float32
     (nnU-Net uses autocast only on CUDA) with every fold and mirroring; no post-processing.
@@ -45,9 +45,9 @@ def segment_external(
     callback does (the OOD decision).
 
     Returns:
-        A :class:`~napari_medseg.inference.engine.Segmentation`.
+        A :class:`~napari_medseg.inference.segment.Segmentation`.
     """
-    from .engine import Segmentation, argmax_labels
+    from .segment import Segmentation, argmax_labels
 
     start = time.perf_counter()
     was_training = model.training

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from ..types import Geometry
 from .device import autocast_dtype
-from .refine import largest_component
+from ..postprocess.morphology import largest_component
 from .windows import predict_windows
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class LocatorSettings:
     bundle: str
     threshold: float = 0.5
     margin_mm: float = 3.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "threshold": self.threshold, "margin_mm": self.margin_mm}
 
     @classmethod
     def from_config(cls, config: Any) -> LocatorSettings | None:
@@ -68,6 +71,17 @@ class LocatorSettings:
         if not 0 <= settings.margin_mm <= 20:
             raise ValueError(f"locator margin_mm {settings.margin_mm} must be in [0, 20]")
         return settings
+
+
+def find_brain(
+    model: torch.nn.Module, image: np.ndarray, geometry: Geometry, device: torch.device | None = None
+) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The brain mask (z, y, x) bool on the model grid ``geometry`` of ``image`` and what was
+    found (see :func:`locate_brain`), or None when ``model`` has no locator."""
+    locator = locator_of(model)
+    if locator is None:
+        return None
+    return locate_brain(locator, image, geometry, LocatorSettings.from_config(model.config), device=device)
 
 
 def locator_of(model: torch.nn.Module) -> torch.nn.Module | None:

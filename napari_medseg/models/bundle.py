@@ -195,10 +195,14 @@ def read_config(folder: str | os.PathLike, label: str | os.PathLike | None = Non
     """The validated ``config.json`` of a bundle folder (``label`` names it in errors)."""
     folder = Path(folder)
     data = _read_json(folder / CONFIG_FILE, label or folder)
+    from ..postprocess.settings import PostprocessSettings
+
     try:
-        return ModelConfig.from_dict(data)
+        config = ModelConfig.from_dict(data)
+        PostprocessSettings.from_config(config)  # refused here, not halfway through a segmentation
     except ValueError as err:
         raise BundleError(label or folder, f"{CONFIG_FILE}: {err}") from None
+    return config
 
 
 def read_meta(folder: str | os.PathLike, label: str | os.PathLike | None = None) -> dict:

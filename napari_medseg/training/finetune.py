@@ -48,7 +48,7 @@ Distilling toward the parent network leaves the labels users get unchanged when 
 parent's post-processing decides the tissue from the scan's intensities (the shipped brain
 models). Distilling toward the parent's segmentation teaches the network those labels
 plus the corrections; the new version then gives its network a say in the post-processing
-(:mod:`~napari_medseg.training.version_postprocess`), and the labels users get improve:
+(:mod:`~napari_medseg.postprocess.finetuned`), and the labels users get improve:
 see the README's correction-loop table.
 
 Under ``torchrun`` (an initialised process group) the model is wrapped in
@@ -74,6 +74,7 @@ from ..config import ModelConfig
 from ..control import StopCheck
 from ..inference.device import training_autocast_dtype
 from ..inference.engine import context_offsets
+from ..postprocess.finetuned import finetuned_config, mixture_note
 from ..types import Volume
 from . import distributed
 from .annotated import annotated_confusion, annotated_metrics
@@ -99,7 +100,6 @@ from .sampling import (
     flip_dim,
     prepare_case,
 )
-from .version_postprocess import finetuned_config, mixture_note
 
 __all__ = [
     "DISTILL_TARGETS",

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..inference.engine import segment
+from ..inference.segment import segment
 from ..types import Volume
 
 

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from ..config import DEFAULT_PALETTE, ModelConfig
+from ..postprocess.finetuned import with_postprocess
+from ..postprocess.settings import PostprocessSettings
 
 __all__ = ["NEW_CLASS_BIAS_OFFSET", "grow_head", "grown_config", "head_parameters"]
 
@@ -80,13 +82,14 @@ def grown_config(
     if values is not None:  # new classes are written with the next free values
         start = max(values) + 1
         data["extra"] = {**data["extra"], "label_values": [*values, *range(start, start + len(names))]}
-    postprocess = dict(data.get("extra", {}).get("postprocess", {}))
-    if postprocess.pop("em_refine", None) is not None:
+    grown = ModelConfig.from_dict(data)
+    settings = PostprocessSettings.from_config(config)
+    if settings.mixture is not None:
         # One Gaussian per class cannot tell a new structure from the tissue it is made of
         # (the lateral ventricles are CSF): the mixture labelled half a brain "ventricle".
         # The grown model keeps the brain mask and decides the classes inside it itself.
-        data["extra"] = {**data["extra"], "postprocess": postprocess}
-    return ModelConfig.from_dict(data)
+        grown = with_postprocess(grown, settings.without_mixture())
+    return grown
 
 
 def head_parameters(model: nn.Module, num_new: int = 1) -> list[str]:

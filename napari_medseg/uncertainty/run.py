@@ -21,8 +21,9 @@ from torch import nn
 
 from ..inference.control import ProgressCallback, StopCheck
 from ..inference.device import autocast_dtype, select_device
-from ..inference.locator import locator_of
-from ..inference.engine import PostprocessFit, fit_postprocess, postprocess_settings, predict_probabilities
+from ..inference.engine import predict_probabilities
+from ..inference.locator import find_brain
+from ..postprocess import PostprocessFit, PostprocessSettings, fit_postprocess
 from ..preprocess import Prepared, prepare_for_model, restore
 from ..types import Volume
 from .decompose import entropy, moments, split_entropy
@@ -51,7 +52,8 @@ class UncertaintyResult:
         samples: S, samples per voxel.
         ood: the image-level out-of-distribution assessment (see :mod:`.ood`).
         class_names: K names, background first.
-        timings: seconds per stage ("preprocess", "sampling", "restore", "total").
+        timings: seconds per stage ("preprocess", "locator" when the model has one, "sampling",
+            "postprocess", "restore", "total").
         device, precision: where and how the networks ran.
         postprocessed: whether the samples went through the bundle's post-processing.
     """
@@ -185,17 +187,21 @@ def estimate_uncertainty(
     prepared = prepare_for_model(volume, config)
     timings["preprocess"] = time.perf_counter() - start
 
-    settings = postprocess_settings(config, postprocessing)
+    settings = PostprocessSettings.from_config(config, postprocessing)
+    mark = time.perf_counter()
+    located = find_brain(sampler.models[0], prepared.image, prepared.geometry, torch_device)
+    brain = None
+    if located is not None:
+        brain = located[0]
+        timings["locator"] = time.perf_counter() - mark
     fit = None
-    if settings and _sample_dependent(settings):
+    if settings.sample_dependent:
         # The tissue posterior depends on each sample (network prior weight > 0): decide
         # mask and mixture on a plain pass first, then post-process every sample.
         mark = time.perf_counter()
         plain_first = predict_probabilities(sampler.models[0], prepared.image, device=torch_device, amp=amp,
                                             batch_size=batch_size, should_stop=should_stop)  # fmt: skip
-        fit = fit_postprocess(prepared.image, plain_first, settings, spacing=prepared.geometry.spacing,
-                              geometry=prepared.geometry, locator=locator_of(sampler.models[0]),
-                              device=torch_device)  # fmt: skip
+        fit = fit_postprocess(prepared.image, plain_first, settings, geometry=prepared.geometry, brain=brain)
         del plain_first
         timings["postprocess_fit"] = time.perf_counter() - mark
 
@@ -214,11 +220,9 @@ def estimate_uncertainty(
     ood = assess_ood(prepared.scan_part(plain), config, spacing=prepared.geometry.spacing, scan=volume,
                      epistemic=None if epistemic_model is None else prepared.scan_part(epistemic_model))
     del epistemic_model
-    if fit is None and settings:
+    if fit is None and (settings or brain is not None):
         # A fixed mask and a prior-free mixture treat every sample alike: exact on the moments.
-        fit = fit_postprocess(prepared.image, plain, settings, spacing=prepared.geometry.spacing,
-                              geometry=prepared.geometry, locator=locator_of(sampler.models[0]),
-                              device=torch_device)  # fmt: skip
+        fit = fit_postprocess(prepared.image, plain, settings, geometry=prepared.geometry, brain=brain)
         mean, mean_entropy = _postprocess_moments(fit, prepared.image, mean, mean_entropy)
     del plain
     timings["postprocess"] = time.perf_counter() - mark
@@ -241,7 +245,7 @@ def estimate_uncertainty(
         timings=timings,
         device=str(torch_device),
         precision=str(amp).replace("torch.", "") if amp else "fp32",
-        postprocessed=bool(settings),
+        postprocessed=bool(settings) or brain is not None,
     )
 
 
@@ -298,17 +302,6 @@ def _accumulate(
         plain /= weights
         mean_entropy /= weights
     return mean, mean_entropy, plain
-
-
-def _sample_dependent(settings: Mapping[str, Any]) -> bool:
-    """Whether post-processing treats MC samples differently: a tissue mixture that uses
-    the network's probabilities as a prior (weight > 0) or lets a confident network
-    override it, or one whose region is each sample's own foreground (no fixed brain mask)."""
-    em = settings.get("em_refine")
-    if not em:
-        return False
-    fixed_mask = bool(settings.get("brain_mask") or settings.get("largest_component"))
-    return float(em.get("prior_weight", 1.0)) > 0 or em.get("network_override") is not None or not fixed_mask
 
 
 def _sample_transform(fit: PostprocessFit, image: np.ndarray):

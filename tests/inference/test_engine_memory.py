@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from napari_medseg.inference import segment
-from napari_medseg.inference.engine import argmax_labels, postprocess, postprocess_settings, predict_probabilities
-from napari_medseg.inference.locator import locator_of
+from napari_medseg.inference.engine import predict_probabilities
+from napari_medseg.inference.locator import find_brain
+from napari_medseg.inference.segment import argmax_labels
+from napari_medseg.postprocess import PostprocessSettings, postprocess
 from napari_medseg.preprocess import prepare_for_model, restore
 from napari_medseg.types import Geometry, Volume
 from tests.tiny_models import tiny_model
@@ -41,9 +43,10 @@ def _whole_volume_segment(volume: Volume, model) -> tuple[np.ndarray, np.ndarray
     prepared = prepare_for_model(volume, config)
     with torch.inference_mode():
         probabilities = predict_probabilities(model, prepared.image, device=torch.device("cpu"), amp=None)
+    located = find_brain(model, prepared.image, prepared.geometry, torch.device("cpu"))
     probabilities = postprocess(
-        prepared.image, probabilities, postprocess_settings(config), spacing=prepared.geometry.spacing,
-        geometry=prepared.geometry, locator=locator_of(model), device=torch.device("cpu"),
+        prepared.image, probabilities, PostprocessSettings.from_config(config), geometry=prepared.geometry,
+        brain=None if located is None else located[0],
     )  # fmt: skip
     restored = restore(probabilities, prepared)
     return np.argmax(restored, axis=-1).astype(np.uint8), restored

@@ -18,7 +18,7 @@ from napari_medseg.training.finetune import (
     finetune,
     run_finetune,
 )
-from napari_medseg.training.version_postprocess import FINETUNED_OVERRIDE, MIN_STEPS_FOR_OVERRIDE
+from napari_medseg.postprocess.finetuned import FINETUNED_OVERRIDE, MIN_STEPS_FOR_OVERRIDE
 from tests.tiny_models import tiny_config, tiny_model
 from tests.training import single_thread, strokes, toy_volume  # noqa: F401 (fixture)
 

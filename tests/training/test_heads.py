@@ -86,7 +86,7 @@ def test_grown_config_drops_the_intensity_mixture_but_keeps_the_mask():
     settings = {"brain_mask": {"closing_voxels": 2}, "em_refine": {"iterations": 5, "prior_weight": 0.0}}
     parent = tiny_config(postprocess=settings)
     grown = grown_config(parent, ["lateral ventricles"])
-    assert grown.extra["postprocess"] == {"brain_mask": {"closing_voxels": 2}}
+    assert grown.extra["postprocess"] == {"brain_mask": {"closing_voxels": 2, "stripped_support_fraction": 0.6, "opening_mm": 0.0}}
     assert parent.extra["postprocess"] == settings  # the parent's config is not touched
     assert grown_config(tiny_config(), ["lesion"]).extra["postprocess"] == {}
 

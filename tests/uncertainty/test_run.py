@@ -178,8 +178,8 @@ def test_shortcut_moments_equal_post_processing_every_sample(em):
     """For a fixed mask and a prior-free mixture, post-processing the moments is exact."""
     import torch
 
-    from napari_medseg.inference.engine import PostprocessFit
-    from napari_medseg.inference.refine import TissueMixture
+    from napari_medseg.postprocess import PostprocessFit
+    from napari_medseg.postprocess.mixture import TissueMixture
     from napari_medseg.uncertainty.decompose import moments
     from napari_medseg.uncertainty.run import _postprocess_moments, _sample_transform
 
@@ -225,12 +225,12 @@ def test_network_prior_in_the_mixture_makes_samples_differ():
 
 
 def test_a_network_override_makes_samples_differ_and_is_not_taken_for_the_shortcut():
-    from napari_medseg.uncertainty.run import _sample_dependent
+    from napari_medseg.postprocess import PostprocessSettings
 
     fixed = {"largest_component": True, "em_refine": {"iterations": 5, "prior_weight": 0.0}}
-    assert not _sample_dependent(fixed)
+    assert not PostprocessSettings.from_dict(fixed).sample_dependent
     overridden = {**fixed, "em_refine": {**fixed["em_refine"], "network_override": 0.3}}
-    assert _sample_dependent(overridden)
+    assert PostprocessSettings.from_dict(overridden).sample_dependent
     volume = _volume()
     result = estimate_uncertainty(volume, tiny_model(0, postprocess=overridden), samples=3, device="cpu",
                                   precision="fp32", batch_size=3)  # fmt: skip

@@ -15,7 +15,7 @@ class FinetuneSection(QGroupBox):
         self.panel = panel
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 5000)
-        self.steps_spin.setValue(200)  # fewer steps keep the parent's post-processing (version_postprocess)
+        self.steps_spin.setValue(200)  # fewer steps keep the parent's post-processing (postprocess.finetuned)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(5)
         self.lr_spin.setRange(1e-5, 1e-1)

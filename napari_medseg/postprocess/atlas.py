@@ -26,7 +26,7 @@ from ..io import read_volume
 from ..io._sitk import image_from_array, quiet_itk
 from ..resources import brain_atlas_path
 from ..types import Geometry
-from .refine import distance_threshold, largest_component
+from .morphology import distance_threshold, largest_component
 
 logger = logging.getLogger(__name__)
 

@@ -1,153 +1,27 @@
-"""Post-processing of brain-tissue probabilities on the model grid.
+"""Step 2 of post-processing: a per-scan intensity model, as SPM and FSL FAST do.
 
-1. ``brain_mask``: the brain is one connected piece: the largest 3D connected component
-   of the predicted foreground, restricted to where a registered atlas puts the brain
-   (see :mod:`napari_medseg.inference.atlas`), opened to cut thin bridges to the scalp
-   and the neck, closed (sulcal gaps at the surface) and hole-filled. When
-   the scan is already brain-extracted (zero background, and the network finds tissue in
-   most of the non-zero region), the non-zero region itself is the brain mask: nothing
-   outside it can be brain and everything inside it was kept by the extraction.
-2. ``em_refine``: per-scan intensity model, as SPM and FSL FAST do. Inside the brain
-   mask, the network's tissue posteriors act as a spatial prior and a Gaussian per
-   tissue class is fitted to this scan's intensities by expectation-maximisation:
+Inside the brain mask, the network's tissue posteriors act as a spatial prior and a
+Gaussian per tissue class is fitted to this scan's intensities by expectation-maximisation:
 
-       r_k(x) ∝ pi_k · prior_k(x)^w · N(I(x); mu_k, sigma_k^2)
+    r_k(x) ∝ pi_k · prior_k(x)^w · N(I(x); mu_k, sigma_k^2)
 
-   with mixing proportions pi_k fitted too (w = 0 is a plain Gaussian mixture).
-3. ``network_override`` (fine-tuned versions): where the network is confident and
-   disagrees with the mixture, its own class wins.
+with mixing proportions pi_k fitted too (w = 0 is a plain Gaussian mixture). The network
+decides where the brain is and roughly which tissue; the scan's own intensities sharpen
+the tissue boundaries.
 
-   The network decides where the brain is and roughly which tissue; the scan's own
-   intensities sharpen the tissue boundaries. Both steps are recorded in the bundle's
-   ``extra["postprocess"]`` and can be switched off.
+Step 3, ``network_override`` (fine-tuned versions, see
+:mod:`napari_medseg.postprocess.finetuned`): where the network is confident and disagrees
+with the mixture, its own class wins.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 logger = logging.getLogger(__name__)
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a boolean (z, y, x) mask, holes filled."""
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if count == 0:
-        return mask.copy()
-    sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0
-    kept = labelled == int(np.argmax(sizes))
-    return ndimage.binary_fill_holes(kept)
-
-
-def _ball(radius: int) -> np.ndarray:
-    grid = np.mgrid[-radius : radius + 1, -radius : radius + 1, -radius : radius + 1]
-    return (grid**2).sum(axis=0) <= radius * radius
-
-
-def opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Morphological opening of the largest component by a ball of ``radius_mm``.
-
-    Erodes (distance transform), keeps the largest eroded piece, grows it back by the
-    same radius and intersects with ``mask``: bridges thinner than the ball (scalp, optic
-    nerves, the cord at the foramen) are cut and what they led to is dropped.
-    """
-    if radius_mm <= 0 or not mask.any():
-        return mask
-    core = distance_threshold(mask, spacing, radius_mm, beyond=True)
-    if not core.any():
-        return mask
-    core = largest_component(core)
-    grown = distance_threshold(~core, spacing, radius_mm + max(spacing), beyond=False)
-    return largest_component(mask & grown)
-
-
-def distance_threshold(
-    mask: np.ndarray, spacing: tuple[float, ...], threshold_mm: float, *, beyond: bool, slab: int = 16
-) -> np.ndarray:
-    """``distance_transform_edt(mask, sampling=spacing) > threshold_mm`` (``beyond``) or
-    ``<= threshold_mm``: bool, the shape of ``mask`` (z, y, x), distances in mm.
-
-    Bit for bit scipy's result: the same feature transform (int32 (3, z, y, x)), then
-    scipy's own distance arithmetic ``slab`` slices at a time. scipy builds the
-    distances from three more int32 and float64 volumes (about 48 bytes a voxel at
-    once); this holds the feature transform and one slab's working arrays.
-    """
-    features = ndimage.distance_transform_edt(mask, sampling=spacing, return_distances=False, return_indices=True)
-    sampling = np.asarray(spacing, dtype=np.float64)
-    out = np.empty(mask.shape, dtype=bool)
-    for start in range(0, mask.shape[0], slab):
-        block = features[:, start : start + slab]
-        grid = np.indices(block.shape[1:], dtype=np.int32)
-        grid[0] += start
-        offsets = (block - grid).astype(np.float64)
-        for axis in range(len(sampling)):
-            offsets[axis] *= sampling[axis]
-        np.multiply(offsets, offsets, offsets)
-        distance = np.sqrt(np.add.reduce(offsets, axis=0))
-        out[start : start + slab] = distance > threshold_mm if beyond else distance <= threshold_mm
-    return out
-
-
-def foreground_mask(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
-    """``argmax(probabilities, axis=0) > 0`` for (K, z, y, x) probabilities: bool (z, y, x),
-    ``slab`` slices at a time (a whole-volume argmax is an int64 volume)."""
-    out = np.empty(probabilities.shape[1:], dtype=bool)
-    for start in range(0, out.shape[0], slab):
-        out[start : start + slab] = np.argmax(probabilities[:, start : start + slab], axis=0) > 0
-    return out
-
-
-def brain_mask(
-    image: np.ndarray,
-    probabilities: np.ndarray,
-    *,
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    closing_voxels: int = 3,
-    stripped_support_fraction: float = 0.6,
-    opening_mm: float = 0.0,
-    allowed_region: Callable[[np.ndarray], np.ndarray | None] | None = None,
-) -> tuple[np.ndarray, bool]:
-    """Boolean (z, y, x) brain mask on the model grid and whether the scan looked brain-extracted.
-
-    Args:
-        image: (z, y, x) normalised intensities (exact zeros where a brain extraction
-            removed tissue).
-        probabilities: (K, z, y, x) network probabilities, class 0 background.
-        spacing: (z, y, x) voxel size in mm.
-        closing_voxels: radius of the morphological closing of the network's mask.
-        stripped_support_fraction: the scan counts as brain-extracted when the network's
-            foreground covers at least this fraction of the non-zero region and at least
-            20% of the volume is exactly zero.
-        opening_mm: radius of the opening that cuts thin bridges to non-brain tissue.
-        allowed_region: for whole-head scans only, called with the network's tissue
-            probability (z, y, x); returns where the brain may be (e.g. a registered
-            atlas), or None to keep everything.
-    """
-    foreground = foreground_mask(probabilities)
-    support = image != 0
-    if (~support).mean() >= 0.2 and support.any():
-        support = largest_component(support)
-        if (foreground & support).sum() >= stripped_support_fraction * support.sum():
-            return support, True
-    region = None
-    if allowed_region is not None:
-        region = allowed_region(1.0 - probabilities[0])
-        if region is not None:
-            foreground &= region
-    mask = opening(largest_component(foreground), opening_mm, spacing)
-    if closing_voxels > 0 and mask.any():
-        pad = closing_voxels + 1
-        closed = ndimage.binary_closing(np.pad(mask, pad), structure=_ball(closing_voxels))
-        mask = ndimage.binary_fill_holes(closed[pad:-pad, pad:-pad, pad:-pad])
-        if region is not None:
-            mask &= region
-    return mask, False
 
 
 @dataclass(frozen=True)
@@ -271,7 +145,7 @@ def network_override(
     """Inside ``mask``, the network's own probabilities where it is confident (max > ``threshold``)
     and its class differs from the post-processed one; ``postprocessed`` elsewhere.
 
-    For fine-tuned versions (see :mod:`napari_medseg.training.version_postprocess`): their
+    For fine-tuned versions (see :mod:`napari_medseg.postprocess.finetuned`): their
     network learned the per-scan mixture's labels plus the corrections, so where it still
     confidently disagrees with the mixture it is mostly because of what it was taught.
     Shapes: (K, *S) both, ``mask`` (*S); works per block. Returns a new array.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_medseg.training.version_postprocess import (
+from napari_medseg.postprocess.finetuned import (
     FINETUNED_OVERRIDE,
     MIN_STEPS_FOR_OVERRIDE,
     finetuned_config,
@@ -25,7 +25,7 @@ def test_an_anchored_version_lets_its_confident_network_override_the_mixture():
     assert version.extra["postprocess"]["em_refine"] == {
         "iterations": 30, "prior_weight": 0.0, "network_override": FINETUNED_OVERRIDE
     }  # fmt: skip
-    assert version.extra["postprocess"]["brain_mask"] == {"closing_voxels": 3}
+    assert version.extra["postprocess"]["brain_mask"]["closing_voxels"] == 3
     assert network_override_of(version) == FINETUNED_OVERRIDE and network_override_of(parent) is None
     assert "network_override" not in parent.extra["postprocess"]["em_refine"]  # a copy, not an edit
     assert finetuned_config(parent, anchored=False, steps=500) is parent

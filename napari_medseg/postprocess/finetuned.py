@@ -7,7 +7,7 @@ toward the parent's *segmentation* has learned those labels on the annotated sca
 the corrections; ignoring it would throw the corrections away. Such a version therefore
 lets its network override the mixture where it is confident and disagrees
 (``em_refine.network_override`` = :data:`FINETUNED_OVERRIDE`, see
-:func:`napari_medseg.inference.refine.network_override`).
+:func:`napari_medseg.postprocess.mixture.network_override`).
 
 Measured with ``bench/correction_loop.py`` (dev subject, simulated strokes on about 0.2%
 of the brain, 200 steps per round): see the README's correction-loop table. One round on
@@ -25,10 +25,8 @@ stopped early) keep the parent's post-processing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from ..config import ModelConfig
+from .settings import MixtureSettings, PostprocessSettings
 
 __all__ = ["FINETUNED_OVERRIDE", "MIN_STEPS_FOR_OVERRIDE", "finetuned_config", "mixture_note", "network_override_of"]
 
@@ -42,38 +40,35 @@ def finetuned_config(config: ModelConfig, *, anchored: bool, steps: int) -> Mode
     Args:
         config: the fine-tuned model's configuration (the parent's, a grown head included).
         anchored: the model was distilled toward the parent's segmentation on every
-            unannotated voxel (see ``distill_target`` of
-            :func:`~napari_medseg.training.finetune.finetune`).
+            unannotated voxel (see ``distill_target`` of :func:`~napari_medseg.training.finetune.finetune`).
         steps: optimizer steps taken (the override is given from :data:`MIN_STEPS_FOR_OVERRIDE`).
 
     Returns:
         ``config`` itself, or a copy whose intensity mixture is overridden where the
         network is more confident than :data:`FINETUNED_OVERRIDE`.
     """
-    mixture = _mixture(config)
-    if not anchored or steps < MIN_STEPS_FOR_OVERRIDE or mixture is None or "network_override" in mixture:
+    settings = PostprocessSettings.from_config(config)
+    mixture = settings.mixture
+    if not anchored or steps < MIN_STEPS_FOR_OVERRIDE or mixture is None or mixture.network_override is not None:
         return config
+    return with_postprocess(config, settings.with_override(FINETUNED_OVERRIDE))
+
+
+def with_postprocess(config: ModelConfig, settings: PostprocessSettings) -> ModelConfig:
+    """A copy of ``config`` carrying ``settings`` as its post-processing."""
     data = config.to_dict()
-    extra: dict[str, Any] = dict(data.get("extra") or {})
-    postprocess = dict(extra.get("postprocess") or {})
-    postprocess["em_refine"] = {**postprocess["em_refine"], "network_override": FINETUNED_OVERRIDE}
-    extra["postprocess"] = postprocess
-    data["extra"] = extra
+    data["extra"] = {**(data.get("extra") or {}), "postprocess": settings.to_dict()}
     return ModelConfig.from_dict(data)
 
 
-def _mixture(config: ModelConfig) -> Mapping[str, Any] | None:
-    """The ``em_refine`` settings of ``config``'s post-processing, or None."""
-    mixture = ((config.extra or {}).get("postprocess") or {}).get("em_refine")
-    return mixture if isinstance(mixture, Mapping) else None
+def _mixture(config: ModelConfig) -> MixtureSettings | None:
+    return PostprocessSettings.from_config(config).mixture
 
 
 def network_override_of(config: ModelConfig) -> float | None:
     """The mixture's ``network_override`` threshold, or None (no mixture, or no override)."""
     mixture = _mixture(config)
-    if mixture is None or mixture.get("network_override") is None:
-        return None
-    return float(mixture["network_override"])
+    return None if mixture is None else mixture.network_override
 
 
 def mixture_note(parent: ModelConfig, version: ModelConfig, *, anchored: bool, steps: int) -> str | None:
@@ -88,7 +83,7 @@ def mixture_note(parent: ModelConfig, version: ModelConfig, *, anchored: bool, s
             f"where this version's network is confident (p > {after:g}) and disagrees with the per-scan "
             "intensity mixture, its class now wins: the corrections reach the labels"
         )
-    if after is not None or float(mixture.get("prior_weight", 1.0)) > 0:
+    if after is not None or mixture.prior_weight > 0:
         return None
     if anchored and steps < MIN_STEPS_FOR_OVERRIDE:
         return (

@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg.inference.refine import (
-    distance_threshold,
-    em_refine,
-    every_nth_index,
-    foreground_mask,
-    largest_component,
-    opening,
-)
+from napari_medseg.postprocess.mixture import em_refine, every_nth_index
+from napari_medseg.postprocess.morphology import distance_threshold, foreground_mask, largest_component, opening
 
 
 def test_largest_component_drops_islands_and_fills_holes():
@@ -50,7 +44,7 @@ def test_em_outside_mask_is_background():
 
 
 def test_brain_extracted_scan_uses_its_nonzero_region():
-    from napari_medseg.inference.refine import brain_mask
+    from napari_medseg.postprocess.brain_mask import brain_mask
 
     image = np.zeros((20, 20, 20), np.float32)
     image[4:16, 4:16, 4:16] = 1.0
@@ -62,7 +56,7 @@ def test_brain_extracted_scan_uses_its_nonzero_region():
 
 
 def test_full_head_scan_uses_closed_network_mask():
-    from napari_medseg.inference.refine import brain_mask
+    from napari_medseg.postprocess.brain_mask import brain_mask
 
     image = np.random.default_rng(0).random((24, 24, 24)).astype(np.float32) + 0.1  # no zero background
     probabilities = np.zeros((4, 24, 24, 24), np.float32)
@@ -78,7 +72,7 @@ def test_full_head_scan_uses_closed_network_mask():
 
 
 def test_opening_cuts_a_thin_bridge_and_what_it_leads_to():
-    from napari_medseg.inference.refine import opening
+    from napari_medseg.postprocess.morphology import opening
 
     mask = np.zeros((40, 40, 60), bool)
     mask[5:35, 5:35, 5:35] = True  # the brain
@@ -91,7 +85,7 @@ def test_opening_cuts_a_thin_bridge_and_what_it_leads_to():
 
 
 def test_a_confident_network_overrides_the_mixture_inside_the_mask_only():
-    from napari_medseg.inference.refine import network_override
+    from napari_medseg.postprocess.mixture import network_override
 
     post = np.zeros((4, 1, 4), np.float32)
     post[1] = 1.0  # the mixture says CSF everywhere (background 0 inside the mask)

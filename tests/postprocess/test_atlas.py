@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_medseg.inference.atlas import _atlas, atlas_region, fit_brain_atlas
-from napari_medseg.inference.refine import brain_mask
+from napari_medseg.postprocess.atlas import _atlas, atlas_region, fit_brain_atlas
+from napari_medseg.postprocess.brain_mask import brain_mask
 from napari_medseg.io._sitk import geometry_from_sitk, image_from_array
 from napari_medseg.types import Geometry
 
@@ -97,7 +97,7 @@ def test_atlas_distances_are_scipys_without_its_volumes():
     """The core and region thresholds go through refine.distance_threshold: the same voxels as scipy."""
     from scipy import ndimage
 
-    from napari_medseg.inference.refine import distance_threshold
+    from napari_medseg.postprocess.morphology import distance_threshold
 
     mask = np.zeros((30, 34, 28), bool)
     mask[5:25, 6:30, 4:22] = True

@@ -1,0 +1,163 @@
+"""Whole-volume segmentation: preprocess, predict, post-process, map back to the scan."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..postprocess import PostprocessSettings, apply_in_slabs, fit_postprocess
+from ..preprocess import Prepared, prepare_for_model, release_pages, restore_into
+from ..types import Volume
+from .control import ProgressCallback, StopCheck
+from .device import autocast_dtype, select_device
+from .engine import predict_probabilities
+from .locator import LocatorSettings, find_brain
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Segmentation:
+    """A segmentation on the input's own grid.
+
+    Attributes:
+        labels: (z, y, x) uint8 class indices.
+        probabilities: (z, y, x, K) float32, summing to 1 over K.
+        class_names: K names, background first.
+        timings: seconds per stage ("preprocess", "network", "postprocess", "restore", "total").
+        device: where the network ran; ``precision``: autocast dtype or "fp32".
+        postprocess: the bundle's post-processing settings plus, under "applied", what
+            was done (brain mask source, atlas fit).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
+    postprocess: dict[str, Any] = field(default_factory=dict)
+
+
+def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
+    """(z, y, x) uint8 class indices of (z, y, x, K) probabilities, ``slab`` slices at a time
+    (a whole-volume ``argmax`` would hold an int64 volume; a memmap's pages are released
+    as it goes)."""
+    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8)
+    for start in range(0, labels.shape[0], slab):
+        labels[start : start + slab] = np.argmax(probabilities[start : start + slab], axis=-1)
+        release_pages(probabilities)
+    return labels
+
+
+def segment(
+    volume: Volume,
+    model: torch.nn.Module,
+    *,
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    postprocessing: bool = True,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+    inspect: Callable[[np.ndarray, Any], None] | None = None,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    allocate_model: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+) -> Segmentation:
+    """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
+
+    ``inspect(probabilities, prepared)``, if given, sees the network's own (K, z, y, x)
+    probabilities on the model grid before post-processing (used for the OOD score); it
+    must not keep them: post-processing then rewrites that array in place.
+    ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
+    (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
+    ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.
+    ``allocate_model(shape)`` does the same for the (K, z, y, x) float32 probabilities on
+    the model grid.
+
+    Memory beyond the input: the model-grid image (until the post-processing is done) and
+    the (K, ...) float32 model-grid probabilities (or ``allocate_model``'s array), the
+    post-processing's working arrays, one class at a time while mapping back, the
+    (z, y, x) uint8 labels and ``allocate``'s array.
+
+    Raises:
+        Cancelled: ``should_stop()`` returned True between batches.
+    """
+    config = model.config
+    torch_device = select_device(device)
+    amp = autocast_dtype(torch_device, precision)
+    if getattr(model, "segments_volumes", False):  # e.g. an nnU-Net folder: its own preprocessing and windows
+        from .external import segment_external
+
+        return segment_external(volume, model, device=torch_device, progress=progress, should_stop=should_stop,
+                                allocate=allocate, inspect=inspect)  # fmt: skip
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    prepared = prepare_for_model(volume, config)
+    timings["preprocess"] = time.perf_counter() - start
+
+    mark = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    model.to(torch_device)
+    try:
+        model_shape = (len(config.class_names), *prepared.image.shape)
+        probabilities = predict_probabilities(
+            model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size,
+            progress=progress, should_stop=should_stop,
+            out=None if allocate_model is None else allocate_model(model_shape),
+        )  # fmt: skip
+    finally:
+        model.train(was_training)
+    timings["network"] = time.perf_counter() - mark
+
+    if inspect is not None:
+        inspect(probabilities, prepared)
+    mark = time.perf_counter()
+    record = _postprocess(model, prepared, probabilities, postprocessing, torch_device)
+    timings["postprocess"] = time.perf_counter() - mark
+    prepared.drop_image()  # not needed to map back: its memory goes before the input grid's arrays come
+
+    mark = time.perf_counter()
+    shape = (*prepared.input_shape, probabilities.shape[0])
+    restored = restore_into(probabilities, prepared, np.empty(shape, np.float32) if allocate is None else allocate(shape))
+    del probabilities
+    labels = argmax_labels(restored)
+    timings["restore"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - start
+    logger.info("segmented %s in %.1f s on %s", volume.shape, timings["total"], torch_device)
+    return Segmentation(
+        labels=labels,
+        probabilities=restored,
+        class_names=tuple(config.class_names),
+        timings=timings,
+        device=str(torch_device),
+        precision=str(amp).replace("torch.", "") if amp else "fp32",
+        postprocess=record,
+    )
+
+
+def _postprocess(
+    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, enabled: bool, device: torch.device
+) -> dict[str, Any]:
+    """The model's brain locator (always: it is part of the model) and the bundle's
+    post-processing (when ``enabled``), applied in place to the (K, z, y, x) model-grid
+    ``probabilities``; returns the record of both for :attr:`Segmentation.postprocess`."""
+    settings = PostprocessSettings.from_config(model.config, enabled)
+    record = settings.to_dict()
+    details: dict[str, Any] = {}
+    located = find_brain(model, prepared.image, prepared.geometry, device)
+    brain = None
+    if located is not None:
+        brain, details["locator"] = located
+        record["locator"] = LocatorSettings.from_config(model.config).to_dict()
+    if settings or brain is not None:
+        fit = fit_postprocess(prepared.image, probabilities, settings, geometry=prepared.geometry, brain=brain)
+        details.update(fit.details)
+        apply_in_slabs(fit, prepared.image, probabilities)
+    return {**record, "applied": details} if record else {}
