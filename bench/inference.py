@@ -46,7 +46,7 @@ def _peak_rss_mb() -> float:
 def run_method(method: str, model_name: str, repeats: int, batch: int, labels_out: Path) -> dict:
     import torch
 
-    from napari_medseg.inference import autocast_dtype, context_offsets, segment
+    from napari_medseg.inference import autocast_dtype, segment
     from napari_medseg.inference.slices import context_stack, predict_slices
     from napari_medseg.io import read_volume
     from napari_medseg.models import load_model
@@ -58,7 +58,7 @@ def run_method(method: str, model_name: str, repeats: int, batch: int, labels_ou
     volume = read_volume(DEV_T1)
     prepared = prepare_for_model(volume, config)
     image = prepared.image
-    offsets = context_offsets(config)
+    offsets = config.context_offsets
     device = torch.device("cpu")
     amp = autocast_dtype(device, "auto")
 

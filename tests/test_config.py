@@ -177,3 +177,14 @@ def test_label_values_encode_and_decode_and_are_checked():
 def test_bad_label_values_are_named(values, message):
     with pytest.raises(ValueError, match=message):
         full_config(extra={"label_values": values})
+
+
+def test_context_offsets_come_from_millimetres_and_the_slice_spacing():
+    base = {"architecture": "unet", "spatial_dims": 2, "class_names": ("background", "brain")}
+    config = ModelConfig(**base, in_channels=3, target_spacing=(2.0, 1.0, 1.0), extra={"context_offsets_mm": [-4, 0, 4]})
+    assert config.context_offsets == (-2, 0, 2)
+    assert ModelConfig(**base, in_channels=1).context_offsets == (0,)
+    with pytest.raises(ValueError, match=r"context_offsets_mm \[-4, 4\] do not match in_channels 3"):
+        _ = ModelConfig(**base, in_channels=3, extra={"context_offsets_mm": [-4, 4]}).context_offsets
+    with pytest.raises(ValueError, match="has 3 input channels but no context_offsets_mm"):
+        _ = ModelConfig(**base, in_channels=3).context_offsets

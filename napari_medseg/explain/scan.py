@@ -50,7 +50,6 @@ def explain_scan(
     Returns:
         (z, y, x) float32, non-negative, on ``volume``'s grid.
     """
-    from ..inference import context_offsets
     from ..preprocess import prepare_for_model
     from ..uncertainty.run import restore_map
     from .volume import grad_cam_volume
@@ -65,7 +64,7 @@ def explain_scan(
         model_region = prepared.to_model_grid(np.asarray(region, dtype=np.uint8), linear=False) > 0
     kwargs = {}
     if config.spatial_dims == 2:
-        kwargs["context_offsets"] = context_offsets(config)
+        kwargs["context_offsets"] = config.context_offsets
     cam = grad_cam_volume(
         model, prepared.image, target_class=index, layer=layer, region=model_region, method=method,
         batch=batch_size, progress=progress, should_stop=should_stop, **kwargs,

@@ -3,14 +3,13 @@
 
 from .control import Cancelled
 from .device import autocast_dtype, select_device
-from .engine import context_offsets, predict_probabilities
+from .engine import predict_probabilities
 from .segment import Segmentation, segment
 
 __all__ = [
     "Cancelled",
     "Segmentation",
     "autocast_dtype",
-    "context_offsets",
     "predict_probabilities",
     "segment",
     "select_device",

@@ -11,20 +11,6 @@ from .slices import predict_slices
 from .windows import predict_windows
 
 
-def context_offsets(config) -> tuple[int, ...]:
-    """Slice offsets (in model-grid slices) stacked as channels by a 2D model."""
-    offsets_mm = config.extra.get("context_offsets_mm")
-    if not offsets_mm:
-        if config.in_channels != 1:
-            raise ValueError(f"model has {config.in_channels} input channels but no context_offsets_mm")
-        return (0,)
-    spacing = config.target_spacing[0]
-    offsets = tuple(int(round(o / spacing)) for o in offsets_mm)
-    if len(offsets) != config.in_channels:
-        raise ValueError(f"context_offsets_mm {offsets_mm} do not match in_channels {config.in_channels}")
-    return offsets
-
-
 def predict_probabilities(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -43,7 +29,7 @@ def predict_probabilities(
     config = model.config
     if config.spatial_dims == 2:
         return predict_slices(
-            model, image, offsets=context_offsets(config), batch_size=batch_size or 8,
+            model, image, offsets=config.context_offsets, batch_size=batch_size or 8,
             device=device, amp=amp, progress=progress, should_stop=should_stop, out=out,
         )  # fmt: skip
     patch = tuple(config.patch_size) or image.shape

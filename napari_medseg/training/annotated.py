@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..inference.engine import context_offsets
 from ..inference.slices import context_stack
 from ..inference.windows import predict_windows
 from . import distributed
@@ -64,7 +63,7 @@ def annotated_confusion(
     confusion = torch.zeros(k * k, dtype=torch.int64)
     try:
         if config.spatial_dims == 2:
-            offsets = context_offsets(config)
+            offsets = config.context_offsets
             units = [(c, z) for c, case in enumerate(cases) for z in torch.nonzero(case.labels.flatten(1).any(1)).flatten().tolist()]
             mine = units[rank::world]
             for start in range(0, len(mine), _EVAL_BATCH):

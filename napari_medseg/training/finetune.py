@@ -73,7 +73,6 @@ from torch import nn
 from ..config import ModelConfig
 from ..control import StopCheck
 from ..inference.device import training_autocast_dtype
-from ..inference.engine import context_offsets
 from ..postprocess.finetuned import finetuned_config, mixture_note
 from ..types import Volume
 from . import distributed
@@ -333,7 +332,7 @@ def _run(
     counts = sum(case.counts for case in cases)
     if not counts.any():
         raise ValueError("the label volumes hold no annotated voxel (0 = not annotated, k+1 = class k)")
-    offsets = context_offsets(config) if config.spatial_dims == 2 else (0,)
+    offsets = config.context_offsets if config.spatial_dims == 2 else (0,)
     window = tuple(patch) if patch is not None else default_patch(config, [c.scan_shape for c in cases])
     sampler = PatchSampler(
         cases, spatial_dims=config.spatial_dims, patch=window, offsets=offsets,

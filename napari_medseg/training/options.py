@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 
 from ..config import ModelConfig
-from ..inference.engine import context_offsets
 
 __all__ = ["DISTILL_TARGETS", "FORGETTING", "check_options"]
 
@@ -55,4 +54,4 @@ def check_options(
     if patch is not None and (len(patch) != config.spatial_dims or min(patch) < 1):
         raise ValueError(f"patch {tuple(patch)} must be {config.spatial_dims} positive sizes")
     if config.spatial_dims == 2:
-        context_offsets(config)  # raises for a 2D config without usable offsets
+        _ = config.context_offsets  # raises for a 2D config without usable offsets

@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from ..inference.control import ProgressCallback, StopCheck, check_stop, report
-from ..inference.engine import context_offsets
 from ..inference.slices import context_stack
 from ..inference.windows import gaussian_importance, window_starts
 
@@ -198,7 +197,7 @@ class Sampler:
                 return self.sample_batch(x)
 
     def _slice_chunks(self, volume, device, amp, batch_size, progress, should_stop) -> Iterator[Chunk]:
-        offsets = context_offsets(self.config)
+        offsets = self.config.context_offsets
         depth = volume.shape[0]
         for start in range(0, depth, batch_size):
             check_stop(should_stop)
@@ -285,7 +284,7 @@ def check_compatible(models: Sequence[nn.Module]) -> None:
             a, b = getattr(first, name), getattr(config, name)
             if tuple(np.atleast_1d(a)) != tuple(np.atleast_1d(b)):
                 raise ValueError(f"model {i} has {name} {b!r} but model 0 has {a!r}; models must share the input grid")
-        if first.spatial_dims == 2 and context_offsets(config) != context_offsets(first):
+        if first.spatial_dims == 2 and config.context_offsets != first.context_offsets:
             raise ValueError(
-                f"model {i} stacks slices {context_offsets(config)} but model 0 stacks {context_offsets(first)}"
+                f"model {i} stacks slices {config.context_offsets} but model 0 stacks {first.context_offsets}"
             )

@@ -16,106 +16,31 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from types import MappingProxyType
 from typing import Any
 
-__all__ = ["ModelConfig", "DEFAULT_PALETTE"]
+from .values import (
+    BACKGROUND_COLOR,
+    DEFAULT_PALETTE,
+    MAX_CLASSES,
+    MAX_IN_CHANNELS,
+    MAX_PATCH_EXTENT,
+    MAX_SLICE_MARGIN_MM,
+    MODULE_NAME,
+    ORIENTATION_PAIRS,
+    RESERVED_ARCH_KWARGS,
+    TARGET_SPACING_RANGE_MM,
+    as_int,
+    as_str,
+    as_tuple,
+    check_color,
+    freeze,
+    hex_to_rgba,
+    thaw,
+)
 
-# Reserved: these come from the config's own fields, never from ``arch_kwargs``.
-_RESERVED_ARCH_KWARGS = ("spatial_dims", "in_channels", "out_channels")
-
-#: Colours given to classes 1, 2, ... when a config names no colours (background is transparent).
-DEFAULT_PALETTE = (
-    "#e6194bff", "#3cb44bff", "#ffe119ff", "#4363d8ff", "#f58231ff", "#911eb4ff",
-    "#46f0f0ff", "#f032e6ff", "#bcf60cff", "#fabebeff", "#008080ff", "#e6beffff",
-)  # fmt: skip
-_BACKGROUND_COLOR = "#00000000"
-_HEX_COLOR = re.compile(r"^#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
-_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*$")
-_ORIENTATION_PAIRS = ("LR", "PA", "SI")
-
-# Ranges of the sizes a config sets, wide enough for any medical model (2.5D slabs, multi-
-# contrast input, whole-body class lists, micro-CT to whole-body spacings); beyond them a
-# config would only build arrays no machine holds, so it is refused before anything is built.
-MAX_IN_CHANNELS = 1024
-MAX_CLASSES = 1024
-#: Largest ``extra["slice_margin_mm"]`` a bundle may ask for (a whole head's width).
-MAX_SLICE_MARGIN_MM = 256
-TARGET_SPACING_RANGE_MM = (0.01, 100.0)
-MAX_PATCH_EXTENT = 4096
-
-
-def _freeze(value: Any, where: str) -> Any:
-    """A read-only, JSON-compatible copy: mappings become mapping proxies, lists tuples."""
-    if isinstance(value, Mapping):
-        frozen = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where} key {key!r} must be a string")
-            frozen[key] = _freeze(item, f"{where}[{key!r}]")
-        return MappingProxyType(frozen)
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(item, f"{where}[{i}]") for i, item in enumerate(value))
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where} value {value!r} must be finite")
-        return value
-    raise ValueError(f"{where} value {value!r} of type {type(value).__name__} is not JSON data")
-
-
-def _thaw(value: Any) -> Any:
-    """Plain dicts and lists again, ready for ``json.dumps``."""
-    if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(item) for item in value]
-    return value
-
-
-def _as_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} {value!r} must be an integer")
-    try:
-        return int(value.__index__())
-    except (AttributeError, TypeError):
-        raise ValueError(f"{name} {value!r} must be an integer") from None
-
-
-def _as_str(name: str, value: Any, *, empty: bool = False) -> str:
-    if not isinstance(value, str) or (not empty and not value.strip()):
-        raise ValueError(f"{name} {value!r} must be a non-empty string")
-    return value
-
-
-def _as_tuple(name: str, value: Any) -> tuple:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError(f"{name} {value!r} must be a sequence")
-    return tuple(value)
-
-
-def _check_color(index: int, color: Any) -> Any:
-    if isinstance(color, str):
-        if not _HEX_COLOR.match(color):
-            raise ValueError(f"class_colors[{index}] {color!r} must be '#rrggbb' or '#rrggbbaa'")
-        return color
-    try:
-        rgba = tuple(float(c) for c in color)
-    except (TypeError, ValueError):
-        raise ValueError(f"class_colors[{index}] {color!r} must be a hex string or RGBA") from None
-    if len(rgba) != 4 or not all(0.0 <= c <= 1.0 for c in rgba):
-        raise ValueError(f"class_colors[{index}] {color!r} must be 4 floats in [0, 1]")
-    return rgba
-
-
-def _hex_to_rgba(color: str) -> tuple[float, float, float, float]:
-    digits = color[1:] + ("ff" if len(color) == 7 else "")
-    r, g, b, a = (int(digits[i : i + 2], 16) / 255.0 for i in range(0, 8, 2))
-    return (r, g, b, a)
+__all__ = ["ModelConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,18 +100,18 @@ class ModelConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._set("architecture", _as_str("architecture", self.architecture))
-        dims = _as_int("spatial_dims", self.spatial_dims)
+        self._set("architecture", as_str("architecture", self.architecture))
+        dims = as_int("spatial_dims", self.spatial_dims)
         if dims not in (2, 3):
             raise ValueError(f"spatial_dims {self.spatial_dims!r} must be 2 or 3")
         self._set("spatial_dims", dims)
-        channels = _as_int("in_channels", self.in_channels)
+        channels = as_int("in_channels", self.in_channels)
         if not 1 <= channels <= MAX_IN_CHANNELS:
             raise ValueError(f"in_channels {self.in_channels!r} must be between 1 and {MAX_IN_CHANNELS}")
         self._set("in_channels", channels)
         self._check_classes()
         self._check_arch_kwargs()
-        self._set("modality", _as_str("modality", self.modality))
+        self._set("modality", as_str("modality", self.modality))
         self._check_orientation()
         self._check_spacing_and_patch()
         if not isinstance(self.normalization, Mapping) or not isinstance(
@@ -195,18 +120,18 @@ class ModelConfig:
             raise ValueError(
                 f"normalization {self.normalization!r} must be a mapping with a 'method' string"
             )
-        self._set("normalization", _freeze(self.normalization, "normalization"))
-        sites = _as_tuple("dropout_sites", self.dropout_sites)
+        self._set("normalization", freeze(self.normalization, "normalization"))
+        sites = as_tuple("dropout_sites", self.dropout_sites)
         for site in sites:
-            if not isinstance(site, str) or not _MODULE_NAME.match(site):
+            if not isinstance(site, str) or not MODULE_NAME.match(site):
                 raise ValueError(f"dropout_sites entry {site!r} is not a module name")
         self._set("dropout_sites", sites)
-        layer = _as_str("gradcam_layer", self.gradcam_layer, empty=True)
-        if layer and not _MODULE_NAME.match(layer):
+        layer = as_str("gradcam_layer", self.gradcam_layer, empty=True)
+        if layer and not MODULE_NAME.match(layer):
             raise ValueError(f"gradcam_layer {layer!r} is not a module name")
         if not isinstance(self.extra, Mapping):
             raise ValueError(f"extra {self.extra!r} must be a mapping")
-        self._set("extra", _freeze(self.extra, "extra"))
+        self._set("extra", freeze(self.extra, "extra"))
         self._check_label_values()
         self._check_slice_margin()
 
@@ -214,19 +139,19 @@ class ModelConfig:
         object.__setattr__(self, name, value)  # frozen: only __post_init__ normalises fields
 
     def _check_classes(self) -> None:
-        names = _as_tuple("class_names", self.class_names)
+        names = as_tuple("class_names", self.class_names)
         if len(names) < 2:
             raise ValueError(f"class_names {names!r} must name background and at least one class")
         if len(names) > MAX_CLASSES:
             raise ValueError(f"class_names has {len(names)} entries; at most {MAX_CLASSES} are allowed")
         for name in names:
-            _as_str("class name", name)
+            as_str("class name", name)
         if len(set(names)) != len(names):
             raise ValueError(f"class_names {names!r} must be unique")
-        colors = _as_tuple("class_colors", self.class_colors)
+        colors = as_tuple("class_colors", self.class_colors)
         if not colors:
             palette = DEFAULT_PALETTE
-            colors = (_BACKGROUND_COLOR,) + tuple(
+            colors = (BACKGROUND_COLOR,) + tuple(
                 palette[i % len(palette)] for i in range(len(names) - 1)
             )
         if len(colors) != len(names):
@@ -234,13 +159,13 @@ class ModelConfig:
                 f"class_colors {colors!r} has {len(colors)} entries; class_names has {len(names)}"
             )
         self._set("class_names", names)
-        self._set("class_colors", tuple(_check_color(i, c) for i, c in enumerate(colors)))
+        self._set("class_colors", tuple(check_color(i, c) for i, c in enumerate(colors)))
 
     def _check_label_values(self) -> None:
         values = self.extra.get("label_values")
         if values is None:
             return
-        values = _as_tuple("extra['label_values']", values)
+        values = as_tuple("extra['label_values']", values)
         if len(values) != len(self.class_names):
             raise ValueError(
                 f"extra['label_values'] has {len(values)} entries; class_names has {len(self.class_names)}"
@@ -263,18 +188,18 @@ class ModelConfig:
     def _check_arch_kwargs(self) -> None:
         if not isinstance(self.arch_kwargs, Mapping):
             raise ValueError(f"arch_kwargs {self.arch_kwargs!r} must be a mapping")
-        reserved = sorted(set(self.arch_kwargs) & set(_RESERVED_ARCH_KWARGS))
+        reserved = sorted(set(self.arch_kwargs) & set(RESERVED_ARCH_KWARGS))
         if reserved:
             raise ValueError(
                 f"arch_kwargs keys {reserved} are set by the config's own fields "
                 "(spatial_dims, in_channels, class_names)"
             )
-        self._set("arch_kwargs", _freeze(self.arch_kwargs, "arch_kwargs"))
+        self._set("arch_kwargs", freeze(self.arch_kwargs, "arch_kwargs"))
 
     def _check_orientation(self) -> None:
-        code = _as_str("canonical_orientation", self.canonical_orientation).upper()
+        code = as_str("canonical_orientation", self.canonical_orientation).upper()
         ok = len(code) == 3 and all(
-            sum(letter in pair for letter in code) == 1 for pair in _ORIENTATION_PAIRS
+            sum(letter in pair for letter in code) == 1 for pair in ORIENTATION_PAIRS
         )
         if not ok:
             raise ValueError(
@@ -284,7 +209,7 @@ class ModelConfig:
         self._set("canonical_orientation", code)
 
     def _check_spacing_and_patch(self) -> None:
-        spacing = _as_tuple("target_spacing", self.target_spacing)
+        spacing = as_tuple("target_spacing", self.target_spacing)
         try:
             spacing = tuple(float(s) for s in spacing)
         except (TypeError, ValueError):
@@ -299,7 +224,7 @@ class ModelConfig:
             raise ValueError(f"target_spacing {self.target_spacing!r} must lie between {low:g} and {high:g} mm")
         self._set("target_spacing", spacing)
         patch = tuple(
-            _as_int("patch_size entry", p) for p in _as_tuple("patch_size", self.patch_size)
+            as_int("patch_size entry", p) for p in as_tuple("patch_size", self.patch_size)
         )
         if patch and (len(patch) != self.spatial_dims or min(patch) < 1 or max(patch) > MAX_PATCH_EXTENT):
             raise ValueError(
@@ -324,6 +249,25 @@ class ModelConfig:
     def slice_margin_mm(self) -> float:
         """Air (mm) a 2D network sees around the scan's foreground in each slice (0: none)."""
         return float(self.extra.get("slice_margin_mm", 0.0))
+
+    @property
+    def context_offsets(self) -> tuple[int, ...]:
+        """Slice offsets (in model-grid slices) a 2D model stacks as its input channels:
+        ``extra["context_offsets_mm"]`` divided by the slice spacing, or (0,).
+
+        Raises:
+            ValueError: the offsets do not match ``in_channels``, or there are none for a
+                model with more than one input channel.
+        """
+        offsets_mm = self.extra.get("context_offsets_mm")
+        if not offsets_mm:
+            if self.in_channels != 1:
+                raise ValueError(f"model has {self.in_channels} input channels but no context_offsets_mm")
+            return (0,)
+        offsets = tuple(int(round(o / self.target_spacing[0])) for o in offsets_mm)
+        if len(offsets) != self.in_channels:
+            raise ValueError(f"context_offsets_mm {list(offsets_mm)} do not match in_channels {self.in_channels}")
+        return offsets
 
     @property
     def label_values(self) -> tuple[int, ...]:
@@ -363,11 +307,11 @@ class ModelConfig:
 
     def rgba_colors(self) -> tuple[tuple[float, float, float, float], ...]:
         """Class colours as RGBA floats in [0, 1], one per class."""
-        return tuple(_hex_to_rgba(c) if isinstance(c, str) else c for c in self.class_colors)
+        return tuple(hex_to_rgba(c) if isinstance(c, str) else c for c in self.class_colors)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-ready dict (lists instead of tuples)."""
-        return {f.name: _thaw(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: thaw(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
