@@ -6,7 +6,7 @@
 The volume is built in the measuring process: int16, (z, y, x) = ``--size``, spacing in mm
 (z, y, x) = ``--spacing``; air (-1000 HU) outside a head-sized ellipsoid of soft tissue
 (about 40 HU, with noise) inside a 7 mm shell of bone (about 1000 HU). Each variant runs
-``napari_medseg.pipeline.run_segmentation`` (the job behind ``medseg segment``) in its own
+``napari_medseg.export.run.run_segmentation`` (the job behind ``medseg segment``) in its own
 child process on the CPU, writing into a temporary folder; the child reports its peak
 resident memory and its resident memory after the imports and the model load, before the
 volume exists (the runtime and the model). Where Linux allows resetting a process's peak
@@ -142,7 +142,7 @@ def child(size, spacing, model_name: str, labels_out: str | None) -> dict:
     import napari_medseg
     from napari_medseg.io import read_volume
     from napari_medseg.models import load_model
-    from napari_medseg.pipeline import run_segmentation
+    from napari_medseg.export.run import run_segmentation
     from napari_medseg.types import Geometry, Volume
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from . import checks
+from .display import contrast_limits
+from .io.scan_checks import sanity_warnings
 from ._layer_geometry import display_axes, geometry_from_layer, inverse_axes, layer_transform, permute_geometry, permute_spatial
 from .types import Geometry, Volume
 
@@ -29,7 +30,7 @@ def layer_metadata(volume: Volume) -> dict[str, Any]:
         METADATA_KEY: {
             "geometry": volume.geometry,
             "modality": volume.modality,
-            "warnings": checks.sanity_warnings(volume),
+            "warnings": sanity_warnings(volume),
             "nifti_fields": volume.meta.get("nifti_fields"),
             "nifti_fields_geometry": volume.meta.get("nifti_fields_geometry"),
             DISPLAY_AXES_KEY: list(display_axes(volume.geometry)),
@@ -65,7 +66,7 @@ def image_layer_data(volume: Volume, name: str | None = None) -> tuple[np.ndarra
     kwargs = {
         "name": name or volume_name(volume),
         "colormap": "gray",
-        "contrast_limits": checks.contrast_limits(volume),
+        "contrast_limits": contrast_limits(volume),
         "metadata": layer_metadata(volume),
         **transform,
     }

@@ -1,5 +1,5 @@
-"""How float maps (uncertainty, Grad-CAM, probabilities) are shown: one rule for the
-viewer's layers, the demo and the summary figure (numpy only).
+"""How a scan (its display window) and float maps (uncertainty, Grad-CAM, probabilities)
+are shown: one rule for the viewer's layers, the demo and the summary figure (numpy only).
 
 A map is read against the anatomy it covers, so its display range comes from its own
 values inside the scan's foreground (robust percentiles), not from the whole grid (mostly
@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from .io.scan_checks import guess_modality, intensity_range, sample_values
 from .preprocess.intensity import FOREGROUND_FRACTION
 
 __all__ = ["MAP_COLORMAPS", "MAP_PERCENTILES", "MapKind", "map_contrast_limits", "scan_foreground", "transparent_ramp"]
@@ -104,3 +105,18 @@ def transparent_ramp(rgba: np.ndarray, *, until: float = 0.25) -> np.ndarray:
     position = np.linspace(0.0, 1.0, len(table))
     table[:, 3] *= np.clip(position / until, 0.0, 1.0)
     return table
+
+
+def contrast_limits(volume: Volume) -> tuple[float, float]:
+    """Display window: CT soft tissue (W 400, L 40), else 0.5–99.5 percentiles of the foreground."""
+    low, high = intensity_range(volume)
+    if guess_modality(volume).rstrip("?") == "CT":
+        return (-160.0, 240.0)
+    sample = sample_values(volume.array).astype(np.float64)
+    foreground = sample[sample > low]
+    if foreground.size > 0.05 * sample.size:  # ignore the empty background around the head
+        sample = foreground
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = low, high if high > low else low + 1.0
+    return float(lo), float(hi)

@@ -6,7 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from napari_medseg.checks import model_warnings, sanity_warnings
+from napari_medseg.io.scan_checks import sanity_warnings
+from napari_medseg.models.applicability import model_warnings
 from napari_medseg.io import read_volume
 from napari_medseg.types import Geometry, Volume
 from tests.tiny_models import tiny_config

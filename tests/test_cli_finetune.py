@@ -114,7 +114,7 @@ def _never_run(*args, **kwargs):
     ],
 )
 def test_refusals_come_before_any_inference_or_training(files, bundle, tmp_path, monkeypatch, capsys, case, message):
-    from napari_medseg.folder_lock import FolderLock
+    from napari_medseg.io.folder_lock import FolderLock
 
     out = tmp_path / "tuned"
     labels, steps = files["labels"], "3"
@@ -143,7 +143,7 @@ def test_refusals_come_before_any_inference_or_training(files, bundle, tmp_path,
 
 def test_the_output_stays_reserved_during_the_run_and_is_released_after(files, bundle, tmp_path, monkeypatch):
     """The lock beside the new bundle is held while training runs (a rival fails) and removed after."""
-    from napari_medseg.folder_lock import FolderLock, FolderLockedError
+    from napari_medseg.io.folder_lock import FolderLock, FolderLockedError
     from napari_medseg.training import finetune as engine
 
     out = tmp_path / "tuned"

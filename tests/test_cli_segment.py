@@ -179,7 +179,7 @@ def test_a_failed_write_leaves_no_partial_set_and_names_the_file(
         assert _segment(oblique_scan, bundle, out, "--gradcam", "CSF") == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()} if with_earlier else {}
     import napari_medseg.io
-    import napari_medseg.report
+    import napari_medseg.export.report
 
     def disk_full(writer):
         def write(path, *args, **kwargs):
@@ -190,7 +190,7 @@ def test_a_failed_write_leaves_no_partial_set_and_names_the_file(
         return write
 
     monkeypatch.setattr(napari_medseg.io, "write_volume", disk_full(napari_medseg.io.write_volume))
-    monkeypatch.setattr(napari_medseg.report, "write_json", disk_full(napari_medseg.report.write_json))
+    monkeypatch.setattr(napari_medseg.export.report, "write_json", disk_full(napari_medseg.export.report.write_json))
     capsys.readouterr()
     assert _segment(oblique_scan, bundle, out, "--gradcam", "CSF", "--overwrite") == 2
     err = capsys.readouterr().err
@@ -210,8 +210,8 @@ def test_ctrl_c_during_the_run_keeps_the_old_set(oblique_scan, bundle, earlier, 
 
 
 def test_a_second_run_into_a_locked_folder_fails_at_once(oblique_scan, bundle, tmp_path, monkeypatch, capsys):
-    from napari_medseg.folder_lock import FolderLock
-    from napari_medseg.result_set import LOCK_NAME
+    from napari_medseg.io.folder_lock import FolderLock
+    from napari_medseg.export.result_set import LOCK_NAME
 
     out = tmp_path / "out"
     out.mkdir()

@@ -132,7 +132,7 @@ def test_a_sagittal_scan_runs_through_the_workflow_in_its_own_voxel_order(make_n
     import SimpleITK as sitk
 
     from napari_medseg._layers import from_layer_layout, to_layer_layout
-    from napari_medseg.autosave import load_corrections
+    from napari_medseg.widgets.autosave import load_corrections
     from tests.tiny_models import tiny_bundle
 
     source_path = tmp_path / "sagittal_t1.nii.gz"

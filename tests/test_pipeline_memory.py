@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_medseg.io import read_volume
-from napari_medseg.pipeline import probability_array, probability_budget, run_segmentation
+from napari_medseg.export.run import probability_array, probability_budget, run_segmentation
 from napari_medseg.types import Geometry, Volume
 from tests.tiny_models import tiny_model
 

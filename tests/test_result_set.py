@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
-from napari_medseg import result_set
-from napari_medseg.folder_lock import FolderLock, FolderLockedError
-from napari_medseg.result_set import LOCK_NAME, ResultSet, ResultSetError, ResultsExistError
+from napari_medseg.export import result_set
+from napari_medseg.io.folder_lock import FolderLock, FolderLockedError
+from napari_medseg.export.result_set import LOCK_NAME, ResultSet, ResultSetError, ResultsExistError
 
 FAMILY = ["case_seg.txt", "case_extra_*.txt", "case_report.json"]
 
@@ -124,7 +124,7 @@ def test_a_lock_held_by_another_process(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from napari_medseg.folder_lock import FolderLock
+            from napari_medseg.io.folder_lock import FolderLock
             lock = FolderLock({str(folder / LOCK_NAME)!r})
             lock.acquire()
             print("held", flush=True)

@@ -12,7 +12,7 @@ import pytest
 from napari_medseg.cli import main
 from napari_medseg.io import write_volume
 from napari_medseg.preprocess import reorient
-from napari_medseg.summary_figure import (
+from napari_medseg.export.figure import (
     FigureUnavailableError,
     display_planes,
     foreground_centre,

@@ -1,7 +1,7 @@
 """One case of a cohort, start to finish, with a loaded model (runs in a worker process).
 
 The case's folder gets exactly what ``medseg segment`` writes (through
-:func:`~napari_medseg.pipeline.run_segmentation`, so the same result set and folder lock),
+:func:`~napari_medseg.export.run.run_segmentation`, so the same result set and folder lock),
 then a thumbnail and, last, the manifest that marks the case finished.
 """
 
@@ -55,7 +55,7 @@ def portable(exc: BaseException) -> BaseException:
 
 def _run_case(case: Case, out: Path, plan: CohortPlan, model: Any, ensemble: Sequence[Any], worker: str) -> dict[str, Any]:
     from ..io import read_volume
-    from ..pipeline import run_segmentation
+    from ..export.run import run_segmentation
     from .table import row_from_report
 
     started = time.perf_counter()

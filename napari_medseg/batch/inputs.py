@@ -101,7 +101,7 @@ def _is_volume_file(name: str) -> bool:
 
 def _folder_cases(folder: Path, skip: Path | None) -> list[Case]:
     """Volume files and DICOM series anywhere under ``folder`` (the output folder skipped)."""
-    from ..io._sitk import quiet_itk
+    from ..io.sitk_images import quiet_itk
     from ..io.dicom import find_series
 
     cases = []

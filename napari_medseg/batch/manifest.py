@@ -80,7 +80,7 @@ def build_manifest(
 
 def write_manifest(case_dir: Path, manifest: Mapping[str, Any]) -> Path:
     """Write the manifest atomically (it marks the case finished)."""
-    from ..report import write_json
+    from ..export.report import write_json
 
     return write_json(case_dir / MANIFEST_NAME, dict(manifest))
 

@@ -25,7 +25,7 @@ class CohortPlan:
         dicom_seg: also write ``<stem>_seg.dcm``: None (as ``medseg segment``: for DICOM inputs
             whose headers allow one), True (a case that cannot have one fails), False.
         figure: also write ``<stem>_summary.png`` (the case at a glance; the QC page links it).
-        other fields: as for :func:`napari_medseg.pipeline.run_segmentation`.
+        other fields: as for :func:`napari_medseg.export.run.run_segmentation`.
     """
 
     model: str
@@ -74,7 +74,7 @@ def make_plan(
         ValueError: an unknown uncertainty method, or an ensemble without members.
     """
     from ..models.catalog import resolve_bundle
-    from ..pipeline import UNCERTAINTY_METHODS
+    from ..export.run import UNCERTAINTY_METHODS
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")

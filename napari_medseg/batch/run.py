@@ -91,12 +91,12 @@ def run_cohort(
         FigureUnavailableError: ``figure`` without matplotlib (before anything runs).
         KeyboardInterrupt, Cancelled: after the partial table was written.
     """
-    from ..folder_lock import FolderLock
+    from ..io.folder_lock import FolderLock
 
     if retries < 0:
         raise ValueError(f"retries {retries} must be 0 or more")
     if figure:
-        from ..summary_figure import require_matplotlib
+        from ..export.figure import require_matplotlib
 
         require_matplotlib()
     out = Path(out)
@@ -128,7 +128,7 @@ def _resume(cases: list[Case], out: Path, plan: CohortPlan, overwrite: bool) -> 
     Raises:
         ResultsExistError: cases finished with another model or options, without ``overwrite``.
     """
-    from ..result_set import ResultsExistError
+    from ..export.result_set import ResultsExistError
 
     rows: dict[str, dict] = {}
     todo, changed = [], []
@@ -229,7 +229,7 @@ def _write_outputs(rows: dict[str, dict], out: Path):
 
 def _summary_figure(case_dir: Path) -> str | None:
     """The case's summary figure, relative to the cohort folder, when it has one."""
-    from ..summary_figure import FIGURE_SUFFIX
+    from ..export.figure import FIGURE_SUFFIX
 
     found = sorted(case_dir.glob(f"*{FIGURE_SUFFIX}"))
     return f"{case_dir.name}/{found[0].name}" if found else None

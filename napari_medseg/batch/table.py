@@ -38,7 +38,7 @@ TEXT_COLUMNS = ("case_id", "status", "error", "flags", "device", "worker", "inpu
 
 def volume_column(class_name: str) -> str:
     """The column of a class's volume: ``vol_<class>_ml`` (class name as in file names)."""
-    from ..pipeline import safe_name
+    from ..export.run import safe_name
 
     return f"vol_{safe_name(class_name)}_ml"
 

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..info import describe, format_description
+    from ..io.describe import describe, format_description
     from ..io import read_volume
 
     volume = read_volume(args.path, series_uid=args.series)

@@ -55,7 +55,7 @@ def output_stem(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..io import read_volume
     from ..models import load_model
-    from ..pipeline import run_segmentation
+    from ..export.run import run_segmentation
     from .progress import ProgressBar
 
     if args.figure:
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_figure_available() -> None:
     """Raises ValueError (a clear exit 2) before any work when --figure cannot be drawn."""
-    from ..summary_figure import FigureUnavailableError, require_matplotlib
+    from ..export.figure import FigureUnavailableError, require_matplotlib
 
     try:
         require_matplotlib()

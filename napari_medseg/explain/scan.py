@@ -51,7 +51,6 @@ def explain_scan(
         (z, y, x) float32, non-negative, on ``volume``'s grid.
     """
     from ..preprocess import prepare_for_model
-    from ..uncertainty.run import restore_map
     from .volume import grad_cam_volume
 
     config = model.config
@@ -69,4 +68,4 @@ def explain_scan(
         model, prepared.image, target_class=index, layer=layer, region=model_region, method=method,
         batch=batch_size, progress=progress, should_stop=should_stop, **kwargs,
     )  # fmt: skip
-    return restore_map(cam.astype(np.float32), prepared)
+    return prepared.to_input_grid(cam.astype(np.float32))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..preprocess import release_pages
-from .control import ProgressCallback, StopCheck
+from ..io.limits import release_pages
+from ..control import ProgressCallback, StopCheck
 from .slices import predict_slices
 from .windows import predict_windows
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..types import Geometry, Volume
-from .control import ProgressCallback, StopCheck
+from ..control import ProgressCallback, StopCheck
 
 logger = logging.getLogger(__name__)
 

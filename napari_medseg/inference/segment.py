@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from ..postprocess import PostprocessSettings, apply_in_slabs, fit_postprocess
-from ..preprocess import Prepared, prepare_for_model, release_pages, restore_into
+from ..io.limits import release_pages
+from ..preprocess import Prepared, prepare_for_model, restore_into
 from ..types import Volume
-from .control import ProgressCallback, StopCheck
+from ..control import ProgressCallback, StopCheck
 from .device import autocast_dtype, select_device
 from .engine import predict_probabilities
 from .locator import LocatorSettings, find_brain

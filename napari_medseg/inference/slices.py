@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .control import ProgressCallback, StopCheck, check_stop, report
+from ..control import ProgressCallback, StopCheck, check_stop, report
 
 
 def context_stack(volume: torch.Tensor, indices: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
@@ -43,7 +43,7 @@ def predict_slices(
     Returns:
         (K, Z, H, W) float32 probabilities (``out`` when given).
     """
-    from ..preprocess.pipeline import release_pages
+    from ..io.limits import release_pages
 
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     depth = volume.shape[0]

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import torch
 
-from .control import ProgressCallback, StopCheck, check_stop, report
+from ..control import ProgressCallback, StopCheck, check_stop, report
 
 
 def gaussian_importance(patch: tuple[int, ...], sigma_scale: float = 0.125) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..types import Geometry, Volume
-from ._sitk import apply_geometry, image_from_array
+from .sitk_images import apply_geometry, image_from_array
 from .errors import VolumeReadError
 from .limits import check_volume_allocation
 

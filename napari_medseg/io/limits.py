@@ -10,9 +10,12 @@ and by any other layer that builds a large array from numbers it was given
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from .errors import VolumeReadError
 
@@ -137,3 +140,15 @@ def check_volume_allocation(path: str | Path, shape: Sequence[int], bytes_per_vo
         return check_allocation("voxel data", shape, bytes_per_voxel, path, **kwargs)
     except AllocationError as exc:
         raise VolumeReadError(path, exc.problem) from exc
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Write a disk-backed ``numpy.memmap``'s changed pages to its file and drop its pages
+    from this process's resident memory (they are read back from the file when touched
+    again); does nothing to an in-memory array."""
+    handle = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
+    if handle is None:
+        return
+    array.flush()
+    if hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):  # Linux, macOS
+        handle.madvise(mmap.MADV_DONTNEED)

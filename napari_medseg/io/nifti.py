@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocess.pipeline import release_pages
+from .limits import release_pages
 from ..types import Geometry
 from .nifti_header import NIFTI2_HEADER_SIZE, NIFTI2_MAGIC, data_offset, data_shape, open_maybe_gzip, parse_header, read_extensions
 

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from ..types import Geometry, Volume
 from . import dicom, dicom_seg, itk_headers, nifti, nifti_header, nifti_voxels
-from ._sitk import geometry_from_sitk, image_from_array, quiet_itk
+from .sitk_images import geometry_from_sitk, image_from_array, quiet_itk
 from .errors import VolumeReadError
 from .limits import DEFLATE_MAX_RATIO, check_volume_allocation
 

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from ..types import Geometry, Volume
 from . import nifti
-from ._sitk import image_from_array
+from .sitk_images import image_from_array
 from .errors import VolumeWriteError
 from .reader import GEOMETRY_KEY
 

@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io import read_volume
-from ..io._sitk import image_from_array, quiet_itk
+from ..io.sitk_images import image_from_array, quiet_itk
 from ..resources import brain_atlas_path
 from ..types import Geometry
 from .morphology import distance_threshold, largest_component

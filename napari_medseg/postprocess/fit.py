@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocess import release_pages
+from ..io.limits import release_pages
 from ..types import Geometry
 from .brain_mask import atlas_bound, brain_mask
 from .mixture import TissueMixture, apply_mixture, fit_mixture, network_override

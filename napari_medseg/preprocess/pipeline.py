@@ -17,11 +17,11 @@ matter near the crop edges background without the margin, 10 mL with it.
 
 from __future__ import annotations
 
-import mmap
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.limits import release_pages
 from ..types import Geometry, Volume
 from .intensity import FOREGROUND_FRACTION, normalize_intensity
 from .orientation import Reorientation, reorient
@@ -266,18 +266,6 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
     return out
 
 
-def release_pages(array: np.ndarray) -> None:
-    """Write a disk-backed ``numpy.memmap``'s changed pages to its file and drop its pages
-    from this process's resident memory (they are read back from the file when touched
-    again); does nothing to an in-memory array."""
-    handle = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
-    if handle is None:
-        return
-    array.flush()
-    if hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):  # Linux, macOS
-        handle.madvise(mmap.MADV_DONTNEED)
-
-
 def resample_array(
     array: np.ndarray,
     source: Geometry,
@@ -312,7 +300,7 @@ def sitk_image(array: np.ndarray, geometry: Geometry):
     copy: a non-contiguous view goes through one temporary contiguous copy, freed here)."""
     import SimpleITK as sitk
 
-    from ..io._sitk import apply_geometry
+    from ..io.sitk_images import apply_geometry
 
     return apply_geometry(sitk.GetImageFromArray(np.ascontiguousarray(array)), geometry)
 
@@ -324,7 +312,7 @@ def resample_sitk(image, target: Geometry, shape: tuple[int, int, int], *, linea
     a one-voxel image carrying ``target``): no reference image of the output's size."""
     import SimpleITK as sitk
 
-    from ..io._sitk import apply_geometry
+    from ..io.sitk_images import apply_geometry
 
     grid = apply_geometry(sitk.Image([1, 1, 1], sitk.sitkUInt8), target)
     interpolator = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor

@@ -95,14 +95,14 @@ def reserve_version(target: str | os.PathLike, parent: nn.Module | None = None) 
     Called before a fine-tune starts, so that a run that would lose the race for its output
     fails at once instead of after its whole training: ``target`` must not exist, lie
     outside the package's resources (and the parent's bundle), and no other run may hold
-    it (a lock file ``.<name>.lock`` beside it, see :class:`~napari_medseg.folder_lock.FolderLock`).
+    it (a lock file ``.<name>.lock`` beside it, see :class:`~napari_medseg.io.folder_lock.FolderLock`).
 
     Raises:
         FileExistsError: ``target`` exists (bundles are never overwritten).
         FolderLockedError: another run holds ``target``; names the lock file and its holder.
         ValueError: ``target`` is inside a protected folder.
     """
-    from ..folder_lock import FolderLock
+    from ..io.folder_lock import FolderLock
 
     target = Path(target)
     _refuse_protected(target, parent)

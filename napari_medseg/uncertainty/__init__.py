@@ -35,7 +35,6 @@ _LAZY = {
     "UncertaintyResult": "run",
     "estimate_uncertainty": "run",
     "make_sampler": "run",
-    "restore_map": "run",
     "MAIN_SCORE": "ood",
     "OODResult": "ood",
     "assess_ood": "ood",

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocess.pipeline import release_pages
+from ..io.limits import release_pages
 from .decompose import entropy
 from .ood_signals import (
     OODSignal,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..inference.control import ProgressCallback, StopCheck
+from ..control import ProgressCallback, StopCheck
 from ..inference.device import autocast_dtype, select_device
 from ..inference.engine import predict_probabilities
 from ..inference.locator import find_brain
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("mc-dropout", "tta", "ensemble")
 
-__all__ = ["METHODS", "UncertaintyResult", "estimate_uncertainty", "make_sampler", "restore_map"]
+__all__ = ["METHODS", "UncertaintyResult", "estimate_uncertainty", "make_sampler"]
 
 
 @dataclass
@@ -117,12 +117,6 @@ def make_sampler(
         raise ValueError(f"method {method!r} takes one model, got {len(models)}")
     cls = MCDropoutSampler if method == "mc-dropout" else TTASampler
     return cls(models[0], samples, seed=seed, **options)
-
-
-def restore_map(values: np.ndarray, prepared: Prepared) -> np.ndarray:
-    """(z, y, x) map on the model grid -> (z, y, x) float32 on the input grid
-    (:meth:`~napari_medseg.preprocess.Prepared.to_input_grid`)."""
-    return prepared.to_input_grid(values)
 
 
 def estimate_uncertainty(
@@ -229,7 +223,7 @@ def estimate_uncertainty(
     mark = time.perf_counter()
     mean_probabilities = restore(mean, prepared)
     del mean
-    total, aleatoric, epistemic = split_entropy(entropy(mean_probabilities, axis=-1), restore_map(mean_entropy, prepared))
+    total, aleatoric, epistemic = split_entropy(entropy(mean_probabilities, axis=-1), prepared.to_input_grid(mean_entropy))
     timings["restore"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - start
     logger.info("%s uncertainty (%d samples) of %s in %.1f s", method, sampler.n_samples, volume.shape, timings["total"])

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..inference.control import ProgressCallback, StopCheck, check_stop, report
+from ..control import ProgressCallback, StopCheck, check_stop, report
 from ..inference.slices import context_stack
 from ..inference.windows import gaussian_importance, window_starts
 

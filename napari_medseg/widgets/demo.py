@@ -53,7 +53,7 @@ def run_headless(out: Path) -> dict:
     from .._sample_data import HEAD_LAYER
     from ..io import read_volume
     from ..models import load_model
-    from ..pipeline import run_segmentation
+    from ..export.run import run_segmentation
     from ..resources import sample_volume_path
     from .layers import show_map, show_segmentation
 

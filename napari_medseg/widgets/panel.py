@@ -167,7 +167,7 @@ class MedSegPanel(QWidget):
             self.info_text.setPlainText("Open a volume (File > Open) or load the sample (File > Open Sample).")
             return
         from .._layers import volume_from_layer
-        from ..info import describe, format_description
+        from ..io.describe import describe, format_description
 
         try:
             volume = volume_from_layer(layer)

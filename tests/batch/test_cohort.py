@@ -16,7 +16,7 @@ from napari_medseg.batch import read_table, run_cohort
 from napari_medseg.batch.manifest import MANIFEST_NAME
 from napari_medseg.cli import main
 from napari_medseg.control import Cancelled
-from napari_medseg.result_set import ResultsExistError
+from napari_medseg.export.result_set import ResultsExistError
 from tests.batch.conftest import write_scans
 
 VOLATILE_REPORT_KEYS = ("created", "timings_s")  # a time stamp and measured seconds

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg.folder_lock import FolderLock
+from napari_medseg.io.folder_lock import FolderLock
 from napari_medseg.io import read_volume
-from napari_medseg.result_set import LOCK_NAME
+from napari_medseg.export.result_set import LOCK_NAME
 from napari_medseg.widgets.sections import export as export_module
 from tests.tiny_models import tiny_bundle
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medseg.inference import Cancelled, segment
+from napari_medseg.control import Cancelled
+from napari_medseg.inference import segment
 from napari_medseg.inference.slices import context_stack, predict_slices
 from napari_medseg.inference.windows import gaussian_importance, predict_windows, window_starts
 from napari_medseg.types import Geometry, Volume

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from napari_medseg.postprocess.atlas import _atlas, atlas_region, fit_brain_atlas
 from napari_medseg.postprocess.brain_mask import brain_mask
-from napari_medseg.io._sitk import geometry_from_sitk, image_from_array
+from napari_medseg.io.sitk_images import geometry_from_sitk, image_from_array
 from napari_medseg.types import Geometry
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg.preprocess import normalize_intensity, prepare, release_pages, restore, restore_into
+from napari_medseg.io.limits import release_pages
+from napari_medseg.preprocess import normalize_intensity, prepare, restore, restore_into
 from napari_medseg.preprocess.pipeline import Prepared, resample_array
 from napari_medseg.types import Geometry, Volume
 
@@ -124,7 +125,7 @@ def test_resampling_without_a_reference_image_equals_resampling_onto_one():
     a full-size reference image, bit for bit (an oblique, permuted target included)."""
     import SimpleITK as sitk
 
-    from napari_medseg.io._sitk import apply_geometry
+    from napari_medseg.io.sitk_images import apply_geometry
     from napari_medseg.preprocess.pipeline import resample_image
 
     rng = np.random.default_rng(3)

@@ -141,7 +141,7 @@ def test_models_built_in_memory_have_a_state_hash_and_no_parent_id():
 
 
 def test_a_reserved_version_folder_refuses_rivals_until_released(tmp_path):
-    from napari_medseg.folder_lock import FolderLockedError
+    from napari_medseg.io.folder_lock import FolderLockedError
     from napari_medseg.training.versions import reserve_version
 
     parent = tiny_model(0)

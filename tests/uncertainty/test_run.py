@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from napari_medseg.inference import Cancelled
+from napari_medseg.control import Cancelled
 from napari_medseg.preprocess import prepare
 from napari_medseg.types import Geometry, Volume
 from napari_medseg.uncertainty import (
@@ -17,7 +17,6 @@ from napari_medseg.uncertainty import (
     TTASampler,
     decompose,
     estimate_uncertainty,
-    restore_map,
 )
 from napari_medseg.uncertainty.ood import MAIN_SCORE, ood_score
 from tests.tiny_models import tiny_model
@@ -48,7 +47,7 @@ def _naive(method, models, volume, samples, batch_size):
     assert not prepared.resampled
     all_samples = sampler.sample(prepared.image, batch_size=batch_size)
     total, aleatoric, epistemic = decompose(all_samples)
-    return [restore_map(m, prepared) for m in (total, aleatoric, epistemic)], all_samples.mean(axis=0), prepared
+    return [prepared.to_input_grid(m) for m in (total, aleatoric, epistemic)], all_samples.mean(axis=0), prepared
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_medseg.inference import Cancelled
+from napari_medseg.control import Cancelled
 from napari_medseg.inference.engine import predict_probabilities
 from napari_medseg.models import build_model, dropout_modules
 from napari_medseg.uncertainty import EnsembleSampler, MCDropoutSampler, TTASampler, mc_dropout

@@ -61,7 +61,7 @@ class CorrectSection(QGroupBox):
         from napari.utils.notifications import show_info, show_warning
 
         from ..._layers import to_layer_layout, volume_from_layer
-        from ...autosave import load_corrections
+        from ..autosave import load_corrections
         from ..layers import grid_kwargs
 
         panel = self.panel
@@ -145,7 +145,7 @@ class CorrectSection(QGroupBox):
     def autosave_now(self) -> list:
         """Write every changed corrections layer now (also used on close)."""
         from ..._layers import from_layer_layout, volume_from_layer
-        from ...autosave import save_corrections
+        from ..autosave import save_corrections
 
         written = []
         for name in sorted(self._dirty):

@@ -1,6 +1,6 @@
 """Export: every result layer of the image with the source geometry, plus the report JSON.
 
-The files are written as one set through :class:`~napari_medseg.result_set.ResultSet`, as
+The files are written as one set through :class:`~napari_medseg.export.result_set.ResultSet`, as
 ``medseg segment`` writes its outputs: the folder is locked, the files are staged and moved
 in together (the report last), and a failure keeps nothing of the export. Files an earlier
 export of the same layers left are replaced only when the user says so.
@@ -122,7 +122,7 @@ def export_files(panel, image, suffix: str) -> list[ExportFile]:
 
     from ..._layers import from_layer_layout, volume_from_layer
     from ...io import write_volume
-    from ...report import build_report, write_json
+    from ...export.report import build_report, write_json
 
     source = volume_from_layer(image)
     model = panel.session.model
@@ -161,7 +161,7 @@ def export_family(names: Sequence[str]) -> list[str]:
 
 def existing_files(folder: Path, family: Sequence[str]) -> list[Path]:
     """The files of ``family`` already in ``folder``, sorted."""
-    from ...result_set import ResultSet
+    from ...export.result_set import ResultSet
 
     return ResultSet(folder, family).existing()
 
@@ -174,7 +174,7 @@ def write_files(folder: Path, files: Sequence[ExportFile], family: Sequence[str]
         FolderLockedError: another export or ``medseg segment`` is writing into ``folder``.
         ResultSetError: a file could not be written (named); nothing of this export is kept.
     """
-    from ...result_set import ResultSet
+    from ...export.result_set import ResultSet
 
     with ResultSet(folder, family, overwrite=overwrite) as results:
         for name, writer in files:
@@ -194,7 +194,7 @@ def _dicom_seg_file(name: str, labels, source, source_meta: dict, model) -> list
     image layer's ``medseg`` metadata) came from DICOM and its headers allow one; [] otherwise
     (logged when a DICOM scan cannot have one)."""
     from ...io.dicom_seg import dicom_seg_problem
-    from ...pipeline import write_model_dicom_seg
+    from ...export.run import write_model_dicom_seg
 
     problem = dicom_seg_problem(source_meta)
     if problem is not None:

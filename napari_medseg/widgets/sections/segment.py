@@ -39,7 +39,7 @@ class SegmentSection(QGroupBox):
         from ..._layers import volume_from_layer
 
         volume = volume_from_layer(image)
-        from ...checks import model_warnings
+        from ...models.applicability import model_warnings
 
         for note in model_warnings(volume, model.config):
             show_warning(f"{image.name}: {note}")

@@ -120,7 +120,7 @@ def test_cli_segment_and_models_take_the_folder(nnunet_root, tmp_path, monkeypat
 def test_steps_it_lacks_are_refused_by_name(nnunet_root, tmp_path):
     from napari_medseg.explain.volume import grad_cam_volume
     from napari_medseg.models.external import ExternalModelError
-    from napari_medseg.pipeline import run_segmentation
+    from napari_medseg.export.run import run_segmentation
     from napari_medseg.training.finetune import finetune
     from napari_medseg.types import Geometry, Volume
     from napari_medseg.uncertainty.run import estimate_uncertainty

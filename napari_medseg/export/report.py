@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .types import Volume
+from .. import __version__
+from ..types import Volume
 
 MAX_COMPONENTS_PER_CLASS = 50
 
@@ -45,7 +45,7 @@ def build_report(volume: Volume, segmentation, model: Any, extra: dict[str, Any]
         model: the model that produced it (a loaded bundle).
         extra: further sections (uncertainty, OOD, Grad-CAM) merged in.
     """
-    from .quantify import asymmetry_indices, class_volumes_ml, connected_components
+    from ..quantify import asymmetry_indices, class_volumes_ml, connected_components
 
     names = list(segmentation.class_names)
     volumes = class_volumes_ml(segmentation.labels, volume.geometry, names)

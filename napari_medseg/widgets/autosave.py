@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .types import Volume
+from ..types import Volume
 
 
 def autosave_dir() -> Path:
-    from .models.catalog import user_data_dir
+    from ..models.catalog import user_data_dir
 
     return user_data_dir() / "autosave"
 
@@ -34,7 +34,7 @@ def corrections_path(volume: Volume, source: str = "") -> Path:
 
 def save_corrections(labels: np.ndarray, volume: Volume, source: str = "") -> Path:
     """Write the corrections atomically beside the other autosaves."""
-    from .io import write_volume
+    from ..io import write_volume
 
     path = corrections_path(volume, source)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def save_corrections(labels: np.ndarray, volume: Volume, source: str = "") -> Pa
 
 def load_corrections(volume: Volume, source: str = "") -> np.ndarray | None:
     """The autosaved corrections of this image, or None."""
-    from .io import read_volume
+    from ..io import read_volume
 
     path = corrections_path(volume, source)
     if not path.is_file():

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .control import ProgressCallback, StopCheck
-from .types import Volume
+from ..control import ProgressCallback, StopCheck
+from ..types import Volume
 
 logger = logging.getLogger(__name__)
 UNCERTAINTY_METHODS = ("none", "mc-dropout", "tta", "ensemble")
@@ -51,9 +51,9 @@ def run_segmentation(
     timings, device); with ``dicom_seg`` also ``<stem>_seg.dcm``, a DICOM SEG of the labels
     that references the source series (``volume`` must have been read from DICOM); with
     ``figure`` also ``<stem>_summary.png``, the case at a glance
-    (:func:`~napari_medseg.summary_figure.write_case_summary`; needs matplotlib).
+    (:func:`~napari_medseg.export.figure.write_case_summary`; needs matplotlib).
 
-    The files are written as a set (:class:`~napari_medseg.result_set.ResultSet`): the
+    The files are written as a set (:class:`~napari_medseg.export.result_set.ResultSet`): the
     output folder is locked for the run, everything is written into a staging folder and
     moved in at the end, the report last; a failure or Ctrl-C leaves the folder as it was.
 
@@ -75,11 +75,11 @@ def run_segmentation(
         FolderLockedError: another run is writing into ``output_dir``.
         ResultSetError: a file could not be written (named); nothing of this run is kept.
     """
-    from .explain.scan import class_index
-    from .inference import segment
-    from .models.external import refuse_external
+    from ..explain.scan import class_index
+    from ..inference import segment
+    from ..models.external import refuse_external
     from .result_set import ResultSet
-    from .uncertainty.ood import assess_ood
+    from ..uncertainty.ood import assess_ood
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
@@ -91,7 +91,7 @@ def run_segmentation(
     targets = [(target, config.class_names[class_index(config.class_names, target)]) for target in gradcam]
     names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
     if figure:
-        from .summary_figure import require_matplotlib
+        from .figure import require_matplotlib
 
         require_matplotlib()  # before the work, not after it
     maps: dict[str, np.ndarray] = {}
@@ -127,7 +127,7 @@ def run_segmentation(
 
 def _write_segmentation(results, names: dict[str, str], result, volume: Volume, model: Any) -> None:
     """The labels (the bundle's values), the probabilities and, when named, the DICOM SEG."""
-    from .io import write_volume
+    from ..io import write_volume
 
     labels = model.config.encode_labels(result.labels)
     results.write(names["seg"], lambda path: write_volume(path, labels, volume, kind="labels"))
@@ -138,14 +138,14 @@ def _write_segmentation(results, names: dict[str, str], result, volume: Volume, 
 
 def _write_figure(results, names, result, volume: Volume, model: Any, extra: dict[str, Any], total, stem: str) -> None:
     """The summary figure into the set (before the report, while the probabilities are held)."""
-    from .summary_figure import write_case_summary
+    from .figure import write_case_summary
 
     results.write(names["figure"], lambda path: write_case_summary(path, volume, result, model, stem=stem, total=total, extra=extra))
 
 
 def _write_report(results, names: dict[str, str], result, volume: Volume, model: Any, extra: dict[str, Any], stem: str) -> dict[str, Any]:
     """The report (with the model's warnings about this scan, also logged) into the set; returns it."""
-    from .checks import model_warnings
+    from ..models.applicability import model_warnings
     from .report import build_report, write_json
 
     warnings = model_warnings(volume, model.config)
@@ -166,7 +166,7 @@ def probability_budget(volume: Volume) -> int:
     times the input beyond the runtime and the model (issue 12): the input itself, the
     model-grid image, and while mapping back one class on each grid leave about one input's
     worth for the probabilities (``bench/segment_memory.py`` measures it)."""
-    from .io.limits import MEMORY_FRACTION, available_memory_bytes
+    from ..io.limits import MEMORY_FRACTION, available_memory_bytes
 
     return int(min(volume.array.nbytes, MEMORY_FRACTION * available_memory_bytes()))
 
@@ -232,7 +232,7 @@ def write_model_dicom_seg(path: str | Path, labels: Any, source: Volume, model: 
     Raises:
         VolumeWriteError: the scan was not read from DICOM, or its headers cannot be referenced.
     """
-    from .io.dicom_seg import dicom_source_files, write_dicom_seg
+    from ..io.dicom_seg import dicom_source_files, write_dicom_seg
     from .report import model_identity
 
     config, identity = model.config, model_identity(model)
@@ -252,8 +252,8 @@ def safe_name(name: str) -> str:
 def _write_uncertainty(results, names, volume, model, ensemble, method, samples, extra, options, keep=None) -> dict[str, Any]:
     """Write the three uncertainty maps; returns the report's ``uncertainty`` and ``ood``.
     A ``keep`` dict receives the total map as ``"total"`` (for the summary figure)."""
-    from .io import write_volume
-    from .uncertainty import estimate_uncertainty
+    from ..io import write_volume
+    from ..uncertainty import estimate_uncertainty
 
     members = [model, *ensemble] if method == "ensemble" else [model]
     estimate = estimate_uncertainty(
@@ -271,8 +271,8 @@ def _write_uncertainty(results, names, volume, model, ensemble, method, samples,
 
 def _write_gradcam(results, names, volume, model, targets, method, progress, should_stop) -> dict[str, Any]:
     """Write one Grad-CAM map per (target, class name); returns the report's ``gradcam``."""
-    from .explain.scan import explain_scan
-    from .io import write_volume
+    from ..explain.scan import explain_scan
+    from ..io import write_volume
 
     section = {"method": method, "layer": model.config.gradcam_layer or "architecture default", "classes": []}
     for target, name in targets:

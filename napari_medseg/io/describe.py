@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
-from . import checks
-from .types import Volume
+from .scan_checks import guess_modality, intensity_range, sanity_warnings
+from ..types import Volume
 
 
 def describe(volume: Volume) -> dict[str, Any]:
     """A JSON-ready summary; geometry in (z, y, x) order, lengths in mm."""
-    low, high = checks.intensity_range(volume)
+    low, high = intensity_range(volume)
     summary: dict[str, Any] = {
         "source": volume.meta.get("source", ""),
         "format": volume.meta.get("format", ""),
@@ -20,11 +20,11 @@ def describe(volume: Volume) -> dict[str, Any]:
         "origin_zyx_mm": list(volume.origin),
         "direction_zyx": [list(row) for row in volume.geometry.direction],
         "dtype": str(volume.array.dtype),
-        "modality": checks.guess_modality(volume),
+        "modality": guess_modality(volume),
         "intensity_range": [low, high],
         "physical_size_mm": [n * s for n, s in zip(volume.shape, volume.spacing)],
         "voxel_volume_ml": volume.geometry.voxel_volume_ml(),
-        "warnings": checks.sanity_warnings(volume),
+        "warnings": sanity_warnings(volume),
     }
     if volume.meta.get("series"):
         summary["series_uid"] = volume.meta.get("series_uid", "")

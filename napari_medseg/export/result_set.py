@@ -1,6 +1,6 @@
 """The result files of one case, written as a set: all of them or none.
 
-:class:`ResultSet` locks the output folder (:class:`~napari_medseg.folder_lock.FolderLock`,
+:class:`ResultSet` locks the output folder (:class:`~napari_medseg.io.folder_lock.FolderLock`,
 ``.medseg.lock``), refuses to replace a case's earlier results unless asked to, has every
 file written into a hidden staging folder inside the output folder, and moves them in with
 ``os.replace`` (atomic per file, same file system) when all were written: the file named
@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .folder_lock import FolderLock, FolderLockedError
+from ..io.folder_lock import FolderLock, FolderLockedError
 
 __all__ = ["LOCK_NAME", "ResultSet", "ResultSetError", "ResultsExistError"]
 

@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .display import MAP_COLORMAPS, map_contrast_limits, scan_foreground
-from .types import Volume
+from ..display import MAP_COLORMAPS, map_contrast_limits, scan_foreground
+from ..types import Volume
 
 __all__ = ["FIGURE_SUFFIX", "FigureUnavailableError", "render_summary", "require_matplotlib", "write_case_summary", "write_summary"]
 
@@ -81,7 +81,7 @@ def foreground_centre(labels: np.ndarray, volume: Volume) -> tuple[int, int, int
 def _patient_order(volume: Volume):
     """The permutation/flips that order ``volume``'s axes as (to S, to P, to L): index 0 of
     the first axis is inferior, so drawn planes flip it to put superior up."""
-    from .preprocess.orientation import reorient
+    from ..preprocess.orientation import reorient
 
     probe = Volume(array=np.empty((1, 1, 1), np.uint8), geometry=volume.geometry)
     _, transform = reorient(probe, "LPS")
@@ -173,7 +173,7 @@ def write_case_summary(
             otherwise the entropy of the one-pass probabilities is shown, named as such.
         extra: the report's sections so far (``uncertainty``, ``ood``).
     """
-    from .quantify import class_volumes_ml
+    from ..quantify import class_volumes_ml
     from .report import model_identity
 
     extra = extra or {}
@@ -212,7 +212,7 @@ def _check_shape(name: str, values: np.ndarray, shape: tuple[int, ...]) -> None:
 
 def _uncertainty_planes(volume, centre, uncertainty, probabilities) -> dict[str, Any] | None:
     """The three map planes, their scan planes and the map's display range, or None."""
-    from .uncertainty.decompose import entropy
+    from ..uncertainty.decompose import entropy
 
     foreground = scan_foreground(volume.array)
     if uncertainty is not None:
@@ -236,7 +236,7 @@ def _extent(volume: Volume, plane: int, shape: tuple[int, int]) -> list[float]:
 
 
 def _draw_overlays(figure, cells, volume: Volume, labels, config, centre) -> None:
-    from .checks import contrast_limits
+    from ..display import contrast_limits
 
     low, high = contrast_limits(volume)
     colours = np.array([(*rgba[:3], OVERLAY_ALPHA if k else 0.0) for k, rgba in enumerate(config.rgba_colors())])
