@@ -93,10 +93,10 @@ test-compat: setup-compat
 
 demo: setup
 	@if [ -n "$$DISPLAY" ]; then \
-		QT_API=pyqt6 $(PY) -m napari_medseg.widgets.demo; \
+		QT_API=pyqt6 $(PY) scripts/demo.py; \
 	else \
 		echo "no display: running the demo headless under Xvfb, outputs in demo-output/"; \
-		QT_API=pyqt6 $(XVFB) $(PY) -m napari_medseg.widgets.demo --headless --out demo-output; \
+		QT_API=pyqt6 $(XVFB) $(PY) scripts/demo.py --headless --out demo-output; \
 	fi
 
 bench: setup

@@ -35,7 +35,7 @@ def case_layers(out: str | Path, row: Mapping[str, Any]) -> list[tuple[Any, dict
     Raises:
         VolumeReadError: the scan or a result file cannot be read (named).
     """
-    from .._layers import image_layer_data, to_layer_layout
+    from ..contributions.layers import image_layer_data, to_layer_layout
     from ..display import MAP_COLORMAPS, map_contrast_limits, scan_foreground
     from ..io import read_volume
 

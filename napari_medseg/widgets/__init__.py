@@ -1,4 +1,4 @@
-"""napari side: the dock panel (the only package, with _reader/_writer/_sample_data, that imports Qt)."""
+"""napari side: the dock panel (the only package, with the napari contributions, that imports Qt)."""
 
 from .panel import MedSegPanel
 

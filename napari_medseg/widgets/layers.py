@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._layers import to_layer_layout
+from ..contributions.layers import to_layer_layout
 from ..config import ModelConfig
 from ..display import MapKind
 

@@ -166,7 +166,7 @@ class MedSegPanel(QWidget):
         if layer is None:
             self.info_text.setPlainText("Open a volume (File > Open) or load the sample (File > Open Sample).")
             return
-        from .._layers import volume_from_layer
+        from ..contributions.layers import volume_from_layer
         from ..io.describe import describe, format_description
 
         try:
@@ -191,6 +191,6 @@ class MedSegPanel(QWidget):
         if table is not None:
             self.quantify_section.update_from_table(table, list(result.class_names))
             return
-        from .._layers import volume_from_layer
+        from ..contributions.layers import volume_from_layer
 
         self.quantify_section.update_from_labels(result.labels, volume_from_layer(image).geometry, list(result.class_names))

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_medseg.io import read_volume
+from tests._paths import REPO_ROOT
 
 pytestmark = pytest.mark.gui
+
+
+def _demo_script():
+    """``scripts/demo.py``, the script ``make demo`` runs, imported as a module."""
+    spec = importlib.util.spec_from_file_location("medseg_demo", REPO_ROOT / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_demo_opens_the_sample_head_with_the_default_model(make_napari_viewer):
     from napari_medseg.models import resolve_bundle
     from napari_medseg.resources import HEAD_SAMPLE, sample_volume_path
-    from napari_medseg.widgets import demo
+    demo = _demo_script()
 
     viewer = make_napari_viewer(show=True)
     panel = demo.set_up(viewer)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg._layers import image_layer_data
+from napari_medseg.contributions.layers import image_layer_data
 from napari_medseg.display import map_contrast_limits, scan_foreground
 from napari_medseg.widgets.layers import show_map
 from tests.small_real import small_real_scan, tiny_uncertainty

@@ -60,7 +60,7 @@ class CorrectSection(QGroupBox):
         """Add (or restore from the autosave) the corrections layer of the selected image."""
         from napari.utils.notifications import show_info, show_warning
 
-        from ..._layers import to_layer_layout, volume_from_layer
+        from ...contributions.layers import to_layer_layout, volume_from_layer
         from ..autosave import load_corrections
         from ..layers import grid_kwargs
 
@@ -114,7 +114,7 @@ class CorrectSection(QGroupBox):
         """Copy the segmentation of the slice on screen into the corrections (as k+1)."""
         from napari.utils.notifications import show_warning
 
-        from ..._layers import to_layer_layout
+        from ...contributions.layers import to_layer_layout
 
         panel = self.panel
         image = panel.selected_image()
@@ -144,7 +144,7 @@ class CorrectSection(QGroupBox):
 
     def autosave_now(self) -> list:
         """Write every changed corrections layer now (also used on close)."""
-        from ..._layers import from_layer_layout, volume_from_layer
+        from ...contributions.layers import from_layer_layout, volume_from_layer
         from ..autosave import save_corrections
 
         written = []

@@ -53,7 +53,7 @@ class ExplainSection(QGroupBox):
     def run(self):
         from napari.utils.notifications import show_warning
 
-        from ..._layers import volume_from_layer
+        from ...contributions.layers import volume_from_layer
 
         panel = self.panel
         image, model = panel.selected_image(), panel.session.model
@@ -96,7 +96,7 @@ def region_mask(layer, shape):
     if isinstance(layer, Shapes):
         mask = layer.to_labels(labels_shape=shape) > 0
     else:
-        from ..._layers import from_layer_layout
+        from ...contributions.layers import from_layer_layout
 
         mask = from_layer_layout(np.asarray(layer.data), layer.metadata) > 0
     if mask.shape != tuple(shape):

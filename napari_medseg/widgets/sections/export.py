@@ -120,7 +120,7 @@ def export_files(panel, image, suffix: str) -> list[ExportFile]:
 
     import numpy as np
 
-    from ..._layers import from_layer_layout, volume_from_layer
+    from ...contributions.layers import from_layer_layout, volume_from_layer
     from ...io import write_volume
     from ...export.report import build_report, write_json
 

@@ -48,7 +48,7 @@ class FinetuneSection(QGroupBox):
     def run(self):
         from napari.utils.notifications import show_warning
 
-        from ..._layers import from_layer_layout, volume_from_layer
+        from ...contributions.layers import from_layer_layout, volume_from_layer
 
         panel = self.panel
         image, model = panel.selected_image(), panel.session.model

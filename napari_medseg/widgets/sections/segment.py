@@ -36,7 +36,7 @@ class SegmentSection(QGroupBox):
         if image is None or model is None:
             show_warning("Choose an image layer and a model first.")
             return None
-        from ..._layers import volume_from_layer
+        from ...contributions.layers import volume_from_layer
 
         volume = volume_from_layer(image)
         from ...models.applicability import model_warnings

@@ -41,7 +41,7 @@ class UncertaintySection(QGroupBox):
     def run(self):
         from napari.utils.notifications import show_warning
 
-        from ..._layers import volume_from_layer
+        from ...contributions.layers import volume_from_layer
 
         panel = self.panel
         image, model = panel.selected_image(), panel.session.model

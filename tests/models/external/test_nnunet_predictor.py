@@ -142,7 +142,7 @@ def test_steps_it_lacks_are_refused_by_name(nnunet_root, tmp_path):
 def test_the_panel_opens_the_folder_and_segments_with_it(nnunet_root, make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """Model > Open folder with an nnU-Net folder, then Segment: labels, volumes and the OOD
     decision as for a bundle."""
-    from napari_medseg._layers import image_layer_data
+    from napari_medseg.contributions.layers import image_layer_data
     from napari_medseg.types import Geometry, Volume
 
     monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))

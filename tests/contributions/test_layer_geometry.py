@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_medseg._layer_geometry import display_axes, geometry_from_layer, inverse_axes, layer_transform, permute_geometry
-from napari_medseg._layers import image_layer_data, source_volume_from_state
+from napari_medseg.contributions.layer_geometry import display_axes, geometry_from_layer, inverse_axes, layer_transform, permute_geometry
+from napari_medseg.contributions.layers import image_layer_data, source_volume_from_state
 from napari_medseg.io import read_volume
 from napari_medseg.types import Geometry
 
@@ -110,7 +110,7 @@ def test_permuted_scan_shows_in_2d_at_its_physical_place(sagittal_scan, make_nap
 def test_permuted_layer_gives_back_the_source_order_and_header(sagittal_scan, tmp_path):
     from napari.layers import Labels
 
-    from napari_medseg._writer import write_labels
+    from napari_medseg.contributions.writer import write_labels
 
     volume = read_volume(sagittal_scan)
     data, kwargs, _ = image_layer_data(volume)
@@ -131,7 +131,7 @@ def test_a_sagittal_scan_runs_through_the_workflow_in_its_own_voxel_order(make_n
     show a transposed view; results, corrections and exports keep the file's voxel order."""
     import SimpleITK as sitk
 
-    from napari_medseg._layers import from_layer_layout, to_layer_layout
+    from napari_medseg.contributions.layers import from_layer_layout, to_layer_layout
     from napari_medseg.widgets.autosave import load_corrections
     from tests.tiny_models import tiny_bundle
 

@@ -6,19 +6,19 @@ from typing import Any
 
 import numpy as np
 
-from .display import contrast_limits
-from .io.scan_checks import sanity_warnings
-from ._layer_geometry import display_axes, geometry_from_layer, inverse_axes, layer_transform, permute_geometry, permute_spatial
-from .types import Geometry, Volume
+from ..display import contrast_limits
+from ..io.scan_checks import sanity_warnings
+from .layer_geometry import display_axes, geometry_from_layer, inverse_axes, layer_transform, permute_geometry, permute_spatial
+from ..types import Geometry, Volume
 
 METADATA_KEY = "medseg"
-#: Metadata entry: the source axes in the order the layer shows them (see _layer_geometry).
+#: Metadata entry: the source axes in the order the layer shows them (see layer_geometry).
 DISPLAY_AXES_KEY = "display_axes"
 
 
 def volume_name(volume: Volume) -> str:
     """A layer name from the source path: file stem without .nii/.gz, or folder name."""
-    from .io.reader import volume_stem
+    from ..io.reader import volume_stem
 
     return volume_stem(volume.meta.get("source", "volume"))
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import Geometry
+from ..types import Geometry
 
 
 def layer_transform(geometry: Geometry) -> dict[str, Any]:

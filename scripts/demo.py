@@ -19,7 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..resources import DEFAULT_MODEL, HEAD_SAMPLE
+from napari_medseg.resources import DEFAULT_MODEL, HEAD_SAMPLE
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def build_viewer(show: bool):
 
 def set_up(viewer):
     """Open the sample head in ``viewer`` and dock the panel with the default model; returns the panel."""
-    from ..models import resolve_bundle
+    from napari_medseg.models import resolve_bundle
 
     viewer.open_sample("napari-medseg", SAMPLE_KEY)
     _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", PANEL_NAME)
@@ -50,12 +50,12 @@ def run_headless(out: Path) -> dict:
     import imageio.v3 as iio
     from qtpy.QtWidgets import QApplication
 
-    from .._sample_data import HEAD_LAYER
-    from ..io import read_volume
-    from ..models import load_model
-    from ..export.run import run_segmentation
-    from ..resources import sample_volume_path
-    from .layers import show_map, show_segmentation
+    from napari_medseg.contributions.sample_data import HEAD_LAYER
+    from napari_medseg.export.run import run_segmentation
+    from napari_medseg.io import read_volume
+    from napari_medseg.models import load_model
+    from napari_medseg.resources import sample_volume_path
+    from napari_medseg.widgets.layers import show_map, show_segmentation
 
     out.mkdir(parents=True, exist_ok=True)
     volume = replace(read_volume(sample_volume_path(SAMPLE_KEY)), modality="MR")
