@@ -109,6 +109,7 @@ def guard_options(method: str, weight: float) -> dict:
 def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=()):
     """Fine-tune ``parent`` on the strokes, save a new version, load it back."""
     from napari_medseg.models import load_model
+    from napari_medseg.postprocess import PostprocessSettings
     from napari_medseg.training.finetune import run_finetune
     from napari_medseg.training.versions import save_result
 
@@ -130,7 +131,7 @@ def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=
         "precision": result.settings.get("precision"),
         # the version's per-scan mixture: None when it has none (a grown head), 0 = network ignored
         "new_class_parents": result.settings.get("new_class_parents"),
-        "mixture_prior_weight": (model.config.extra.get("postprocess", {}).get("em_refine") or {}).get("prior_weight"),
+        "mixture_prior_weight": getattr(PostprocessSettings.from_config(model.config).mixture, "prior_weight", None),
         "annotated_accuracy_before_after": [round(result.metrics_before["accuracy"], 4), round(result.metrics_after["accuracy"], 4)],
     }
     return model, record

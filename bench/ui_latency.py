@@ -91,7 +91,7 @@ def main() -> None:
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
-    from napari_medseg._layers import volume_from_layer
+    from napari_medseg.contributions.layers import volume_from_layer
     from napari_medseg.inference import segment
     from napari_medseg.models import resolve_bundle
 

@@ -127,7 +127,7 @@ def test_refusals_come_before_any_inference_or_training(files, bundle, tmp_path,
         out.mkdir()
     elif case == "output inside the parent":
         out = bundle / "nested"
-    monkeypatch.setattr("napari_medseg.training.finetune._run", _never_run)
+    monkeypatch.setattr("napari_medseg.training.finetune._steps", _never_run)
     argv = ["finetune", "--image", str(files["image"]), "--labels", str(labels), "--model", str(bundle),
             "-o", str(out), "--steps", steps, "--device", "cpu", "--quiet"]  # fmt: skip
     if case == "output locked":
@@ -147,7 +147,7 @@ def test_the_output_stays_reserved_during_the_run_and_is_released_after(files, b
     from napari_medseg.training import finetune as engine
 
     out = tmp_path / "tuned"
-    real_run = engine._run
+    real_run = engine._steps
     rival = []
 
     def run_and_race(*args, **kwargs):
@@ -156,7 +156,7 @@ def test_the_output_stays_reserved_during_the_run_and_is_released_after(files, b
         rival.append("refused")
         return (yield from real_run(*args, **kwargs))
 
-    monkeypatch.setattr(engine, "_run", run_and_race)
+    monkeypatch.setattr(engine, "_steps", run_and_race)
     argv = ["finetune", "--image", str(files["image"]), "--labels", str(files["labels"]), "--model", str(bundle),
             "-o", str(out), "--steps", "1", "--device", "cpu", "--quiet"]  # fmt: skip
     assert main(argv) == 0

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from ..training.options import DEFAULT_STEPS
+
 logger = logging.getLogger(__name__)
 
 GRID_TOLERANCE = 1e-4
@@ -34,7 +36,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--labels", action="append", required=True, type=Path, help="sparse label file on the image's grid, one per --image")
     parser.add_argument("--model", required=True, help="parent bundle name or path")
     parser.add_argument("-o", "--output", type=Path, help="new bundle folder (default: the user models folder)")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=4, help="windows per step (per process)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -91,13 +93,18 @@ def read_pairs(images: list[Path], labels: list[Path], option: str = "--labels")
 def run(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..training import distributed
-    from ..training.finetune import finetune, require_annotations
+    from ..training.finetune import FinetuneOptions, require_annotations, run_finetune
     from ..training.versions import default_version_path, reserve_version, save_result
     from .progress import ProgressBar
 
     # Every check comes before the parent segments a scan or a step is trained.
     with distributed.session(args.device) as context, ExitStack() as held:
         main = context is None or context.is_main
+        options = FinetuneOptions(
+            steps=args.steps, lr=args.lr, batch_size=args.batch, new_classes=args.new_class, device=args.device,
+            precision=args.precision, forgetting=args.forgetting, distill_weight=args.distill_weight,
+            l2sp_weight=args.l2sp_weight, distill_target=args.distill_target, seed=args.seed,
+        )  # fmt: skip
         volumes, sparse = read_pairs(args.image, args.labels)
         require_annotations(sparse, args.labels)
         parent = load_model(args.model, device="cpu")
@@ -107,23 +114,13 @@ def run(args: argparse.Namespace) -> int:
         references = None
         if args.reference:  # written segmentations carry the bundle's label values
             references = [parent.config.decode_labels(r) for r in read_pairs(args.image, args.reference, "--reference")[1]]
-        stop = _StopFlag()
-        steps = finetune(
-            parent, volumes, sparse, steps=args.steps, lr=args.lr, batch_size=args.batch,
-            new_classes=args.new_class, device=args.device, precision=args.precision,
-            forgetting=args.forgetting, distill_weight=args.distill_weight, l2sp_weight=args.l2sp_weight,
-            distill_target=args.distill_target, references=references, seed=args.seed, should_stop=stop,
-        )  # fmt: skip
         bar = ProgressBar("finetune") if main and not args.quiet else None
+        stop = _StopFlag()
         with stop.on_interrupt():
-            while True:
-                try:
-                    record = next(steps)
-                except StopIteration as done:
-                    result = done.value
-                    break
-                if bar is not None:
-                    bar(record.step, record.total)
+            result = run_finetune(
+                parent, volumes, sparse, options, references=references, should_stop=stop,
+                progress=None if bar is None else (lambda record: bar(record.step, record.total)),
+            )  # fmt: skip
         path = None
         if main:
             path = save_result(result, parent, out=out, save_on_stop=not args.no_save_on_stop)

@@ -1,57 +1,173 @@
-"""Checks of :func:`~napari_medseg.training.finetune.finetune`'s options, so that a bad
-value fails when the fine-tune is requested, not at its first step."""
+"""What a fine-tune is asked to do: :class:`FinetuneOptions`, frozen and checked when made,
+so that a bad value fails when the fine-tune is requested, not at its first step."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..config import ModelConfig
 
-__all__ = ["DISTILL_TARGETS", "FORGETTING", "check_options"]
+__all__ = ["DEFAULT_STEPS", "DISTILL_TARGETS", "FORGETTING", "PRECISIONS", "FinetuneOptions"]
 
 FORGETTING = ("distill", "l2sp", "distill+l2sp", "none")
 DISTILL_TARGETS = ("segmentation", "network")
+PRECISIONS = ("auto", "bf16", "fp32")
+#: Steps of a fine-tune unless told otherwise (the panel, the CLI and the Python API).
+#: Fewer than :data:`~napari_medseg.postprocess.finetuned.MIN_STEPS_FOR_OVERRIDE` keep the
+#: parent's post-processing.
+DEFAULT_STEPS = 200
 
 
-def check_options(
-    config: ModelConfig,
-    *,
-    images: int,
-    label_volumes: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    forgetting: str,
-    distill_target: str,
-    distill_weight: float,
-    l2sp_weight: float,
-    precision: str,
-    num_classes: int,
-    class_weights: Sequence[float] | None,
-    patch: Sequence[int] | None,
-) -> None:
-    """Raise ValueError naming the first bad option (arguments as ``finetune``'s;
-    ``images``/``label_volumes`` are counts, ``num_classes`` includes new classes)."""
-    if not images or images != label_volumes:
-        raise ValueError(f"{images} images and {label_volumes} label volumes: give one label volume per image (at least one)")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} {value!r} must be a positive int (at least 1)")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr {lr!r} must be a positive number")
-    if forgetting not in FORGETTING:
-        raise ValueError(f"forgetting {forgetting!r} must be one of {FORGETTING}")
-    if distill_target not in DISTILL_TARGETS:
-        raise ValueError(f"distill_target {distill_target!r} must be one of {DISTILL_TARGETS}")
-    for name, value in (("distill_weight", distill_weight), ("l2sp_weight", l2sp_weight)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} {value!r} must be a non-negative number")
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision {precision!r} must be auto, bf16 or fp32")
-    if class_weights is not None and len(class_weights) != num_classes:
-        raise ValueError(f"class_weights {list(class_weights)} must have {num_classes} entries (one per class)")
-    if patch is not None and (len(patch) != config.spatial_dims or min(patch) < 1):
-        raise ValueError(f"patch {tuple(patch)} must be {config.spatial_dims} positive sizes")
-    if config.spatial_dims == 2:
-        _ = config.context_offsets  # raises for a 2D config without usable offsets
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} {value!r} must be a positive int (at least 1)")
+    return value
+
+
+def _non_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} {value!r} must be a non-negative number")
+    return float(value)
+
+
+def _tuple(value: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    return None if value is None else tuple(value)
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Options of :func:`~napari_medseg.training.finetune.finetune` (see its module docstring
+    for the forgetting guard).
+
+    Attributes:
+        steps: optimizer steps.
+        lr: peak learning rate (AdamW; a linear warm-up, then a cosine decay to 10%).
+        batch_size: windows per step (per process under torchrun).
+        new_classes: names of classes the parent lacks: label value K + 1 + i means
+            ``new_classes[i]`` (K = the parent's class count, background included).
+        new_class_colors: their colours (None: the next free palette colours).
+        device: ``"auto"`` (cuda, mps, cpu), ``"cpu"``, ``"cuda"``...; ignored under
+            torchrun (each process uses its own device).
+        precision: ``"auto"`` (bf16 autocast on CUDA GPUs that support it, else fp32),
+            ``"bf16"`` or ``"fp32"``.
+        forgetting: one of :data:`FORGETTING`.
+        distill_weight, l2sp_weight: weights of the forgetting terms.
+        distill_target: what distillation keeps on the unannotated voxels, one of
+            :data:`DISTILL_TARGETS`: the parent's ``"segmentation"`` (post-processing
+            included: what the annotator saw and corrected) or its ``"network"``'s softmax.
+        warmup_steps: linear warm-up steps (None: steps // 10, between 1 and 10).
+        patch: training window, (py, px) for 2D or (pz, py, px) for 3D models (None:
+            :func:`~napari_medseg.training.sampling.default_patch`).
+        context_fraction: share of windows drawn at random rather than on a stroke.
+        augment: light bias-field / gamma / noise / left-right flip augmentation.
+        class_weights: cross-entropy weight per class (old and new classes).
+        seed: seeds sampling, augmentation and the new head rows.
+
+    Raises:
+        ValueError: a bad value, named (on construction).
+    """
+
+    steps: int = DEFAULT_STEPS
+    lr: float = 1e-3
+    batch_size: int = 4
+    new_classes: tuple[str, ...] = ()
+    new_class_colors: tuple[str, ...] | None = None
+    device: Any = "auto"
+    precision: str = "auto"
+    forgetting: str = "distill"
+    distill_weight: float = 1.0
+    distill_target: str = "segmentation"
+    l2sp_weight: float = 0.01
+    warmup_steps: int | None = None
+    patch: tuple[int, ...] | None = None
+    context_fraction: float = 0.25
+    augment: bool = True
+    class_weights: tuple[float, ...] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("new_classes", "new_class_colors", "patch", "class_weights"):
+            value = getattr(self, name)
+            if name == "new_classes" and value is None:
+                value = ()
+            object.__setattr__(self, name, _tuple(value))
+        if isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps < 1:
+            raise ValueError(f"steps {self.steps} must be at least 1: a new version needs training")
+        _count("steps", self.steps)
+        _count("batch_size", self.batch_size)
+        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr {self.lr!r} must be a positive number")
+        if self.forgetting not in FORGETTING:
+            raise ValueError(f"forgetting {self.forgetting!r} must be one of {FORGETTING}")
+        if self.distill_target not in DISTILL_TARGETS:
+            raise ValueError(f"distill_target {self.distill_target!r} must be one of {DISTILL_TARGETS}")
+        object.__setattr__(self, "distill_weight", _non_negative("distill_weight", self.distill_weight))
+        object.__setattr__(self, "l2sp_weight", _non_negative("l2sp_weight", self.l2sp_weight))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} must be auto, bf16 or fp32")
+        if self.warmup_steps is not None:
+            _count("warmup_steps", self.warmup_steps)
+        if _non_negative("context_fraction", self.context_fraction) > 1:
+            raise ValueError(f"context_fraction {self.context_fraction!r} must be in [0, 1]")
+        if self.patch is not None and (not self.patch or min(self.patch) < 1):
+            raise ValueError(f"patch {self.patch} must be positive sizes")
+
+    def check_for(self, config: ModelConfig, *, images: int, label_volumes: int) -> None:
+        """Refuse options that do not fit the parent model or the inputs.
+
+        Raises:
+            ValueError: the first misfit, named (counts of images and label volumes,
+                class weights per class, the patch's dimensions, a 2D model's slice offsets).
+        """
+        if not images or images != label_volumes:
+            raise ValueError(f"{images} images and {label_volumes} label volumes: give one label volume per image (at least one)")
+        num_classes = config.num_classes + len(self.new_classes)
+        if self.class_weights is not None and len(self.class_weights) != num_classes:
+            raise ValueError(f"class_weights {list(self.class_weights)} must have {num_classes} entries (one per class)")
+        if self.patch is not None and len(self.patch) != config.spatial_dims:
+            raise ValueError(f"patch {self.patch} must be {config.spatial_dims} positive sizes")
+        if config.spatial_dims == 2:
+            _ = config.context_offsets  # raises for a 2D config without usable offsets
+
+    @property
+    def distills(self) -> bool:
+        """Whether the forgetting guard includes distillation (with a positive weight)."""
+        return self.forgetting in ("distill", "distill+l2sp") and self.distill_weight > 0
+
+    @property
+    def kept_toward_segmentation(self) -> bool:
+        """Whether the unannotated voxels are kept toward a segmentation (the parent's, or one
+        given): the version then learned those labels plus the corrections."""
+        return self.distills and self.distill_target == "segmentation"
+
+    @property
+    def anchors_weights(self) -> bool:
+        """Whether the guard includes L2-SP (with a positive weight)."""
+        return self.forgetting in ("l2sp", "distill+l2sp") and self.l2sp_weight > 0
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up steps of the learning-rate schedule."""
+        return self.warmup_steps if self.warmup_steps is not None else max(1, min(10, self.steps // 10))
+
+    def record(self) -> dict[str, Any]:
+        """The options as JSON-ready provenance (what a version's bundle records)."""
+        data = asdict(self)
+        return {
+            "steps_requested": self.steps,
+            "lr": float(self.lr),
+            "batch_size": self.batch_size,
+            "new_classes": list(self.new_classes),
+            "forgetting": {
+                "method": self.forgetting, "distill_weight": self.distill_weight,
+                "distill_target": self.distill_target, "l2sp_weight": self.l2sp_weight,
+            },  # fmt: skip
+            "context_fraction": float(self.context_fraction),
+            "augment": bool(self.augment),
+            "seed": int(self.seed),
+            "warmup_steps": self.warmup,
+            "class_weights": None if data["class_weights"] is None else list(data["class_weights"]),
+        }

@@ -314,8 +314,18 @@ def test_a_fine_tune_that_cannot_train_is_refused_by_the_call(monkeypatch, steps
     def never(*args, **kwargs):
         raise AssertionError("inference or training started")
 
-    monkeypatch.setattr(engine, "_run", never)
+    monkeypatch.setattr(engine, "_steps", never)
     volume, truth = toy_volume()
     labels = np.zeros(truth.shape, np.uint8) if zero_labels else strokes(truth)
     with pytest.raises(ValueError, match=message):
         finetune(tiny_model(0), [volume], [labels], steps=steps, device="cpu")
+
+
+def test_the_scheduler_sets_the_learning_rate_of_every_step():
+    from napari_medseg.training.finetune_run import warmup_cosine
+
+    volume, truth = toy_volume()
+    records = []
+    run_finetune(tiny_model(0), [volume], [strokes(truth)], steps=6, lr=1e-2, warmup_steps=2, batch_size=1,
+                 patch=(16, 16), device="cpu", precision="fp32", distill_target="network", progress=records.append)  # fmt: skip
+    assert [r.lr for r in records] == pytest.approx([1e-2 * warmup_cosine(i, 6, 2) for i in range(6)])

@@ -1,32 +1,73 @@
-"""check_options: each bad fine-tune option is refused by name, before any work."""
+"""FinetuneOptions: each bad fine-tune option is refused by name when the options are made,
+before any work; what fits only some models is refused by check_for."""
 
 from __future__ import annotations
 
 import pytest
 
-from napari_medseg.training.options import check_options
+from napari_medseg.training.options import DEFAULT_STEPS, FinetuneOptions
 from tests.tiny_models import tiny_config
 
-GOOD = dict(
-    images=1, label_volumes=1, steps=1, batch_size=1, lr=1e-3, forgetting="distill", distill_target="segmentation",
-    distill_weight=1.0, l2sp_weight=0.0, precision="auto", num_classes=4, class_weights=None, patch=None,
-)  # fmt: skip
 
-
-def test_good_options_pass():
-    check_options(tiny_config(), **GOOD)
+def test_defaults_are_valid_and_frozen():
+    options = FinetuneOptions()
+    assert options.steps == DEFAULT_STEPS and options.kept_toward_segmentation and not options.anchors_weights
+    options.check_for(tiny_config(), images=1, label_volumes=1)
+    with pytest.raises(AttributeError):
+        options.steps = 3  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("steps", 0, r"steps 0 must be a positive int \(at least 1\)"),
-        ("steps", -3, r"steps -3 must be a positive int"),
+        ("steps", 0, r"steps 0 must be at least 1: a new version needs training"),
+        ("steps", -3, r"steps -3 must be at least 1"),
         ("steps", 2.5, r"steps 2.5 must be a positive int"),
         ("steps", True, r"steps True must be a positive int"),
         ("batch_size", 0, r"batch_size 0 must be a positive int"),
+        ("lr", 0, r"lr 0 must be a positive number"),
+        ("lr", float("inf"), r"lr inf must be a positive number"),
+        ("forgetting", "ewc", r"forgetting 'ewc' must be one of"),
+        ("distill_target", "labels", r"distill_target 'labels' must be one of"),
+        ("distill_weight", -1, r"distill_weight -1 must be a non-negative number"),
+        ("l2sp_weight", float("nan"), r"l2sp_weight nan must be a non-negative number"),
+        ("precision", "fp16", r"precision 'fp16' must be auto, bf16 or fp32"),
+        ("warmup_steps", 0, r"warmup_steps 0 must be a positive int"),
+        ("context_fraction", 1.5, r"context_fraction 1.5 must be in \[0, 1\]"),
+        ("patch", (0, 16), r"patch \(0, 16\) must be positive sizes"),
     ],
 )
-def test_counts_must_be_at_least_one(option, value, message):
+def test_bad_values_are_refused_when_made(option, value, message):
     with pytest.raises(ValueError, match=message):
-        check_options(tiny_config(), **{**GOOD, option: value})
+        FinetuneOptions(**{option: value})
+
+
+def test_what_does_not_fit_the_model_is_refused_by_check_for():
+    config = tiny_config()  # 2D, 4 classes
+    with pytest.raises(ValueError, match="give one label volume per image"):
+        FinetuneOptions().check_for(config, images=2, label_volumes=1)
+    with pytest.raises(ValueError, match=r"class_weights \[1.0, 1.0\] must have 5 entries"):
+        FinetuneOptions(new_classes=["lesion"], class_weights=[1.0, 1.0]).check_for(config, images=1, label_volumes=1)
+    with pytest.raises(ValueError, match=r"patch \(8, 16, 16\) must be 2 positive sizes"):
+        FinetuneOptions(patch=[8, 16, 16]).check_for(config, images=1, label_volumes=1)
+
+
+def test_the_guard_flags_and_the_record():
+    assert not FinetuneOptions(distill_target="network").kept_toward_segmentation
+    assert not FinetuneOptions(forgetting="l2sp").kept_toward_segmentation
+    assert not FinetuneOptions(distill_weight=0).distills
+    assert FinetuneOptions(forgetting="distill+l2sp").anchors_weights
+    assert FinetuneOptions(steps=50).warmup == 5 and FinetuneOptions(steps=500).warmup == 10
+    record = FinetuneOptions(steps=30, new_classes=["lesion"]).record()
+    assert record["steps_requested"] == 30 and record["new_classes"] == ["lesion"]
+    assert record["forgetting"] == {"method": "distill", "distill_weight": 1.0, "distill_target": "segmentation",
+                                    "l2sp_weight": 0.01}  # fmt: skip
+
+
+def test_the_scheduler_warms_up_then_decays_to_a_tenth():
+    from napari_medseg.training.finetune_run import warmup_cosine
+
+    factors = [warmup_cosine(step, 100, 10) for step in range(100)]
+    assert factors[:3] == pytest.approx([0.1, 0.2, 0.3]) and factors[9] == 1.0
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert factors[-1] == pytest.approx(0.1, abs=1e-3)

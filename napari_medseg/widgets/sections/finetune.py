@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
 
+from ...training.options import DEFAULT_STEPS
+
 # what fine-tuning keeps away from the strokes: (label shown, ``distill_target``)
 KEEP_CHOICES = (("the segmentation I corrected", "segmentation"), ("the network's output", "network"))
 
@@ -15,7 +17,7 @@ class FinetuneSection(QGroupBox):
         self.panel = panel
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 5000)
-        self.steps_spin.setValue(200)  # fewer steps keep the parent's post-processing (postprocess.finetuned)
+        self.steps_spin.setValue(DEFAULT_STEPS)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(5)
         self.lr_spin.setRange(1e-5, 1e-1)
@@ -67,12 +69,18 @@ class FinetuneSection(QGroupBox):
             parent=model,
             volume=volume_from_layer(image),
             labels=np.array(from_layer_layout(np.asarray(layer.data), layer.metadata)),
-            steps=self.steps_spin.value(),
-            lr=self.lr_spin.value(),
-            distill_target=distill_target,
+            options=self.options(device=panel.session.device),
             reference=self._corrected_segmentation(image, model) if distill_target == "segmentation" else None,
-            device=panel.session.device,
         )
+
+    def options(self, device: str = "auto"):
+        """The :class:`~napari_medseg.training.options.FinetuneOptions` the controls set."""
+        from ...training.options import FinetuneOptions
+
+        return FinetuneOptions(
+            steps=self.steps_spin.value(), lr=self.lr_spin.value(), distill_target=self.keep_combo.currentData(),
+            device=device,
+        )  # fmt: skip
 
     def _corrected_segmentation(self, image, model) -> np.ndarray | None:
         """The segmentation on screen that the strokes correct (source voxel order), when
@@ -100,9 +108,7 @@ class FinetuneSection(QGroupBox):
         self.panel.segment_section.run()
 
 
-def _finetune_job(
-    parent, volume, labels, steps, lr, distill_target, device, reference=None, progress=None, should_stop=None, message=None
-):
+def _finetune_job(parent, volume, labels, options, reference=None, progress=None, should_stop=None, message=None):
     """Runs on a worker thread; must not touch Qt. Returns (new bundle path, result).
     ``reference``: the (z, y, x) segmentation kept away from the strokes, or None to
     segment with ``parent`` first."""
@@ -115,9 +121,9 @@ def _finetune_job(
         if message is not None:
             message(f"step {record.step}/{record.total}, loss {record.loss:.4f}")
 
-    if message is not None and distill_target == "segmentation" and reference is None:
+    if message is not None and options.kept_toward_segmentation and reference is None:
         message("segmenting with the active model (what fine-tuning keeps away from the strokes)")
     references = None if reference is None else [reference]
-    result = run_finetune(parent, [volume], [labels], steps=steps, lr=lr, device=device, progress=on_step,
-                          should_stop=should_stop, distill_target=distill_target, references=references)  # fmt: skip
+    result = run_finetune(parent, [volume], [labels], options, references=references, progress=on_step,
+                          should_stop=should_stop)  # fmt: skip
     return save_result(result, parent), result
