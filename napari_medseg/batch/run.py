@@ -100,26 +100,38 @@ def run_cohort(
 
         require_matplotlib()
     out = Path(out)
-    cases = discover_cases([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), exclude=out)
-    if not cases:
-        raise ValueError(f"no cases found in {', '.join(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs))}")
+    cases = _cases(inputs, out)
     plan = make_plan(model, device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
                      uncertainty=uncertainty, samples=samples, ensemble=ensemble, gradcam=gradcam,
                      gradcam_method=gradcam_method, dicom_seg=dicom_seg, figure=figure)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out / COHORT_LOCK, what=f"cohort folder {out}"):
-        rows, todo = _resume(cases, out, plan, overwrite)
-        stats: dict[str, Any] = {"cases": len(cases), "resumed": len(rows), "ran": 0, "failed": 0, "model_loads": 0, "workers": 0}
-        try:
-            if todo:
-                with _client(client, cluster or ClusterOptions()) as active:
-                    _run_cases(active, todo, out, plan, retries, rows, stats, progress, should_stop)
-        finally:
-            for case in cases:
-                rows.setdefault(case.case_id, pending_row(case))
-            table = _write_outputs(rows, out)
-            table.attrs["run"] = stats
+        return _run_locked(cases, out, plan, overwrite, client, cluster, retries, progress, should_stop)
+
+
+def _run_locked(cases, out: Path, plan: CohortPlan, overwrite: bool, client, cluster, retries, progress, should_stop):
+    """:func:`run_cohort` once the cohort folder is held: resume, run, write the table."""
+    rows, todo = _resume(cases, out, plan, overwrite)
+    stats: dict[str, Any] = {"cases": len(cases), "resumed": len(rows), "ran": 0, "failed": 0, "model_loads": 0, "workers": 0}
+    try:
+        if todo:
+            with _client(client, cluster or ClusterOptions()) as active:
+                _run_cases(active, todo, out, plan, retries, rows, stats, progress, should_stop)
+    finally:
+        for case in cases:
+            rows.setdefault(case.case_id, pending_row(case))
+        table = _write_outputs(rows, out)
+        table.attrs["run"] = stats
     return table
+
+
+def _cases(inputs: str | os.PathLike | Sequence[str | os.PathLike], out: Path) -> list[Case]:
+    """The cases of ``inputs`` (``out`` excluded), or ValueError naming the inputs when none."""
+    listed = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    cases = discover_cases(listed, exclude=out)
+    if not cases:
+        raise ValueError(f"no cases found in {', '.join(map(str, listed))}")
+    return cases
 
 
 def _resume(cases: list[Case], out: Path, plan: CohortPlan, overwrite: bool) -> tuple[dict[str, dict], list[Case]]:

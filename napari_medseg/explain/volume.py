@@ -75,32 +75,7 @@ def grad_cam_volume(
     from ..models.external import refuse_external
 
     refuse_external(model, "Grad-CAM")
-    volume = np.asarray(volume_array)
-    if volume.ndim != 3:
-        raise ValueError(f"volume shape {volume.shape} must be (z, y, x)")
-    if region is not None:
-        region = np.asarray(region)
-        if region.shape != volume.shape:
-            raise ValueError(
-                f"region shape {region.shape} must be the volume shape {volume.shape}"
-            )
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch {batch!r} must be a positive int")
-    dims = spatial_dims if spatial_dims is not None else _model_attr(model, "spatial_dims") or 2
-    if dims not in (2, 3):
-        raise ValueError(f"spatial_dims {dims!r} must be 2 or 3")
-    offsets = tuple(int(o) for o in context_offsets)
-    in_channels = _model_attr(model, "in_channels")
-    channels = len(offsets) if dims == 2 else 1
-    if not offsets or (dims == 3 and offsets != (0,)):
-        raise ValueError(
-            f"context_offsets {tuple(context_offsets)!r} must be non-empty (2D), or (0,) (3D)"
-        )
-    if in_channels is not None and in_channels != channels:
-        raise ValueError(
-            f"the model takes {in_channels} input channels but context_offsets "
-            f"{offsets} give {channels}"
-        )
+    volume, region, dims, offsets = _checked(model, volume_array, region, batch, spatial_dims, context_offsets)
     target = SegmentationTarget(target_class)
     with _Explainer(model, layer=layer, method=method, reshape=reshape) as explainer:
         if dims == 2:
@@ -122,6 +97,30 @@ def grad_cam_volume(
     elif done:
         logger.debug("Grad-CAM: %d of %d parts had an empty region", done, total)
     return out
+
+
+def _checked(model, volume_array, region, batch, spatial_dims, context_offsets):
+    """The arguments of :func:`grad_cam_volume`, checked: (volume, region, dims, offsets)."""
+    volume = np.asarray(volume_array)
+    if volume.ndim != 3:
+        raise ValueError(f"volume shape {volume.shape} must be (z, y, x)")
+    if region is not None:
+        region = np.asarray(region)
+        if region.shape != volume.shape:
+            raise ValueError(f"region shape {region.shape} must be the volume shape {volume.shape}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch {batch!r} must be a positive int")
+    dims = spatial_dims if spatial_dims is not None else _model_attr(model, "spatial_dims") or 2
+    if dims not in (2, 3):
+        raise ValueError(f"spatial_dims {dims!r} must be 2 or 3")
+    offsets = tuple(int(o) for o in context_offsets)
+    in_channels = _model_attr(model, "in_channels")
+    channels = len(offsets) if dims == 2 else 1
+    if not offsets or (dims == 3 and offsets != (0,)):
+        raise ValueError(f"context_offsets {tuple(context_offsets)!r} must be non-empty (2D), or (0,) (3D)")
+    if in_channels is not None and in_channels != channels:
+        raise ValueError(f"the model takes {in_channels} input channels but context_offsets {offsets} give {channels}")
+    return volume, region, dims, offsets
 
 
 def _slices(explainer, volume, region, target, slice_axis, batch, offsets, progress, should_stop):

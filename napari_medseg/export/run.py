@@ -13,6 +13,7 @@ import numpy as np
 
 from ..control import ProgressCallback, StopCheck
 from ..types import Volume
+from .result_set import ResultSet
 
 logger = logging.getLogger(__name__)
 UNCERTAINTY_METHODS = ("none", "mc-dropout", "tta", "ensemble")
@@ -75,11 +76,37 @@ def run_segmentation(
         FolderLockedError: another run is writing into ``output_dir``.
         ResultSetError: a file could not be written (named); nothing of this run is kept.
     """
-    from ..explain.scan import class_index
     from ..inference import segment
+
+    targets = _check_request(model, uncertainty, gradcam, figure)
+    names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
+    maps: dict[str, np.ndarray] = {}  # kept for the figure
+    extra: dict[str, Any] = {}  # what the report adds: OOD, uncertainty and Grad-CAM summaries
+    budget = probability_budget(volume) if memory_budget is None else memory_budget
+    options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
+                   progress=progress, should_stop=should_stop)  # fmt: skip
+    with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
+        result = segment(
+            volume, model, **options, inspect=_ood_inspector(volume, model.config, extra),
+            allocate=lambda shape: probability_array(shape, budget, results.staging),
+            allocate_model=lambda shape: probability_array(shape, budget, results.staging, "model-probabilities.f32"),
+        )  # fmt: skip
+        _write_segmentation(results, names, result, volume, model)
+        _write_maps(results, names, volume, model, extra, maps if figure else None, options, uncertainty=uncertainty,
+                    samples=samples, ensemble=ensemble, targets=targets, gradcam_method=gradcam_method)  # fmt: skip
+        if figure:
+            _write_figure(results, names, result, volume, model, extra, maps.pop("total", None), stem)
+        report = _write_report(results, names, result, volume, model, extra, stem)
+        written = results.commit(last=names["report"])
+    _log_report_warnings(stem, report, model)
+    return {key: written[name] for key, name in names.items()}
+
+
+def _check_request(model: Any, uncertainty: str, gradcam: Sequence[str | int], figure: bool) -> list[tuple[Any, str]]:
+    """Refuse what cannot be done before any work; returns the Grad-CAM targets as
+    (what was asked, class name) pairs."""
+    from ..explain.scan import class_index
     from ..models.external import refuse_external
-    from .result_set import ResultSet
-    from ..uncertainty.ood import assess_ood
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
@@ -87,42 +114,34 @@ def run_segmentation(
         refuse_external(model, f"uncertainty ({uncertainty})")
     if gradcam:
         refuse_external(model, "Grad-CAM")
-    config = model.config
-    targets = [(target, config.class_names[class_index(config.class_names, target)]) for target in gradcam]
-    names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
     if figure:
         from .figure import require_matplotlib
 
-        require_matplotlib()  # before the work, not after it
-    maps: dict[str, np.ndarray] = {}
-    extra: dict[str, Any] = {}
+        require_matplotlib()
+    names = model.config.class_names
+    return [(target, names[class_index(names, target)]) for target in gradcam]
+
+
+def _ood_inspector(volume: Volume, config: Any, extra: dict[str, Any]):
+    """``segment``'s ``inspect``: scores the network's own prediction on the scan's voxels
+    into ``extra["ood"]``."""
+    from ..uncertainty.ood import assess_ood
 
     def inspect(probabilities, prepared) -> None:
         ood = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume)
         extra["ood"] = ood.as_dict()
 
-    budget = probability_budget(volume) if memory_budget is None else memory_budget
-    with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
-        result = segment(
-            volume, model, device=device, precision=precision, batch_size=batch_size,
-            postprocessing=postprocessing, progress=progress, should_stop=should_stop, inspect=inspect,
-            allocate=lambda shape: probability_array(shape, budget, results.staging),
-            allocate_model=lambda shape: probability_array(shape, budget, results.staging, "model-probabilities.f32"),
-        )  # fmt: skip
-        _write_segmentation(results, names, result, volume, model)
-        if uncertainty != "none":
-            options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
-                           progress=progress, should_stop=should_stop)  # fmt: skip
-            keep = maps if figure else None
-            extra.update(_write_uncertainty(results, names, volume, model, ensemble, uncertainty, samples, extra, options, keep))
-        if targets:
-            extra["gradcam"] = _write_gradcam(results, names, volume, model, targets, gradcam_method, progress, should_stop)
-        if figure:
-            _write_figure(results, names, result, volume, model, extra, maps.pop("total", None), stem)
-        report = _write_report(results, names, result, volume, model, extra, stem)
-        written = results.commit(last=names["report"])
-    _log_report_warnings(stem, report, model)
-    return {key: written[name] for key, name in names.items()}
+    return inspect
+
+
+def _write_maps(results, names, volume: Volume, model: Any, extra: dict[str, Any], keep, options: dict[str, Any], *,
+               uncertainty: str, samples: int, ensemble, targets, gradcam_method: str) -> None:  # fmt: skip
+    """The uncertainty maps and the Grad-CAM maps asked for; what they found goes to ``extra``."""
+    if uncertainty != "none":
+        extra.update(_write_uncertainty(results, names, volume, model, ensemble, uncertainty, samples, extra, options, keep))
+    if targets:
+        progress, should_stop = options["progress"], options["should_stop"]
+        extra["gradcam"] = _write_gradcam(results, names, volume, model, targets, gradcam_method, progress, should_stop)
 
 
 def _write_segmentation(results, names: dict[str, str], result, volume: Volume, model: Any) -> None:

@@ -33,6 +33,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return None
 
 
+def precision_name(amp: torch.dtype | None) -> str:
+    """How an autocast dtype is reported: "bfloat16", "float16", or "fp32" (no autocast)."""
+    return str(amp).replace("torch.", "") if amp else "fp32"
+
+
 def cpu_has_bf16() -> bool:
     """True when this CPU computes bf16 natively (otherwise autocast would be slower)."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")

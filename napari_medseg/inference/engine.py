@@ -25,7 +25,18 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Network probabilities (K, z, y, x) on the model grid (2D slices or 3D windows),
     written into ``out`` when given (a float32 array of that shape, e.g. a disk-backed
-    ``numpy.memmap``: 2D models write it batch by batch, 3D windows copy their blend in)."""
+    ``numpy.memmap``: 2D models write it batch by batch, 3D windows copy their blend in).
+
+    The model runs in eval mode on ``device``; its training flag is restored after."""
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        return _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out)
+    finally:
+        model.train(was_training)
+
+
+def _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out) -> np.ndarray:
     config = model.config
     if config.spatial_dims == 2:
         return predict_slices(

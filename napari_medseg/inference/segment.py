@@ -15,7 +15,7 @@ from ..io.limits import release_pages
 from ..preprocess import Prepared, prepare_for_model, restore_into
 from ..types import Volume
 from ..control import ProgressCallback, StopCheck
-from .device import autocast_dtype, select_device
+from .device import autocast_dtype, precision_name, select_device
 from .engine import predict_probabilities
 from .locator import LocatorSettings, find_brain
 
@@ -103,18 +103,11 @@ def segment(
     timings["preprocess"] = time.perf_counter() - start
 
     mark = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    model.to(torch_device)
-    try:
-        model_shape = (len(config.class_names), *prepared.image.shape)
-        probabilities = predict_probabilities(
-            model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size,
-            progress=progress, should_stop=should_stop,
-            out=None if allocate_model is None else allocate_model(model_shape),
-        )  # fmt: skip
-    finally:
-        model.train(was_training)
+    model_shape = (len(config.class_names), *prepared.image.shape)
+    probabilities = predict_probabilities(
+        model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size, progress=progress,
+        should_stop=should_stop, out=None if allocate_model is None else allocate_model(model_shape),
+    )  # fmt: skip
     timings["network"] = time.perf_counter() - mark
 
     if inspect is not None:
@@ -138,7 +131,7 @@ def segment(
         class_names=tuple(config.class_names),
         timings=timings,
         device=str(torch_device),
-        precision=str(amp).replace("torch.", "") if amp else "fp32",
+        precision=precision_name(amp),
         postprocess=record,
     )
 

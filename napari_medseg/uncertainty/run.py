@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..control import ProgressCallback, StopCheck
-from ..inference.device import autocast_dtype, select_device
+from ..inference.device import autocast_dtype, precision_name, select_device
 from ..inference.engine import predict_probabilities
 from ..inference.locator import find_brain
 from ..postprocess import PostprocessFit, PostprocessSettings, fit_postprocess
@@ -182,44 +182,8 @@ def estimate_uncertainty(
     timings["preprocess"] = time.perf_counter() - start
 
     settings = PostprocessSettings.from_config(config, postprocessing)
-    mark = time.perf_counter()
-    located = find_brain(sampler.models[0], prepared.image, prepared.geometry, torch_device)
-    brain = None
-    if located is not None:
-        brain = located[0]
-        timings["locator"] = time.perf_counter() - mark
-    fit = None
-    if settings.sample_dependent:
-        # The tissue posterior depends on each sample (network prior weight > 0): decide
-        # mask and mixture on a plain pass first, then post-process every sample.
-        mark = time.perf_counter()
-        plain_first = predict_probabilities(sampler.models[0], prepared.image, device=torch_device, amp=amp,
-                                            batch_size=batch_size, should_stop=should_stop)  # fmt: skip
-        fit = fit_postprocess(prepared.image, plain_first, settings, geometry=prepared.geometry, brain=brain)
-        del plain_first
-        timings["postprocess_fit"] = time.perf_counter() - mark
-
-    mark = time.perf_counter()
-    transform = None if fit is None else _sample_transform(fit, prepared.image)
-    mean, mean_entropy, plain = _accumulate(
-        sampler, prepared.image, torch_device, amp, batch_size, progress, should_stop, transform
-    )  # fmt: skip
-    timings["sampling"] = time.perf_counter() - mark
-
-    mark = time.perf_counter()
-    epistemic_model = None
-    if fit is None:  # moments of the network itself: the OOD assessment sees its epistemic part
-        _, _, epistemic_model = split_entropy(entropy(mean, axis=0), mean_entropy)
-    # the scored voxels: the scan's, not the air around it
-    ood = assess_ood(prepared.scan_part(plain), config, spacing=prepared.geometry.spacing, scan=volume,
-                     epistemic=None if epistemic_model is None else prepared.scan_part(epistemic_model))
-    del epistemic_model
-    if fit is None and (settings or brain is not None):
-        # A fixed mask and a prior-free mixture treat every sample alike: exact on the moments.
-        fit = fit_postprocess(prepared.image, plain, settings, geometry=prepared.geometry, brain=brain)
-        mean, mean_entropy = _postprocess_moments(fit, prepared.image, mean, mean_entropy)
-    del plain
-    timings["postprocess"] = time.perf_counter() - mark
+    run = dict(device=torch_device, amp=amp, batch_size=batch_size, progress=progress, should_stop=should_stop)
+    mean, mean_entropy, ood, postprocessed = _moments(volume, sampler, prepared, settings, timings, **run)
     mark = time.perf_counter()
     mean_probabilities = restore(mean, prepared)
     del mean
@@ -228,19 +192,65 @@ def estimate_uncertainty(
     timings["total"] = time.perf_counter() - start
     logger.info("%s uncertainty (%d samples) of %s in %.1f s", method, sampler.n_samples, volume.shape, timings["total"])
     return UncertaintyResult(
-        total=total,
-        aleatoric=aleatoric,
-        epistemic=epistemic,
-        mean_probabilities=mean_probabilities,
-        method=method,
-        samples=sampler.n_samples,
-        ood=ood,
-        class_names=tuple(config.class_names),
-        timings=timings,
-        device=str(torch_device),
-        precision=str(amp).replace("torch.", "") if amp else "fp32",
-        postprocessed=bool(settings) or brain is not None,
-    )
+        total=total, aleatoric=aleatoric, epistemic=epistemic, mean_probabilities=mean_probabilities, method=method,
+        samples=sampler.n_samples, ood=ood, class_names=tuple(config.class_names), timings=timings,
+        device=str(torch_device), precision=precision_name(amp), postprocessed=postprocessed,
+    )  # fmt: skip
+
+
+def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: PostprocessSettings,
+             timings: dict[str, float], *, device, amp, batch_size, progress, should_stop):  # fmt: skip
+    """Mean probabilities (K, z, y, x) and mean entropy (z, y, x) of the (post-processed)
+    samples on the model grid, the OOD assessment, and whether they were post-processed."""
+    brain = _locate_brain(sampler.models[0], prepared, device, timings)
+    fit = None
+    if settings.sample_dependent:
+        # The tissue posterior depends on each sample (network prior weight > 0): decide
+        # mask and mixture on a plain pass first, then post-process every sample.
+        mark = time.perf_counter()
+        plain_first = predict_probabilities(sampler.models[0], prepared.image, device=device, amp=amp,
+                                            batch_size=batch_size, should_stop=should_stop)  # fmt: skip
+        fit = fit_postprocess(prepared.image, plain_first, settings, geometry=prepared.geometry, brain=brain)
+        del plain_first
+        timings["postprocess_fit"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    transform = None if fit is None else _sample_transform(fit, prepared.image)
+    mean, mean_entropy, plain = _accumulate(sampler, prepared.image, device, amp, batch_size, progress, should_stop, transform)
+    timings["sampling"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    ood = _assess(volume, sampler.config, prepared, plain, None if fit is not None else (mean, mean_entropy))
+    if fit is None and (settings or brain is not None):
+        # A fixed mask and a prior-free mixture treat every sample alike: exact on the moments.
+        fit = fit_postprocess(prepared.image, plain, settings, geometry=prepared.geometry, brain=brain)
+        mean, mean_entropy = _postprocess_moments(fit, prepared.image, mean, mean_entropy)
+    del plain
+    timings["postprocess"] = time.perf_counter() - mark
+    return mean, mean_entropy, ood, bool(settings) or brain is not None
+
+
+def _locate_brain(model: nn.Module, prepared: Prepared, device: torch.device, timings: dict[str, float]):
+    """The model's brain locator mask on the model grid (timed), or None without a locator."""
+    mark = time.perf_counter()
+    located = find_brain(model, prepared.image, prepared.geometry, device)
+    if located is None:
+        return None
+    timings["locator"] = time.perf_counter() - mark
+    return located[0]
+
+
+def _assess(volume: Volume, config, prepared: Prepared, plain: np.ndarray, network_moments) -> OODResult:
+    """The OOD assessment of the plain prediction on the scan's voxels (not the air around
+    it); ``network_moments`` (mean, mean entropy) of the network's own samples, when they
+    were not post-processed, let it see the epistemic part too."""
+    epistemic = None
+    if network_moments is not None:
+        mean, mean_entropy = network_moments
+        _, _, epistemic = split_entropy(entropy(mean, axis=0), mean_entropy)
+        epistemic = prepared.scan_part(epistemic)
+    return assess_ood(prepared.scan_part(plain), config, spacing=prepared.geometry.spacing, scan=volume,
+                      epistemic=epistemic)  # fmt: skip
 
 
 def _accumulate(
