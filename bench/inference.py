@@ -47,7 +47,8 @@ def run_method(method: str, model_name: str, repeats: int, batch: int, labels_ou
     import torch
 
     from napari_medseg.inference import autocast_dtype, segment
-    from napari_medseg.inference.slices import context_stack, predict_slices
+    from napari_medseg.inference.engine import predict_slices
+    from napari_medseg.inference.tiling import context_stack
     from napari_medseg.io import read_volume
     from napari_medseg.models import load_model
     from napari_medseg.preprocess import prepare_for_model

@@ -1,13 +1,12 @@
 """Grad-CAM over a whole (z, y, x) volume: per slice for 2D models, per blended window for 3D.
 
 Slices get their neighbours as channels exactly as inference does
-(:func:`~napari_medseg.inference.slices.context_stack`), and 3D windows are placed and
-blended with the inference engine's own window helpers.
+(:func:`~napari_medseg.inference.tiling.context_stack`), and 3D windows are placed and
+blended by the traversal inference uses (:mod:`napari_medseg.inference.tiling`).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import operator
 from collections.abc import Callable, Sequence
@@ -16,9 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..control import check_stop, report
-from ..inference.slices import context_stack
-from ..inference.windows import gaussian_importance, window_starts
+from ..inference.tiling import Blend, slice_tiles, traverse, window_tiles
 from .gradcam import CamMethod, Reshape, _Explainer, _model_attr
 from .targets import SegmentationTarget
 
@@ -128,18 +125,18 @@ def _slices(explainer, volume, region, target, slice_axis, batch, offsets, progr
         raise ValueError(f"slice_axis {slice_axis!r} must be 0, 1 or 2")
     vol = np.moveaxis(volume, slice_axis, 0)
     reg = None if region is None else np.moveaxis(region, slice_axis, 0)
-    n = vol.shape[0]
     stack = torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))
     out = np.zeros(vol.shape, dtype=np.float32)
-    empty = np.zeros(n, dtype=bool)
-    for start in range(0, n, batch):
-        check_stop(should_stop)
-        ks = np.arange(start, min(start + batch, n))
-        x = context_stack(stack, torch.from_numpy(ks), offsets).numpy()
-        target.region = None if reg is None else torch.from_numpy(reg[ks].astype(bool))
-        cam, emp = explainer.run(x, target)
-        out[ks], empty[ks] = cam.numpy(), emp.numpy()
-        report(progress, int(ks[-1]) + 1, n)
+    empty = np.zeros(vol.shape[0], dtype=bool)
+
+    def run(inputs: torch.Tensor, regions):
+        (slab,) = regions
+        target.region = None if reg is None else torch.from_numpy(reg[slab].astype(bool))
+        return explainer.run(inputs.numpy(), target)
+
+    tiles = slice_tiles(vol.shape[0], batch, offsets)
+    for (slab,), (cam, emp) in traverse(stack, tiles, run, progress=progress, should_stop=should_stop):
+        out[slab], empty[slab] = cam.numpy(), emp.numpy()
     return np.moveaxis(out, 0, slice_axis), empty
 
 
@@ -159,23 +156,19 @@ def _window(model, window, shape) -> tuple[int, ...]:
 
 
 def _windows(explainer, volume, region, target, window, batch, progress, should_stop):
-    corners = list(itertools.product(*(window_starts(s, w, 0.5) for s, w in zip(volume.shape, window))))
-    weights = gaussian_importance(window)
-    acc = np.zeros(volume.shape, dtype=np.float32)
-    norm = np.zeros(volume.shape, dtype=np.float32)
-    empty = np.zeros(len(corners), dtype=bool)
-    for start in range(0, len(corners), batch):
-        check_stop(should_stop)
-        chunk = corners[start : start + batch]
-        boxes = [tuple(slice(c, c + w) for c, w in zip(corner, window)) for corner in chunk]
-        x = np.stack([volume[box] for box in boxes])[:, None].astype(np.float32)
-        target.region = (
-            None if region is None else torch.from_numpy(np.stack([region[b] for b in boxes]))
-        )
-        cam, emp = explainer.run(x, target)
-        for box, m in zip(boxes, cam.numpy()):
-            acc[box] += weights * m
-            norm[box] += weights
-        empty[start : start + len(chunk)] = emp.numpy()
-        report(progress, start + len(chunk), len(corners))
-    return acc / norm, empty
+    tiles = window_tiles(volume.shape, window, 0.5, batch)
+    blend = Blend(volume.shape, tiles.weight)
+    empty = np.zeros(tiles.units, dtype=bool)
+
+    def run(inputs: torch.Tensor, regions):
+        target.region = None if region is None else torch.from_numpy(np.stack([region[box] for box in regions]))
+        return explainer.run(inputs.numpy(), target)
+
+    done = 0
+    stack = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    for regions, (cam, emp) in traverse(stack, tiles, run, progress=progress, should_stop=should_stop):
+        for box, values in zip(regions, cam.numpy()):
+            blend.add(box, values)
+        empty[done : done + len(regions)] = emp.numpy()
+        done += len(regions)
+    return blend.result(), empty

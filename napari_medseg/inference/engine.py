@@ -1,14 +1,14 @@
-"""The network over a whole model-grid image: 2D slice batches or 3D sliding windows."""
+"""The network over a whole model-grid image: 2D slice batches or 3D sliding windows
+(both cut by :mod:`~napari_medseg.inference.tiling`), softmax probabilities out."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..io.limits import release_pages
 from ..control import ProgressCallback, StopCheck
-from .slices import predict_slices
-from .windows import predict_windows
+from ..io.limits import release_pages
+from .tiling import Blend, slice_tiles, traverse, window_tiles
 
 
 def predict_probabilities(
@@ -55,3 +55,98 @@ def _predict(model, image, device, amp, batch_size, overlap, progress, should_st
     out[...] = blended
     release_pages(out)
     return out
+
+
+def _softmax_batch(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None):
+    """Per-batch function for :func:`~napari_medseg.inference.tiling.traverse`: the model's
+    softmax probabilities (B, K, *S) as a float32 numpy array."""
+
+    def run(inputs: torch.Tensor, regions) -> np.ndarray:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(inputs.to(device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    return run
+
+
+@torch.inference_mode()
+def predict_slices(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    offsets: tuple[int, ...] = (0,),
+    batch_size: int = 8,
+    device: torch.device = torch.device("cpu"),
+    amp: torch.dtype | None = None,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Softmax probabilities of a 2D model applied slice by slice along axis 0.
+
+    Args:
+        model: maps (B, len(offsets), H, W) to logits (B, K, H, W).
+        image: (Z, H, W) float32, already normalised.
+        offsets: slice offsets stacked as channels (e.g. (-4, -2, 0, 2, 4)).
+        batch_size: slices per forward pass.
+        out: optional (K, Z, H, W) float32 array to write into, e.g. a disk-backed
+            ``numpy.memmap`` (its pages are written out and released after each batch).
+
+    Returns:
+        (K, Z, H, W) float32 probabilities (``out`` when given).
+    """
+    volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    blend = Blend(volume.shape, None, out)
+    tiles = slice_tiles(volume.shape[0], batch_size, offsets)
+    batches = traverse(volume, tiles, _softmax_batch(model, device, amp), progress=progress, should_stop=should_stop)
+    for (slab,), probabilities in batches:
+        values = probabilities.transpose(1, 0, 2, 3)
+        if out is not None and (out.shape != (values.shape[0], *volume.shape) or out.dtype != np.float32):
+            raise ValueError(f"output array {out.shape} {out.dtype} must be {(values.shape[0], *volume.shape)} float32")
+        blend.add(slab, values)
+        release_pages(blend.out)
+    return blend.result()
+
+
+@torch.inference_mode()
+def predict_windows(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    patch: tuple[int, int, int],
+    overlap: float = 0.5,
+    batch_size: int = 2,
+    device: torch.device = torch.device("cpu"),
+    amp: torch.dtype | None = None,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+) -> np.ndarray:
+    """Softmax probabilities of a 3D model over (Z, Y, X) by overlapping windows.
+
+    A volume smaller than ``patch`` along an axis is padded with zeros (air after the
+    normalisation) to the patch, centred, and the result cropped back: a network trained
+    on whole fields of view sees one again (nnU-Net and MONAI pad the same way).
+    Per-window probabilities are blended with Gaussian weights.
+
+    Returns:
+        (K, Z, Y, X) float32.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap {overlap} must be in [0, 1)")
+    before = [max(0, p - n) // 2 for p, n in zip(patch, image.shape)]
+    after = [max(0, p - n) - b for p, n, b in zip(patch, image.shape, before)]
+    if any(before) or any(after):
+        padded = np.pad(image, list(zip(before, after)))
+        out = predict_windows(
+            model, padded, patch=patch, overlap=overlap, batch_size=batch_size, device=device, amp=amp,
+            progress=progress, should_stop=should_stop,
+        )  # fmt: skip
+        return np.ascontiguousarray(out[(slice(None), *(slice(b, b + n) for b, n in zip(before, image.shape)))])
+    volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    tiles = window_tiles(volume.shape, patch, overlap, batch_size)
+    blend = Blend(volume.shape, tiles.weight)
+    batches = traverse(volume, tiles, _softmax_batch(model, device, amp), progress=progress, should_stop=should_stop)
+    for regions, probabilities in batches:
+        for region, window in zip(regions, probabilities):
+            blend.add(region, window)
+    return blend.result()

@@ -27,7 +27,7 @@ from scipy import ndimage
 from ..types import Geometry
 from .device import autocast_dtype
 from ..postprocess.morphology import largest_component
-from .windows import predict_windows
+from .engine import predict_windows
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..inference.slices import context_stack
-from ..inference.windows import predict_windows
+from ..inference.engine import predict_windows
+from ..inference.tiling import context_stack
 from . import distributed
 from .sampling import TrainingCase
 

@@ -7,7 +7,7 @@ neighbour. :class:`PatchSampler` then draws batches through one code path for bo
 kinds:
 
 - a *window* of the volume of size (1, py, px) for 2D models (a slice: the input is the
-  2.5D stack :func:`~napari_medseg.inference.slices.context_stack` of that slice, cropped) or
+  2.5D stack :func:`~napari_medseg.inference.tiling.context_stack` of that slice, cropped) or
   (pz, py, px) for 3D models (the input is the patch itself);
 - most windows contain an annotated voxel: a class present in the strokes is drawn
   uniformly (rare and new classes are not drowned by large ones), then one of its voxels,
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
-from ..inference.slices import context_stack
+from ..inference.tiling import context_stack
 from ..preprocess import prepare_for_model
 from ..types import Volume
 from .augment import bias_field, gamma, rician_noise

@@ -2,7 +2,7 @@
 
 Every sampler walks a prepared (model-grid) image the way plain inference does — 2D models
 slice-batched through the same context stacking as
-:func:`~napari_medseg.inference.slices.predict_slices`, 3D models through Gaussian-blended
+:func:`~napari_medseg.inference.engine.predict_slices`, 3D models through Gaussian-blended
 sliding windows — and differs from the others in one overridable step,
 :meth:`Sampler.sample_batch`, which turns one network input batch (B, C, *patch) into S
 probability maps (S, B, K, *patch) plus the plain (deterministic) prediction of the first
@@ -24,7 +24,6 @@ own seeded state, never from (or into) the process-wide generator.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,9 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..control import ProgressCallback, StopCheck, check_stop, report
-from ..inference.slices import context_stack
-from ..inference.windows import gaussian_importance, window_starts
+from ..control import ProgressCallback, StopCheck
+from ..inference.tiling import Tiles, slice_tiles, traverse, window_tiles
 
 __all__ = ["Chunk", "EnsembleSampler", "SampleBatch", "Sampler", "check_compatible", "preserved_modes"]
 
@@ -185,48 +183,28 @@ class Sampler:
         volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         for model in self.models:
             model.to(device)
+        tiles = self.tiles(tuple(volume.shape), batch_size, overlap)
+
+        def run_batch(inputs: torch.Tensor, regions) -> SampleBatch:
+            with torch.inference_mode(), self.private_rng(device):
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    return self.sample_batch(inputs.to(device))
+
         with preserved_modes(*self.models):
-            if self.config.spatial_dims == 2:
-                yield from self._slice_chunks(volume, device, amp, batch_size or 8, progress, should_stop)
-            else:
-                yield from self._window_chunks(volume, device, amp, batch_size or 2, overlap, progress, should_stop)
+            for regions, out in traverse(volume, tiles, run_batch, progress=progress, should_stop=should_stop):
+                if tiles.offsets is not None:  # (S, B, K, H, W) -> (S, K, B, H, W): slices become the region's z axis
+                    yield Chunk(regions[0], None, out.probabilities.transpose(1, 2), out.plain.transpose(0, 1))
+                    continue
+                for i, region in enumerate(regions):
+                    yield Chunk(region, tiles.weight, out.probabilities[:, i], out.plain[i])
 
-    def _run_batch(self, x: torch.Tensor, device: torch.device, amp: torch.dtype | None) -> SampleBatch:
-        with torch.inference_mode(), self.private_rng(device):
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                return self.sample_batch(x)
-
-    def _slice_chunks(self, volume, device, amp, batch_size, progress, should_stop) -> Iterator[Chunk]:
-        offsets = self.config.context_offsets
-        depth = volume.shape[0]
-        for start in range(0, depth, batch_size):
-            check_stop(should_stop)
-            indices = torch.arange(start, min(start + batch_size, depth))
-            out = self._run_batch(context_stack(volume, indices, offsets).to(device), device, amp)
-            # (S, B, K, H, W) -> (S, K, B, H, W): slices become the region's z axis
-            yield Chunk(
-                region=(slice(start, start + len(indices)),),
-                weight=None,
-                probabilities=out.probabilities.transpose(1, 2),
-                plain=out.plain.transpose(0, 1),
-            )
-            report(progress, start + len(indices), depth)
-
-    def _window_chunks(self, volume, device, amp, batch_size, overlap, progress, should_stop) -> Iterator[Chunk]:
-        if not 0 <= overlap < 1:
-            raise ValueError(f"overlap {overlap} must be in [0, 1)")
-        shape = tuple(volume.shape)
+    def tiles(self, shape: tuple[int, ...], batch_size: int | None, overlap: float) -> Tiles:
+        """How the image is cut: slabs of 8 slices (2D) or windows of the config's patch,
+        at most the image, 2 per batch (3D), unless ``batch_size`` says otherwise."""
+        if self.config.spatial_dims == 2:
+            return slice_tiles(shape[0], batch_size or 8, self.config.context_offsets)
         patch = tuple(min(p, s) for p, s in zip(tuple(self.config.patch_size) or shape, shape))
-        weight = gaussian_importance(patch)
-        starts = list(itertools.product(*[window_starts(s, p, overlap) for s, p in zip(shape, patch)]))
-        for first in range(0, len(starts), batch_size):
-            check_stop(should_stop)
-            regions = [tuple(slice(s, s + p) for s, p in zip(start, patch)) for start in starts[first : first + batch_size]]
-            batch = torch.stack([volume[region] for region in regions])[:, None].to(device)
-            out = self._run_batch(batch, device, amp)
-            for i, region in enumerate(regions):
-                yield Chunk(region=region, weight=weight, probabilities=out.probabilities[:, i], plain=out.plain[i])
-            report(progress, min(first + batch_size, len(starts)), len(starts))
+        return window_tiles(shape, patch, overlap, batch_size or 2)
 
     def sample(self, image: np.ndarray, **kwargs) -> np.ndarray:
         """All S samples over a whole (z, y, x) model-grid image: (S, K, z, y, x) float32.

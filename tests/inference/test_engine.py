@@ -8,8 +8,8 @@ import torch
 
 from napari_medseg.control import Cancelled
 from napari_medseg.inference import segment
-from napari_medseg.inference.slices import context_stack, predict_slices
-from napari_medseg.inference.windows import gaussian_importance, predict_windows, window_starts
+from napari_medseg.inference.engine import predict_slices, predict_windows
+from napari_medseg.inference.tiling import context_stack, gaussian_importance, window_starts
 from napari_medseg.types import Geometry, Volume
 from tests.tiny_models import tiny_model
 
