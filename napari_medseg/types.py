@@ -21,6 +21,12 @@ import numpy as np
 __all__ = ["Geometry", "Volume"]
 
 _ORTHONORMAL_TOLERANCE = 1e-4
+#: Two grids closer than this (relative; see :meth:`Geometry.differences`) are the same grid.
+GRID_TOLERANCE = 1e-4
+
+
+def _fmt(values) -> str:
+    return str(np.round(np.asarray(values, dtype=np.float64), 6).tolist())
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,24 @@ class Geometry:
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "direction", direction)
+
+    def differences(self, other: "Geometry", tolerance: float = GRID_TOLERANCE) -> list[str]:
+        """What differs between two grids beyond ``tolerance``, one phrase each (empty: the
+        same grid). Spacing is compared relatively, the origin relative to its magnitude
+        (at least 1 mm), the direction absolutely: float32 headers keep about 1e-7 of each."""
+        problems = []
+        if not np.allclose(self.spacing, other.spacing, rtol=tolerance, atol=0):
+            problems.append(f"spacing (mm) {_fmt(self.spacing)} vs {_fmt(other.spacing)}")
+        scale = max(1.0, *np.abs(self.origin), *np.abs(other.origin))
+        if np.abs(np.subtract(self.origin, other.origin)).max() > tolerance * scale:
+            problems.append(f"origin (mm) {_fmt(self.origin)} vs {_fmt(other.origin)}")
+        if np.abs(self.direction_matrix - other.direction_matrix).max() > tolerance:
+            problems.append(f"direction {_fmt(self.direction)} vs {_fmt(other.direction)}")
+        return problems
+
+    def matches(self, other: "Geometry", tolerance: float = GRID_TOLERANCE) -> bool:
+        """Whether two grids are the same within ``tolerance`` (see :meth:`differences`)."""
+        return not self.differences(other, tolerance)
 
     @property
     def direction_matrix(self) -> np.ndarray:

@@ -41,3 +41,16 @@ def test_volume_with_array_keeps_geometry():
     assert other.geometry is volume.geometry and other.modality == "MR"
     with pytest.raises(ValueError, match=r"\(2, 3, 5\) does not match the grid \(2, 3, 4\)"):
         volume.with_array(np.ones((2, 3, 5)))
+
+
+def test_one_grid_comparison_names_what_differs():
+    from napari_medseg.types import GRID_TOLERANCE
+
+    base = Geometry((1.0, 0.9, 0.9), (-90.0, 120.0, 30.0))
+    assert base.matches(Geometry((1.0, 0.9, 0.9 * (1 + GRID_TOLERANCE / 2)), (-90.0, 120.0 + 0.005, 30.0)))
+    flipped = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
+    other = Geometry((1.0, 0.9, 1.2), (-90.0, 121.0, 30.0), flipped)
+    problems = base.differences(other)
+    assert [p.split(" ")[0] for p in problems] == ["spacing", "origin", "direction"]
+    assert "[1.0, 0.9, 0.9] vs [1.0, 0.9, 1.2]" in problems[0]
+    assert not base.matches(Geometry((1.0, 0.9, 0.9), (-90.0, 120.0 + 1e-6, 30.0)), tolerance=1e-9)

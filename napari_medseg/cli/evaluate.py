@@ -11,12 +11,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..types import GRID_TOLERANCE
+
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 #: Largest difference (mm for spacing and origin, unitless for direction) between grids that match.
-GRID_TOLERANCE = 1e-4
 #: Label values up to this are compared in one dense table; above it only the values present.
 MAX_DENSE_LABEL = 1024
 
@@ -128,27 +129,13 @@ def _foreground_names(names: list[str] | None, max_label: int, holder="the label
 
 def check_same_grid(pred, ref, pred_path, ref_path, tolerance: float = GRID_TOLERANCE) -> None:
     """Raise ValueError naming both files unless the two volumes share shape and geometry."""
-    problems = []
-    if pred.shape != ref.shape:
-        problems.append(f"shape (z, y, x) {pred.shape} vs {ref.shape}")
-    a, b = pred.geometry, ref.geometry
-    for field, left, right in (
-        ("spacing (mm)", a.spacing, b.spacing),
-        ("origin (mm)", a.origin, b.origin),
-        ("direction", a.direction, b.direction),
-    ):
-        if np.abs(np.asarray(left) - np.asarray(right)).max() > tolerance:
-            problems.append(f"{field} {_fmt(left)} vs {_fmt(right)}")
+    problems = [] if pred.shape == ref.shape else [f"shape (z, y, x) {pred.shape} vs {ref.shape}"]
+    problems += pred.geometry.differences(ref.geometry, tolerance)
     if problems:
         raise ValueError(
             f"PRED {pred_path} and REF {ref_path} are not on the same grid "
             f"(tolerance {tolerance:g}): " + "; ".join(problems) + ". Resample one onto the other first."
         )
-
-
-def _fmt(values) -> str:
-    array = np.asarray(values, dtype=np.float64)
-    return np.array2string(array, precision=5, separator=", ", suppress_small=True).replace("\n", "")
 
 
 def json_safe(value: Any) -> Any:

@@ -16,10 +16,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ..training.options import DEFAULT_STEPS
+from ..types import GRID_TOLERANCE
 
 logger = logging.getLogger(__name__)
 
-GRID_TOLERANCE = 1e-4
 
 
 def add_parser(subparsers) -> None:
@@ -65,10 +65,8 @@ def read_pairs(images: list[Path], labels: list[Path], option: str = "--labels")
 
     Raises:
         ValueError: unequal counts, or a label volume whose shape or geometry differs from
-            its image's (spacing, origin and direction within 1e-4).
+            its image's (:meth:`~napari_medseg.types.Geometry.differences`).
     """
-    import numpy as np
-
     from ..io import read_volume
 
     if len(images) != len(labels):
@@ -79,10 +77,12 @@ def read_pairs(images: list[Path], labels: list[Path], option: str = "--labels")
         label = read_volume(label_path)
         if label.shape != image.shape:
             raise ValueError(f"labels {label_path} have shape {label.shape}, image {image_path} has {image.shape}: not on the same grid")
-        a, b = image.geometry, label.geometry
-        for what, x, y in (("spacing", a.spacing, b.spacing), ("origin", a.origin, b.origin), ("direction", a.direction, b.direction)):
-            if np.abs(np.asarray(x, float) - np.asarray(y, float)).max() > GRID_TOLERANCE:
-                raise ValueError(f"labels {label_path} have {what} {y}, image {image_path} has {x}: not on the same grid (tolerance {GRID_TOLERANCE})")
+        problems = label.geometry.differences(image.geometry)
+        if problems:
+            raise ValueError(
+                f"labels {label_path} and image {image_path} are not on the same grid "
+                f"(tolerance {GRID_TOLERANCE:g}): {'; '.join(problems)}"
+            )
         if label.array.ndim != 3:
             raise ValueError(f"labels {label_path} must be one label volume (z, y, x), not shape {label.array.shape}")
         volumes.append(image)

@@ -116,21 +116,13 @@ def source_volume_from_state(data: np.ndarray, state: dict[str, Any]) -> Volume:
     data = from_layer_layout(data, state.get("metadata"))
     meta: dict[str, Any] = {}
     stored_geometry = stored.get("geometry")
-    if isinstance(stored_geometry, Geometry) and _same_grid(stored_geometry, geometry):
+    if isinstance(stored_geometry, Geometry) and stored_geometry.matches(geometry, tolerance=1e-9):
         geometry = stored_geometry  # exact doubles instead of float round trips
         if stored.get("nifti_fields") is not None:
             meta["nifti_fields"] = stored["nifti_fields"]
             meta["nifti_fields_geometry"] = stored.get("nifti_fields_geometry")
     array = np.asarray(data) if axes == (0, 1, 2) else np.ascontiguousarray(data)
     return Volume(array=array, geometry=geometry, modality=stored.get("modality", "unknown"), meta=meta)
-
-
-def _same_grid(a: Geometry, b: Geometry, tolerance: float = 1e-9) -> bool:
-    return bool(
-        np.allclose(a.spacing, b.spacing, rtol=tolerance, atol=tolerance)
-        and np.allclose(a.origin, b.origin, rtol=tolerance, atol=tolerance)
-        and np.allclose(a.direction_matrix, b.direction_matrix, rtol=tolerance, atol=tolerance)
-    )
 
 
 def volume_from_layer(layer: Any) -> Volume:

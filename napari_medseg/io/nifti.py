@@ -110,18 +110,8 @@ def exact_geometry(header: dict[str, Any], file_geometry: Geometry) -> Geometry 
             stored = Geometry(data["spacing"], data["origin"], data["direction"])
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return None
-        return stored if geometries_close(stored, file_geometry) else None
+        return stored if stored.matches(file_geometry) else None
     return None
-
-
-def geometries_close(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> bool:
-    """True when two geometries agree to within float32 header precision."""
-    scale = max(1.0, *np.abs(a.origin), *np.abs(b.origin))
-    return bool(
-        np.allclose(a.spacing, b.spacing, rtol=tolerance, atol=0)
-        and np.abs(np.subtract(a.origin, b.origin)).max() <= tolerance * scale
-        and np.abs(a.direction_matrix - b.direction_matrix).max() <= tolerance
-    )
 
 
 def _quaternion_from_rotation(rotation: np.ndarray) -> tuple[np.ndarray, float]:

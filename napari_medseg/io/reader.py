@@ -283,4 +283,4 @@ def _stored_exact_geometry(metadata: dict, geometry: Geometry) -> Geometry:
         stored = Geometry(data["spacing"], data["origin"], data["direction"])
     except (ValueError, KeyError, TypeError):
         return geometry
-    return stored if nifti.geometries_close(stored, geometry) else geometry
+    return stored if stored.matches(geometry) else geometry
