@@ -233,6 +233,8 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
     resampling the classes are clipped at 0 and renormalised to sum to 1, ``slab`` input
     slices at a time. Returns ``out``.
     """
+    from ..io.sitk_images import image_from_array
+
     k = probabilities.shape[0]
     expected = (*prepared.input_shape, k)
     if out.shape != expected or out.dtype != np.float32:
@@ -240,7 +242,7 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
     for c in range(k):
         image = None
         if prepared.resampled:
-            source = sitk_image(prepared.scan_part(probabilities[c]), prepared.unpadded_geometry())
+            source = image_from_array(np.ascontiguousarray(prepared.scan_part(probabilities[c])), prepared.unpadded_geometry())
             release_pages(probabilities)  # copied: a disk-backed model grid's pages go before the resampling
             image = resample_sitk(source, prepared.canonical_geometry, prepared.canonical_shape, linear=True)
             del source
@@ -292,17 +294,9 @@ def resample_image(
     dtype: np.dtype | type | None = None,
 ):
     """As :func:`resample_array`, but the SimpleITK image (no copy into numpy)."""
-    return resample_sitk(sitk_image(array, source), target, shape, linear=linear, dtype=dtype)
+    from ..io.sitk_images import image_from_array
 
-
-def sitk_image(array: np.ndarray, geometry: Geometry):
-    """A SimpleITK image holding a copy of the (z, y, x) ``array`` with ``geometry`` (one
-    copy: a non-contiguous view goes through one temporary contiguous copy, freed here)."""
-    import SimpleITK as sitk
-
-    from ..io.sitk_images import apply_geometry
-
-    return apply_geometry(sitk.GetImageFromArray(np.ascontiguousarray(array)), geometry)
+    return resample_sitk(image_from_array(np.ascontiguousarray(array), source), target, shape, linear=linear, dtype=dtype)
 
 
 def resample_sitk(image, target: Geometry, shape: tuple[int, int, int], *, linear: bool, dtype: np.dtype | type | None = None):
