@@ -112,3 +112,14 @@ def show_colorbar(layer: Any) -> bool:
         return False
     colorbar.visible = True
     return True
+
+
+def corrections_layer_name(image_layer: Any) -> str:
+    """The name of the Labels layer holding the corrections painted on ``image_layer``."""
+    return f"{image_layer.name} corrections"
+
+
+def corrections_layer(viewer: Any, image_layer: Any):
+    """The corrections layer of ``image_layer`` in ``viewer``, or None."""
+    name = corrections_layer_name(image_layer)
+    return viewer.layers[name] if name in viewer.layers else None

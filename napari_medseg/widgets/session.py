@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
+#: What sections tell each other through the session, instead of calling one another:
+#: ``model_changed(model)``; ``version_saved(path)``, a new model version to make active;
+#: ``segment_requested()``, re-segment the selected image with the active model;
+#: ``save_corrections()``, write every changed corrections layer now.
+EVENTS = ("model_changed", "version_saved", "segment_requested", "save_corrections")
+
+
 @dataclass
 class Session:
     """Per-viewer state: the active model, the device, and the latest results per image.
@@ -23,15 +30,27 @@ class Session:
     device: str = "auto"
     segmentations: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, dict] = field(default_factory=dict)
-    _model_listeners: list[Callable[[Any], None]] = field(default_factory=list)
+    _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=dict)
+
+    def connect(self, event: str, listener: Callable[..., None]) -> None:
+        """Call ``listener(*args)`` whenever ``event`` is emitted (one of :data:`EVENTS`)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown session event {event!r}; known: {EVENTS}")
+        self._listeners.setdefault(event, []).append(listener)
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Tell every listener of ``event`` (in the order they connected)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown session event {event!r}; known: {EVENTS}")
+        for listener in list(self._listeners.get(event, ())):
+            listener(*args)
 
     def set_model(self, model: Any) -> None:
         self.model = model
-        for listener in list(self._model_listeners):
-            listener(model)
+        self.emit("model_changed", model)
 
     def on_model_changed(self, listener: Callable[[Any], None]) -> None:
-        self._model_listeners.append(listener)
+        self.connect("model_changed", listener)
 
     @property
     def model_name(self) -> str:

@@ -6,6 +6,8 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QPushButton
 
+from ..layers import corrections_layer, corrections_layer_name
+
 AUTOSAVE_DELAY_MS = 2000
 BACKGROUND_COLOR = (0.55, 0.55, 0.55, 1.0)  # painted background must be visible
 
@@ -31,6 +33,7 @@ class CorrectSection(QGroupBox):
         self.accept_button.clicked.connect(self._on_accept_clicked)
         self.class_combo.currentIndexChanged.connect(self._on_class_chosen)
         panel.session.on_model_changed(self._on_model_changed)
+        panel.session.connect("save_corrections", self.autosave_now)
         self._on_model_changed(panel.session.model)
 
     # helpers -------------------------------------------------------------------------------
@@ -39,13 +42,11 @@ class CorrectSection(QGroupBox):
         return list(model.config.class_names) if model is not None else []
 
     def layer_name(self, image) -> str:
-        return f"{image.name} corrections"
+        return corrections_layer_name(image)
 
     def corrections_layer(self, image=None):
         image = image or self.panel.selected_image()
-        if image is None or self.layer_name(image) not in self.panel.viewer.layers:
-            return None
-        return self.panel.viewer.layers[self.layer_name(image)]
+        return None if image is None else corrections_layer(self.panel.viewer, image)
 
     # callbacks -----------------------------------------------------------------------------
     def _on_model_changed(self, model) -> None:

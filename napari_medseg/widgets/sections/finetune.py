@@ -6,6 +6,7 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
 
 from ...training.options import DEFAULT_STEPS
+from ..layers import corrections_layer
 
 # what fine-tuning keeps away from the strokes: (label shown, ``distill_target``)
 KEEP_CHOICES = (("the segmentation I corrected", "segmentation"), ("the network's output", "network"))
@@ -54,11 +55,11 @@ class FinetuneSection(QGroupBox):
 
         panel = self.panel
         image, model = panel.selected_image(), panel.session.model
-        layer = panel.correct_section.corrections_layer(image) if image is not None else None
+        layer = corrections_layer(panel.viewer, image) if image is not None else None
         if image is None or model is None or layer is None or not np.any(layer.data):
             show_warning("Paint some corrections first (Correct > Create corrections layer).")
             return None
-        panel.correct_section.autosave_now()
+        panel.session.emit("save_corrections")
         distill_target = self.keep_combo.currentData()
         return panel.jobs.start(
             "Fine-tune",
@@ -102,10 +103,10 @@ class FinetuneSection(QGroupBox):
             self.loss_label.setText(f"{result.steps_done} steps; accuracy on the strokes {before:.3f} → {after:.3f}")
         note = result.settings.get("postprocess_note") if isinstance(result.settings, dict) else None
         show_info(f"New model version saved: {path.name}" + (f"; {note}" if note else ""))
-        self.panel.model_section.select_path(path)  # the new version becomes active
+        self.panel.session.emit("version_saved", path)  # the new version becomes active
 
     def _on_resegment_clicked(self) -> None:
-        self.panel.segment_section.run()
+        self.panel.session.emit("segment_requested")
 
 
 def _finetune_job(parent, volume, labels, options, reference=None, progress=None, should_stop=None, message=None):

@@ -13,6 +13,7 @@ class ModelSection(QGroupBox):
     def __init__(self, session) -> None:
         super().__init__("Model")
         self.session = session
+        session.connect("version_saved", self.select_path)
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Shipped models and your fine-tuned versions")
         self.open_button = QPushButton("Open folder…")

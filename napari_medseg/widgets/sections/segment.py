@@ -9,6 +9,7 @@ class SegmentSection(QGroupBox):
     def __init__(self, panel) -> None:
         super().__init__("Segment")
         self.panel = panel
+        panel.session.connect("segment_requested", self.run)
         self.run_button = QPushButton("Segment")
         self.postprocess_check = QCheckBox("Post-processing (the bundle's own)")
         self.postprocess_check.setToolTip(
