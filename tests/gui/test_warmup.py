@@ -44,10 +44,19 @@ def test_warm_imports_imports_and_skips_missing_modules():
 
 
 def test_warmup_thread_finishes_with_the_lazy_imports():
-    thread = start_warmup()
-    thread.join(timeout=120)
-    assert not thread.is_alive() and thread.daemon
-    assert "pandas" in sys.modules
+    """In a fresh process, where nothing imported them before: the thread brings them in."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from napari_medseg.widgets.warmup import LAZY_IMPORTS, start_warmup
+        before = [name for name in LAZY_IMPORTS if name in sys.modules]
+        thread = start_warmup()
+        thread.join(timeout=120)
+        print(before, not thread.is_alive() and thread.daemon, [name in sys.modules for name in LAZY_IMPORTS])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split("\n")[-2] == "[] True [True]", out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("name", ["torch", "torch._dynamo", "torch.cuda"])
