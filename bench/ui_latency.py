@@ -5,7 +5,9 @@
 A heartbeat QTimer ticks every 20 ms on napari's event loop; the longest gap between
 ticks is the longest time the UI was frozen. Measured while the panel segments the dev
 subject (``shared/data/dev-subject/t1.nii.gz``) with the default model and while it
-fine-tunes on a few painted corrections (20 steps); target ≤ 200 ms. Also compares the
+fine-tunes on a few painted corrections (20 steps); target ≤ 200 ms. Opening the panel
+is measured apart: its start-up imports (``widgets/warmup.py``) run then, once, so that
+no job waits for them. Also compares the
 inference time of the same ``segment()`` call inside a napari worker and directly on the
 main thread (target: no slowdown beyond 10%). Prints JSON.
 """
@@ -98,12 +100,16 @@ def main() -> None:
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
     (image,) = viewer.open(str(DEV_T1), plugin="napari-medseg")
+    heartbeat = Heartbeat()
+    results: dict = {}
+    heartbeat.start()
     _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
     panel.model_section.select_path(resolve_bundle("brain-tissue-unet"))
     panel.session.device = "cpu"
-    panel.warmup.join()  # start-up imports finish while a user reads the panel
-    heartbeat = Heartbeat()
-    results: dict = {}
+    # the panel's start-up imports (torch._dynamo on the GUI thread, pandas beside it) finish
+    # while a user reads the panel: measured here, apart from the jobs
+    seconds = run_event_loop_until(lambda: "torch._dynamo" in sys.modules and not panel.warmup.is_alive())
+    results["open_panel"] = {**heartbeat.stop(), "seconds": round(seconds, 2)}
 
     heartbeat.start()
     panel.segment_section.run()

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from ..types import Geometry
 from .atlas import atlas_region, fit_brain_atlas
-from .morphology import ball, foreground_mask, largest_component, opening
+from .morphology import ball, fill_holes, foreground_mask, largest_component, opening
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def brain_mask(
     if closing_voxels > 0 and mask.any():
         pad = closing_voxels + 1
         closed = ndimage.binary_closing(np.pad(mask, pad), structure=ball(closing_voxels))
-        mask = ndimage.binary_fill_holes(closed[pad:-pad, pad:-pad, pad:-pad])
+        mask = fill_holes(closed[pad:-pad, pad:-pad, pad:-pad])
         if region is not None:
             mask &= region
     return mask, False

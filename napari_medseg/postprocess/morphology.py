@@ -16,7 +16,19 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
     kept = labelled == int(np.argmax(sizes))
-    return ndimage.binary_fill_holes(kept)
+    return fill_holes(kept)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask)`` (6-connected background), by one labelling
+    of the background instead of dilating from the border until nothing changes: about 3x
+    faster on a head, and each step is one short call (the viewer's thread gets its turn)."""
+    background, count = ndimage.label(~mask)
+    outside = np.zeros(count + 1, dtype=bool)
+    outside[0] = True  # the mask itself
+    for face in (background[0], background[-1], background[:, 0], background[:, -1], background[..., 0], background[..., -1]):
+        outside[np.unique(face)] = True
+    return mask | ~outside[background]
 
 
 def ball(radius: int) -> np.ndarray:

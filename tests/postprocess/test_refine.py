@@ -173,3 +173,14 @@ def test_every_nth_index_is_a_strided_flatnonzero(max_voxels):
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
     assert every_nth_index(np.zeros((3, 4, 5), bool), 10).size == 0
+
+
+def test_fill_holes_by_labelling_is_scipys():
+    from scipy import ndimage
+
+    from napari_medseg.postprocess.morphology import fill_holes
+
+    rng = np.random.default_rng(3)
+    for shape in [(9, 14, 11), (20, 7, 16), (1, 12, 12)]:
+        mask = ndimage.binary_opening(rng.random(shape) > 0.45)
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
