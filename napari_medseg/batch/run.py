@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from .attempts import ATTEMPTS_FOLDER, CaseAttempts
 from .cluster import ClusterOptions, open_client
 from .inputs import Case, discover_cases
 from .manifest import CHANGED, FINISHED, THUMBNAIL_NAME, case_state, difference
@@ -71,8 +73,8 @@ def run_cohort(
             case's summary figure is linked from its row of the QC page).
         overwrite: redo cases finished with another model, other options or changed inputs
             (without it such cases refuse the run before anything starts).
-        retries: further tries of a failed case before it is recorded as failed (a case
-            whose worker died is retried by Dask as well).
+        retries: further tries of a failed case before it is recorded as failed, whether
+            it raised or its worker process died (killed, crashed, out of memory).
         cluster: where to run when no ``client`` is given (default: a local cluster).
         progress: called with a :class:`CohortProgress` at the start and after each case.
         should_stop: checked after each case; True stops the run like Ctrl-C (raises
@@ -81,7 +83,8 @@ def run_cohort(
     Returns:
         A pandas DataFrame, one row per case (see :mod:`napari_medseg.batch.table`);
         ``table.attrs["run"]`` holds this run's counts (``ran``, ``resumed``, ``failed``,
-        ``model_loads``, ``workers``) and ``table.attrs["files"]`` the files written.
+        ``model_loads``, ``workers``) and the Dask ``dashboard`` address ("" when none), and
+        ``table.attrs["files"]`` the files written.
 
     Raises:
         FileNotFoundError: an input does not exist.
@@ -112,10 +115,11 @@ def run_cohort(
 def _run_locked(cases, out: Path, plan: CohortPlan, overwrite: bool, client, cluster, retries, progress, should_stop):
     """:func:`run_cohort` once the cohort folder is held: resume, run, write the table."""
     rows, todo = _resume(cases, out, plan, overwrite)
-    stats: dict[str, Any] = {"cases": len(cases), "resumed": len(rows), "ran": 0, "failed": 0, "model_loads": 0, "workers": 0}
+    stats: dict[str, Any] = {"cases": len(cases), "resumed": len(rows), "ran": 0, "failed": 0, "model_loads": 0, "workers": 0,
+                             "dashboard": ""}  # fmt: skip
     try:
         if todo:
-            with _client(client, cluster or ClusterOptions()) as active:
+            with _client(client, cluster or ClusterOptions(), retries) as active:
                 _run_cases(active, todo, out, plan, retries, rows, stats, progress, should_stop)
     finally:
         for case in cases:
@@ -166,9 +170,22 @@ def _resume(cases: list[Case], out: Path, plan: CohortPlan, overwrite: bool) -> 
 
 
 @contextmanager
-def _client(client: Any, options: ClusterOptions) -> Iterator[Any]:
-    """The caller's client as it is, or one on a cluster started (and closed) here."""
-    with nullcontext(client) if client is not None else open_client(options) as active:
+def _client(client: Any, options: ClusterOptions, retries: int) -> Iterator[Any]:
+    """The caller's client as it is, or one on a cluster started (and closed) here.
+
+    A scheduler started here lets a task outlive more worker deaths than the case's tries
+    (Dask's ``allowed-failures``, 3 by default, counts every task queued on a dying worker,
+    not only the one that killed it): :class:`~.attempts.CaseAttempts` stops the case that
+    does after its tries. A caller's scheduler keeps its own setting; when that is lower,
+    such a case fails with Dask's ``KilledWorker`` sooner.
+    """
+    if client is not None:
+        yield client
+        return
+    import dask
+
+    allowed = max(int(dask.config.get("distributed.scheduler.allowed-failures", 3)), retries + 3)
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed}), open_client(options) as active:
         yield active
 
 
@@ -181,37 +198,53 @@ def _run_cases(client, todo, out, plan, retries, rows, stats, progress, should_s
 
     register_model_cache(client)
     token = uuid.uuid4().hex[:8]
-    futures = {
-        client.submit(segment_case, case, str(out), plan, key=f"medseg-case-{case.case_id}-{token}",
+    attempts = CaseAttempts(str(out / ATTEMPTS_FOLDER), token, retries + 1)
+    pending = {
+        client.submit(segment_case, case, str(out), plan, attempts, key=f"medseg-case-{case.case_id}-{token}",
                       retries=retries, pure=False): case
         for case in todo
     }  # fmt: skip
+    total = len(rows) + len(todo)
     started = time.perf_counter()
-    dashboard = _dashboard(client)
+    dashboard = stats["dashboard"] = _dashboard(client)
+    logger.info("Dask dashboard: %s", dashboard or "none (the scheduler serves one when bokeh is installed)")
     resumed = stats["resumed"]
-    _report(progress, len(rows) + len(todo), resumed, stats, started, dashboard)
+    _report(progress, total, resumed, stats, started, dashboard)
     try:
-        for future in as_completed(futures):
-            case = futures[future]
-            rows[case.case_id] = _outcome(future, case)
+        # results come with the completion, before a worker that dies later can lose them
+        for future, result in as_completed(list(pending), with_results=True, raise_errors=False):
+            case = pending.pop(future)
+            rows[case.case_id] = _outcome(future, result, case)
+            # Forget the result at once: a finished case's result held on a worker that dies
+            # later would make Dask compute the case again.
+            future.release()
             stats["ran" if rows[case.case_id]["status"] == "done" else "failed"] += 1
-            _report(progress, len(futures) + resumed, resumed, stats, started, dashboard)
-            if should_stop is not None and should_stop() and len(rows) < len(futures) + resumed:
+            _report(progress, total, resumed, stats, started, dashboard)
+            if should_stop is not None and should_stop() and pending:
                 raise Cancelled("cohort stopped on request")
     except BaseException:
-        client.cancel([f for f in futures if not f.done()])
-        logger.warning("cohort stopped: %d cases not reached are left for the next run", sum(not f.done() for f in futures))
+        client.cancel(list(pending))
+        logger.warning("cohort stopped: %d cases not reached are left for the next run", len(pending))
         raise
     finally:
         loads = _safe(lambda: model_loads(client), {})
         stats.update(model_loads=sum(loads.values()), workers=len(loads))
+        shutil.rmtree(attempts.folder, ignore_errors=True)
 
 
-def _outcome(future, case: Case) -> dict[str, Any]:
-    """A completed future's row: the worker's, or the error after the retries."""
-    if future.status == "finished":
-        return future.result()
-    error = future.exception()
+def _outcome(future, result: Any, case: Case) -> dict[str, Any]:
+    """A completed case's row: the worker's, or the error after the retries.
+
+    ``result`` is what ``as_completed(with_results=True, raise_errors=False)`` gives: the
+    row, an error's (type, exception, traceback), or the exception of a cancelled task."""
+    if isinstance(result, dict):
+        return result
+    if isinstance(result, tuple) and len(result) == 3 and isinstance(result[1], BaseException):
+        error = result[1]
+    elif isinstance(result, BaseException):
+        error = result
+    else:
+        error = RuntimeError(f"the task ended without a row ({future.status}: {result!r})")
     logger.warning("case %s failed: %s: %s", case.case_id, type(error).__name__, error)
     return failed_row(case, error)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from distributed import WorkerPlugin, get_worker
 
+from .attempts import CaseAttempts
 from .inputs import Case
 from .plan import CohortPlan
 
@@ -76,17 +77,33 @@ def model_loads(client) -> dict[str, int]:
     return client.run(_loads)
 
 
-def segment_case(case: Case, out: str, plan: CohortPlan) -> dict[str, Any]:
-    """The task of one case (runs in a worker): see :func:`napari_medseg.batch.case.run_case`."""
+def segment_case(case: Case, out: str, plan: CohortPlan, attempts: CaseAttempts | None = None) -> dict[str, Any]:
+    """The task of one case (runs in a worker): see :func:`napari_medseg.batch.case.run_case`.
+
+    With ``attempts``, each start is recorded first, so a case whose worker died during its
+    earlier tries fails with :class:`~napari_medseg.batch.attempts.WorkerDied` instead of
+    running (and killing a worker) again.
+    """
     from .case import run_case
 
     worker = get_worker()
     cache: ModelCache = worker.plugins[PLUGIN_NAME]
     with cache.lock:
-        device = cache.device_for(plan.device)
-        model = cache.model(plan.model_path, device)
-        ensemble = [cache.model(path, device) for path in plan.ensemble]
-        return run_case(case, Path(out), plan, model, ensemble, worker=f"{cache.worker_name}:{os.getpid()}")
+        name = f"{cache.worker_name}:{os.getpid()}"
+        if attempts is not None:
+            attempts.start(case.case_id, worker=name)
+        try:
+            device = cache.device_for(plan.device)
+            model = cache.model(plan.model_path, device)
+            ensemble = [cache.model(path, device) for path in plan.ensemble]
+            row = run_case(case, Path(out), plan, model, ensemble, worker=name)
+        except Exception as exc:
+            if attempts is not None:
+                attempts.finish(case.case_id, exc)
+            raise
+        if attempts is not None:
+            attempts.clear(case.case_id)
+        return row
 
 
 def _has_plugin(dask_scheduler=None) -> bool:

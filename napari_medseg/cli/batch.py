@@ -41,7 +41,9 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-postprocess", action="store_true", help="skip the bundle's post-processing")
     group.add_argument("--uncertainty", default="none", choices=["none", "mc-dropout", "tta", "ensemble"])
     group.add_argument("--samples", type=int, default=10, help="samples for mc-dropout and tta (default 10)")
-    group.add_argument("--ensemble", nargs="+", default=[], metavar="MODEL", help="further bundles for --uncertainty ensemble")
+    group.add_argument("--ensemble", nargs="+", default=[], metavar="MODEL",
+                       help="further bundles for --uncertainty ensemble (default: as medseg segment, the shipped "
+                            "bundles with the same classes)")  # fmt: skip
     group.add_argument("--gradcam", nargs="+", default=[], metavar="CLASS", help="write Grad-CAM maps for these classes")
     group.add_argument("--gradcam-method", default="gradcam", choices=["gradcam", "gradcam++"])
     group.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
@@ -114,8 +116,9 @@ class ProgressLine:
         self._last_decile = -1
 
     def __call__(self, progress) -> None:
-        if progress.dashboard and not self._shown_dashboard:
-            self.stream.write(f"Dask dashboard: {progress.dashboard}\n")
+        if not self._shown_dashboard:  # the first call comes when the cases are submitted
+            where = progress.dashboard or "none (the scheduler serves one when bokeh is installed)"
+            self.stream.write(f"Dask dashboard: {where}\n")
             self._shown_dashboard = True
         if self._tty:
             end = "\n" if progress.finished >= progress.total else ""

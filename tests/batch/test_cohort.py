@@ -27,7 +27,7 @@ def sha256(path) -> str:
 
 
 def gunzipped(path) -> bytes:
-    """A .nii.gz file's NIfTI bytes (header and voxels), without the gzip time stamp."""
+    """A .nii.gz file's NIfTI bytes (header and voxels); raises when the gzip stream is cut."""
     return gzip.decompress(path.read_bytes())
 
 
@@ -63,8 +63,8 @@ def test_cohort_matches_segment_and_records_the_failure(cohort_folder, bundle, c
     assert page.index("broken") < page.index("case0")  # flagged cases first
     assert page.count("data:image/png;base64,") == 5 and "function sortBy" in page
 
-    # every case holds what `medseg segment` writes for that input: the same NIfTI bytes (header and
-    # voxels; only the gzip time stamp differs), the same report but for its time stamp and timings,
+    # every case holds what `medseg segment` writes for that input: the same NIfTI files byte for byte,
+    # the same report but for its time stamp and timings,
     # and for the DICOM series the same SEG segments and frames (its UIDs are new at each write)
     for case_id, source in [(f"case{i}", cohort_folder / f"case{i}.nii.gz") for i in range(4)] + [
         ("CT5N", cohort_folder / "dicom" / "CT5N")
@@ -82,8 +82,11 @@ def test_cohort_matches_segment_and_records_the_failure(cohort_folder, bundle, c
                 assert ours == theirs, name
             elif name.endswith(".dcm"):  # a DICOM SEG gets new UIDs and times at each write
                 assert seg_content(out / case_id / name) == seg_content(reference / name), name
-            else:  # the gzip member header holds the write time: compare the NIfTI bytes inside
-                assert gunzipped(out / case_id / name) == gunzipped(reference / name), name
+            else:  # NIfTI files byte for byte, gzip header included (no write time in it) ...
+                assert sha256(out / case_id / name) == sha256(reference / name), name
+                # ... so the manifest's output hashes are those of any run on the same input
+                manifest = json.loads((out / case_id / MANIFEST_NAME).read_text())
+                assert manifest["outputs"][name]["sha256"] == sha256(reference / name), name
 
 
 def test_rerun_skips_finished_cases_and_redoes_damaged_ones(cohort_folder, bundle, client, tmp_path):
@@ -143,6 +146,11 @@ def test_cli_on_a_running_scheduler(cohort_folder, bundle, client, tmp_path, cap
     captured = capsys.readouterr()
     assert "5 cases segmented, 0 finished earlier, 1 failed" in captured.out
     assert "failed: broken: VolumeReadError" in captured.err and "cohort: 6/6 cases" in captured.err
+    # the line says where the scheduler's dashboard is, or why there is none
+    if "dashboard" in client.scheduler_info().get("services", {}):
+        assert f"Dask dashboard: {client.dashboard_link}" in captured.err
+    else:
+        assert "Dask dashboard: none (the scheduler serves one when bokeh is installed)" in captured.err
     assert (out / "cohort.csv").is_file() and (out / "qc.html").is_file()
 
 
