@@ -66,8 +66,15 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-# (module, function, stage): wrapped in the child to measure each stage's own peak.
+# (module, function, stage): wrapped in the child to measure each stage's own peak; the
+# modules of earlier commits (before segment() left the inference engine) are listed too.
 STAGES = (
+    ("napari_medseg.inference.engine", "prepare_for_model", "prepare"),
+    ("napari_medseg.inference.engine", "predict_probabilities", "network"),
+    ("napari_medseg.inference.engine", "fit_postprocess", "fit_postprocess"),
+    ("napari_medseg.inference.engine", "apply_in_slabs", "apply_postprocess"),
+    ("napari_medseg.inference.engine", "restore_into", "restore"),
+    ("napari_medseg.inference.engine", "argmax_labels", "labels"),
     ("napari_medseg.inference.segment", "prepare_for_model", "prepare"),
     ("napari_medseg.inference.segment", "predict_probabilities", "network"),
     ("napari_medseg.uncertainty.ood", "assess_ood", "ood"),
@@ -77,6 +84,8 @@ STAGES = (
     ("napari_medseg.inference.segment", "restore_into", "restore"),
     ("napari_medseg.inference.segment", "argmax_labels", "labels"),
     ("napari_medseg.io", "write_volume", "write"),
+    ("napari_medseg.export.report", "build_report", "report"),
+    ("napari_medseg.report", "build_report", "report"),
 )
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -123,6 +132,7 @@ class StagePeaks:
                 self.peaks[name] = max(self.peaks.get(name, 0), _peak_bytes())
                 _reset_peak()
 
+        wrapped.medseg_stage = stage  # not wrapped twice
         return wrapped
 
     def install(self) -> None:
@@ -130,8 +140,11 @@ class StagePeaks:
         import importlib
 
         for module_name, attribute, stage in STAGES:
-            module = importlib.import_module(module_name)
-            if hasattr(module, attribute):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:  # a module of another commit
+                continue
+            if hasattr(module, attribute) and not hasattr(getattr(module, attribute), "medseg_stage"):
                 setattr(module, attribute, self.wrap(getattr(module, attribute), stage))
 
 
@@ -142,8 +155,12 @@ def child(size, spacing, model_name: str, labels_out: str | None) -> dict:
     import napari_medseg
     from napari_medseg.io import read_volume
     from napari_medseg.models import load_model
-    from napari_medseg.export.run import run_segmentation
     from napari_medseg.types import Geometry, Volume
+
+    try:
+        from napari_medseg.export.run import run_segmentation
+    except ImportError:  # a commit before the headless job moved to export/
+        from napari_medseg.pipeline import run_segmentation
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     model = load_model(model_name, device="cpu")

@@ -145,6 +145,7 @@ def locate_brain(
     coarse_geometry = Geometry(coarse_spacing, geometry.origin, geometry.direction)
     smoothed = ndimage.gaussian_filter(image, [max(0.0, (c / s) / 2.355) for c, s in zip(coarse_spacing, geometry.spacing)])
     coarse = normalize_intensity(resample_array(smoothed, geometry, coarse_geometry, coarse_shape, linear=True))
+    del smoothed  # model-grid sized: gone before the mask's own model-grid arrays come
     # The locator learned whole heads inside its patch's field of view (256 mm for the
     # shipped one): predict_windows pads a smaller scan with air to it.
     was_training = locator.training
@@ -156,8 +157,9 @@ def locate_brain(
         )[1]  # fmt: skip
     finally:
         locator.train(was_training)
-    fine = resample_array(probability, coarse_geometry, geometry, image.shape, linear=True)
-    brain = largest_component(fine > settings.threshold)
+    above = resample_array(probability, coarse_geometry, geometry, image.shape, linear=True) > settings.threshold
+    brain = largest_component(above)
+    del above
     mask = _grow(brain, settings.margin_mm, geometry.spacing)
     voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
     details = {

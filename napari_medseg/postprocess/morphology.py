@@ -16,6 +16,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
     kept = labelled == int(np.argmax(sizes))
+    del labelled  # an int32 volume: gone before fill_holes labels the background
     return fill_holes(kept)
 
 
