@@ -7,16 +7,19 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..quantify.components import label_compact
+from ..quantify.volumes import label_counts
+
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a boolean (z, y, x) mask, holes filled."""
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    labelled, count = label_compact(mask, np.ones((3, 3, 3), bool))
     if count == 0:
         return mask.copy()
-    sizes = np.bincount(labelled.ravel())
+    sizes = label_counts(labelled)
     sizes[0] = 0
     kept = labelled == int(np.argmax(sizes))
-    del labelled  # an int32 volume: gone before fill_holes labels the background
+    del labelled  # a label volume: gone before fill_holes labels the background
     return fill_holes(kept)
 
 
@@ -24,12 +27,15 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes(mask)`` (6-connected background), by one labelling
     of the background instead of dilating from the border until nothing changes: about 3x
     faster on a head, and each step is one short call (the viewer's thread gets its turn)."""
-    background, count = ndimage.label(~mask)
+    background, count = label_compact(~mask)
     outside = np.zeros(count + 1, dtype=bool)
     outside[0] = True  # the mask itself
     for face in (background[0], background[-1], background[:, 0], background[:, -1], background[..., 0], background[..., -1]):
         outside[np.unique(face)] = True
-    return mask | ~outside[background]
+    out = np.empty_like(mask)
+    for start in range(0, mask.shape[0], 16):  # indexing by labels makes int64 indices: by slabs
+        out[start : start + 16] = mask[start : start + 16] | ~outside[background[start : start + 16]]
+    return out
 
 
 def ball(radius: int) -> np.ndarray:

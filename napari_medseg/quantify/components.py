@@ -76,7 +76,7 @@ def connected_components(
         if box is None:
             continue
         start = np.array([s.start for s in box])
-        components, count = _label(labels[box] == k, structure)
+        components, count = label_compact(labels[box] == k, structure)
         rows.extend(_component_rows(components, count, start, k, names[k], geometry, voxel_ml, int(min_voxels)))
     return rows
 
@@ -119,9 +119,9 @@ def _component_rows(
     return rows
 
 
-def _label(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
-    """``ndimage.label`` into uint16 (half the memory of its int32 default) unless a class
-    has more than 65,535 pieces."""
+def label_compact(mask: np.ndarray, structure: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """``ndimage.label(mask, structure)`` into uint16, half the memory of its int32 default,
+    unless the mask has more than 65,535 pieces."""
     try:
         return ndimage.label(mask, structure=structure, output=np.uint16)
     except RuntimeError:  # "insufficient bit-depth": too many components for uint16
