@@ -183,6 +183,8 @@ def _client(client: Any, options: ClusterOptions, retries: int) -> Iterator[Any]
         yield client
         return
     import dask
+    import distributed  # noqa: F401 - its configuration defaults must be in before the set below:
+    # a ``dask.config.set`` of a key whose section is missing removes the whole section on exit
 
     allowed = max(int(dask.config.get("distributed.scheduler.allowed-failures", 3)), retries + 3)
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed}), open_client(options) as active:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from napari_medseg.batch.cluster import ClusterOptions, jobqueue_cluster, local_sizes
@@ -56,3 +60,25 @@ def test_local_workers_start_with_torch_threads_and_glibc_malloc_defaults(monkey
     with open_client(ClusterOptions(workers=1, threads_per_worker=1, dashboard_address=":0")) as client:
         seen = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
     assert list(seen.values()) == [(None, "1")]
+
+
+def test_two_local_clusters_in_one_fresh_process():
+    """A cohort's own cluster raises Dask's allowed failures for its run; a second run in the
+    same process (nothing imported distributed before) still finds Dask's defaults."""
+    code = textwrap.dedent(
+        """
+        import dask
+        from napari_medseg.batch.cluster import ClusterOptions
+        from napari_medseg.batch.run import _client
+
+        options = ClusterOptions(workers=1, threads_per_worker=1, dashboard_address=":0")
+        seen = []
+        for _ in range(2):
+            with _client(None, options, retries=5):
+                seen.append(dask.config.get("distributed.scheduler.allowed-failures"))
+        print(seen, dask.config.get("distributed.scheduler.allowed-failures"))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[8, 8] 3"
