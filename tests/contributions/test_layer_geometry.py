@@ -110,7 +110,7 @@ def test_permuted_scan_shows_in_2d_at_its_physical_place(sagittal_scan, make_nap
 def test_permuted_layer_gives_back_the_source_order_and_header(sagittal_scan, tmp_path):
     from napari.layers import Labels
 
-    from napari_medseg.contributions.writer import write_labels
+    from napari_medseg._writer import write_labels
 
     volume = read_volume(sagittal_scan)
     data, kwargs, _ = image_layer_data(volume)

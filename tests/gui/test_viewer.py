@@ -105,7 +105,7 @@ def test_bad_file_reports_error_and_viewer_keeps_working(make_napari_viewer, tmp
 
 
 def test_reader_declines_what_it_does_not_handle(tmp_path):
-    from napari_medseg.contributions.reader import napari_get_reader
+    from napari_medseg._reader import napari_get_reader
 
     (tmp_path / "photo.png").write_bytes(b"png")
     images = tmp_path / "pngs"

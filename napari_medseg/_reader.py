@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..io.dicom import looks_like_dicom
+from .io.dicom import looks_like_dicom
 
 _SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima")
 _FOLDER_PROBE = 64  # files inspected before deciding a folder is not ours
@@ -46,9 +46,9 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     """Read each path into layers: an image, or a Labels layer for a DICOM SEG; a DICOM
     folder also gives the SEGs in it that reference its series, on the series' grid.
     Errors name the file and the problem."""
-    from .layers import image_layer_data, segmentation_layer_data
-    from ..io import read_volume
-    from ..io.dicom_seg import read_series_with_segs
+    from .contributions.layers import image_layer_data, segmentation_layer_data
+    from .io import read_volume
+    from .io.dicom_seg import read_series_with_segs
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers = []

@@ -15,9 +15,9 @@ TEMPLATE_LAYER = "MNI152 average template T1"
 def _sample_layer(key: str, name: str) -> list[tuple]:
     from dataclasses import replace
 
-    from .layers import image_layer_data
-    from ..io import read_volume
-    from ..resources import sample_volume_path
+    from .contributions.layers import image_layer_data
+    from .io import read_volume
+    from .resources import sample_volume_path
 
     volume = replace(read_volume(sample_volume_path(key)), modality="MR")
     return [image_layer_data(volume, name=name)]

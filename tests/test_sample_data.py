@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg.contributions import sample_data as _sample_data
+from napari_medseg import _sample_data
 from napari_medseg.io import read_volume
 from napari_medseg.resources import HEAD_SAMPLE, SAMPLE_FILES, resources_dir, sample_volume_path
 

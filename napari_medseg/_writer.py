@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .layers import source_volume_from_state
+from .contributions.layers import source_volume_from_state
 
 
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
@@ -18,7 +18,7 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def _write(path: str, data: Any, meta: dict, kind: str) -> list[str]:
-    from ..io import write_volume
+    from .io import write_volume
 
     volume = source_volume_from_state(data, meta)
     if volume.array.ndim != 3:
