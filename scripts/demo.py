@@ -50,7 +50,7 @@ def run_headless(out: Path) -> dict:
     import imageio.v3 as iio
     from qtpy.QtWidgets import QApplication
 
-    from napari_medseg.contributions.sample_data import HEAD_LAYER
+    from napari_medseg._sample_data import HEAD_LAYER
     from napari_medseg.export.run import run_segmentation
     from napari_medseg.io import read_volume
     from napari_medseg.models import load_model
