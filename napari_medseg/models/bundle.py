@@ -15,18 +15,18 @@ import os
 import pickle
 import re
 import shutil
-import stat
 import tempfile
 import uuid
 import zipfile
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .archive import unpack_archive
 from .registry import build_model
 
 __all__ = [
@@ -49,7 +49,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 META_FILE = "meta.json"
 BUNDLE_FORMAT = 1
-_MAX_ARCHIVE_BYTES = 4 << 30  # refuse archives that unpack to more than 4 GiB
 _LISTED = 5  # how many bad keys an error message lists
 
 
@@ -343,26 +342,7 @@ def _state_for_saving(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
 
 def _extract_archive(archive: Path, dest: Path) -> Path:
     """Unpack a bundle archive safely into ``dest``; return the folder holding config.json."""
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise BundleError(archive, f"not a readable zip archive: {err}") from None
-    with zf:
-        total = 0
-        for info in zf.infolist():
-            name = info.filename
-            parts = PurePosixPath(name.replace("\\", "/")).parts
-            if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts:
-                raise BundleError(archive, f"archive member {name!r} has an absolute or '..' path")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise BundleError(archive, f"archive member {name!r} is a symbolic link")
-            total += info.file_size
-            if total > _MAX_ARCHIVE_BYTES:
-                raise BundleError(archive, f"archive unpacks to over {_MAX_ARCHIVE_BYTES} bytes")
-        try:
-            zf.extractall(dest)
-        except (zipfile.BadZipFile, OSError, RuntimeError) as err:
-            raise BundleError(archive, f"archive could not be unpacked: {err}") from None
+    unpack_archive(archive, dest, BundleError)
     if (dest / CONFIG_FILE).is_file():
         return dest
     candidates = [d for d in dest.iterdir() if d.is_dir() and (d / CONFIG_FILE).is_file()]
