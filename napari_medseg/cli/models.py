@@ -9,7 +9,8 @@ import json
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list shipped and user model bundles and nnU-Net folders under $nnUNet_results (also show, rename, delete)",
+        help="list shipped and user model bundles, nnU-Net folders under $nnUNet_results and MONAI bundles under "
+        "$NAPARI_MEDSEG_MONAI_BUNDLES (also show, rename, delete)",
         description="Model bundles: shipped ones (read-only) and the user's fine-tuned versions.",
     )
     parser.add_argument("action", nargs="?", default="list", choices=["list", "show", "rename", "delete"])
@@ -61,13 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _external_rows() -> list[dict]:
-    """nnU-Net trained-model folders under ``$nnUNet_results`` (use them with ``--model PATH``)."""
+    """nnU-Net trained-model folders under ``$nnUNet_results`` and MONAI bundles under
+    ``$NAPARI_MEDSEG_MONAI_BUNDLES`` (use them with ``--model PATH``)."""
     from ..models.external import find_models
 
     return [
         {
             "name": info.name,
-            "architecture": f"nnunet-{info.configuration}",
+            "architecture": f"{info.kind}-{info.configuration}",
             "classes": list(info.classes),
             "version": "",
             "shipped": False,

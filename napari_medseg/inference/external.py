@@ -1,4 +1,4 @@
-"""Segmentation by a model that maps whole volumes itself (an nnU-Net folder)."""
+"""Segmentation by a model that maps whole volumes itself (an nnU-Net folder, a MONAI bundle)."""
 
 from __future__ import annotations
 
@@ -38,9 +38,11 @@ def segment_external(
     inspect: Callable[[np.ndarray, Any], None] | None = None,
 ):
     """:func:`~napari_medseg.inference.segment.segment` for a model with ``predict_volume``
-    (:class:`~napari_medseg.models.external.nnunet_model.NnUNetModel`): its probabilities
-    already lie on ``volume``'s grid, so the geometry is the volume's own. Runs in float32
-    (nnU-Net uses autocast only on CUDA) with every fold and mirroring; no post-processing.
+    (:class:`~napari_medseg.models.external.nnunet_model.NnUNetModel`,
+    :class:`~napari_medseg.models.external.monai_model.MonaiBundleModel`): it is given the
+    volume's array, spacing and geometry, and its probabilities already lie on ``volume``'s
+    grid, so the geometry is the volume's own. Runs in float32 (nnU-Net uses autocast only on
+    CUDA; nnU-Net with every fold and mirroring); no post-processing.
     ``inspect(probabilities (K, z, y, x), ScanGrid)`` sees the prediction as ``segment``'s
     callback does (the OOD decision).
 
@@ -52,8 +54,8 @@ def segment_external(
     start = time.perf_counter()
     was_training = model.training
     try:
-        probabilities = model.predict_volume(volume.array, volume.spacing, device=device, progress=progress,
-                                             should_stop=should_stop)  # fmt: skip
+        probabilities = model.predict_volume(volume.array, volume.spacing, geometry=volume.geometry, device=device,
+                                             progress=progress, should_stop=should_stop)  # fmt: skip
     finally:
         model.train(was_training)
     network = time.perf_counter() - start

@@ -150,8 +150,8 @@ def load_model(
 ) -> nn.Module:
     """Load a bundle by name or path onto ``device`` (None: cpu; ``"auto"``: cuda, mps, cpu).
 
-    A path to an nnU-Net v2 trained-model folder opens it as a model
-    (:mod:`napari_medseg.models.external`; needs the ``nnunet`` extra).
+    A path to an nnU-Net v2 trained-model folder or a MONAI bundle (folder or .zip) opens it
+    as a model (:mod:`napari_medseg.models.external`; needs the ``nnunet`` or ``monai`` extra).
 
     The model is in eval mode and maps (B, C, *S) to logits (B, K, *S); it carries
     ``.config``, ``.bundle_meta`` and ``.bundle_path``.
@@ -163,7 +163,7 @@ def load_model(
     """
     from . import external
 
-    if external.detect(name_or_path):  # an nnU-Net trained-model folder
+    if external.detect(name_or_path):  # an nnU-Net trained-model folder or a MONAI bundle
         return external.open_model(name_or_path, device=resolve_device(device))
     return load_bundle(resolve_bundle(name_or_path), device=resolve_device(device))
 

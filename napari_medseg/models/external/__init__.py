@@ -1,16 +1,19 @@
-"""Models people already have: nnU-Net v2 trained-model folders, opened as models here.
+"""Models people already have: nnU-Net v2 trained-model folders and MONAI bundles, opened as
+models here.
 
 The small interface the rest of the project calls:
 
-- :func:`detect` — what kind of external model a path is (``"nnunet"`` or None), from its
-  files alone;
+- :func:`detect` — what kind of external model a path is (``"nnunet"``, ``"monai"`` or
+  None), from its files alone;
 - :func:`open_model` — the model (a torch module with ``.config``, ``.bundle_path``,
   ``.bundle_meta``) that also segments a whole volume its own way (:func:`segment_volume`);
-- :func:`find_models` — nnU-Net folders under ``$nnUNet_results``, for ``medseg models``.
+- :func:`find_models` — nnU-Net folders under ``$nnUNet_results`` and MONAI bundles under
+  ``$NAPARI_MEDSEG_MONAI_BUNDLES``, for ``medseg models``.
 
-Opening one needs the optional extra ``napari-medseg[nnunet]``; without it the error names
-the extra. Checkpoints are read weights-only, plans are checked against allow-lists before
-nnU-Net's code sees them (see :mod:`.nnunet_plans`, :mod:`.checkpoint`).
+Opening one needs the optional extra ``napari-medseg[nnunet]`` or ``napari-medseg[monai]``;
+without it the error names the extra. Checkpoints are read weights-only; nnU-Net plans are
+checked against allow-lists before nnU-Net's code sees them (:mod:`.nnunet_plans`), MONAI
+configs are read as data and never evaluated (:mod:`.monai_config`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ __all__ = [
 ]  # fmt: skip
 
 RESULTS_ENV = "nnUNet_results"
+MONAI_BUNDLES_ENV = "NAPARI_MEDSEG_MONAI_BUNDLES"
+_KINDS = {"nnunet": "nnU-Net model folders", "monai": "MONAI bundles"}
 _MAX_DEPTH = 3
 
 
@@ -44,15 +49,19 @@ class ExternalInfo:
 
 
 def detect(path: str | os.PathLike) -> str | None:
-    """``"nnunet"`` for an nnU-Net trained-model folder, else None (nothing is imported)."""
+    """``"nnunet"`` for an nnU-Net trained-model folder, ``"monai"`` for a MONAI bundle folder
+    or .zip, else None (names are read, nothing is imported)."""
+    from .monai_files import is_monai_bundle
     from .nnunet_plans import is_nnunet_folder
 
-    return "nnunet" if is_nnunet_folder(path) else None
+    if is_nnunet_folder(path):
+        return "nnunet"
+    return "monai" if is_monai_bundle(path) else None
 
 
 def is_external(model: Any) -> bool:
     """True for a model :func:`open_model` made."""
-    return hasattr(model, "predict_volume") and hasattr(model, "fold_states")
+    return hasattr(model, "predict_volume") and getattr(model, "segments_volumes", False)
 
 
 def refuse_external(model: Any, feature: str) -> None:
@@ -63,14 +72,16 @@ def refuse_external(model: Any, feature: str) -> None:
         ExternalModelError: ``model`` is external; the message names ``feature`` and the model.
     """
     if is_external(model):
+        kind = _KINDS.get(model.config.extra.get("external"), "external models")
         raise ExternalModelError(
             getattr(model, "bundle_path", "?"),
-            f"{feature} is not available for nnU-Net model folders yet (segmentation, volumes and exports are)",
+            f"{feature} is not available for {kind} yet (segmentation, volumes and exports are)",
         )
 
 
 def open_model(path: str | os.PathLike, device: Any = None, **options: Any):
-    """Open an external model folder on ``device`` (None: cpu); see :func:`detect`.
+    """Open an external model folder (or MONAI bundle .zip) on ``device`` (None: cpu); see
+    :func:`detect`. ``options`` go to the opener (nnU-Net: ``folds``, ``checkpoint_name``).
 
     Raises:
         ExternalModelError: not an external model, or one that cannot be opened (named).
@@ -78,25 +89,34 @@ def open_model(path: str | os.PathLike, device: Any = None, **options: Any):
     from ..bundle import resolve_device
 
     kind = detect(path)
-    if kind != "nnunet":
-        raise ExternalModelError(path, "not an nnU-Net model folder (dataset.json, plans.json, fold_*/)")
-    from .nnunet_model import open_nnunet
+    if kind == "nnunet":
+        from .nnunet_model import open_nnunet
 
-    return open_nnunet(path, **options).to(resolve_device(device))
+        return open_nnunet(path, **options).to(resolve_device(device))
+    if kind == "monai":
+        from .monai_model import open_monai
+
+        return open_monai(path, **options).to(resolve_device(device))
+    raise ExternalModelError(path, "neither an nnU-Net model folder (dataset.json, plans.json, fold_*/) nor a MONAI "
+                             "bundle (configs/metadata.json, configs/inference.json, models/model.pt)")  # fmt: skip
 
 
 def segment_volume(model: Any, volume: Any, *, device: Any = "cpu", progress=None, should_stop=None, **options: Any):
     """(K, z, y, x) float32 probabilities of ``volume`` on its own grid, the model's own way."""
-    return model.predict_volume(volume.array, volume.spacing, device=device, progress=progress,
-                                should_stop=should_stop, **options)  # fmt: skip
+    return model.predict_volume(volume.array, volume.spacing, geometry=volume.geometry, device=device,
+                                progress=progress, should_stop=should_stop, **options)  # fmt: skip
 
 
-def find_models(root: str | os.PathLike | None = None) -> list[ExternalInfo]:
+def find_models(root: str | os.PathLike | None = None, monai_root: str | os.PathLike | None = None) -> list[ExternalInfo]:
     """nnU-Net trained-model folders under ``root`` (default ``$nnUNet_results``), up to
-    three levels deep (``DatasetXXX/Trainer__Plans__config``); unreadable ones are skipped."""
+    three levels deep (``DatasetXXX/Trainer__Plans__config``), then MONAI bundles directly
+    under ``monai_root`` (default ``$NAPARI_MEDSEG_MONAI_BUNDLES``); unreadable ones are skipped."""
+    return _nnunet_models(root or os.environ.get(RESULTS_ENV)) + _monai_models(monai_root or os.environ.get(MONAI_BUNDLES_ENV))
+
+
+def _nnunet_models(root: str | os.PathLike | None) -> list[ExternalInfo]:
     from .nnunet_plans import is_nnunet_folder, read_nnunet_folder
 
-    root = root or os.environ.get(RESULTS_ENV)
     if not root or not Path(root).is_dir():
         return []
     found = []
@@ -120,3 +140,23 @@ def _folders(root: Path, depth: int) -> list[Path]:
         out.append(child)
         out.extend(_folders(child, depth - 1))
     return out
+
+
+def _monai_models(root: str | os.PathLike | None) -> list[ExternalInfo]:
+    """MONAI bundle folders directly under ``root``, described from their configs (read as
+    data; .zip files are not listed: reading them would mean unpacking them)."""
+    from .monai_config import read_inference_config
+    from .monai_files import INFERENCE_CONFIGS, METADATA, find_monai_bundles, read_config_file
+    from .monai_meta import class_names_of
+
+    found = []
+    for path in find_monai_bundles(root) if root else []:
+        try:
+            _, metadata = read_config_file(path, (METADATA,), path)
+            file, config = read_config_file(path, INFERENCE_CONFIGS, path)
+            inference = read_inference_config(config, file, path)
+        except ExternalModelError:
+            continue
+        classes = class_names_of(metadata, int(inference.network_kwargs.get("out_channels", 0) or 0))
+        found.append(ExternalInfo(path.name, path, "monai", inference.network, classes, ()))
+    return found

@@ -90,6 +90,7 @@ class NnUNetModel(nn.Module):
         *,
         folds: Sequence[str] | None = None,
         mirroring: bool = True,
+        geometry: object = None,
         device: torch.device | str = "cpu",
         progress: ProgressCallback = None,
         should_stop: StopCheck = None,
@@ -102,6 +103,8 @@ class NnUNetModel(nn.Module):
             spacing: (z, y, x) voxel size in mm.
             folds: folds to average (logits, as nnU-Net does); default all.
             mirroring: test-time mirroring over the checkpoint's allowed axes.
+            geometry: the scan's grid; not used (nnU-Net reads the spacing only, as its
+                predictor does for an array).
 
         Returns:
             (K, z, y, x) float32 probabilities on ``image``'s own grid.
