@@ -69,7 +69,7 @@ class InferenceConfig:
         image_key: the key the pre-transforms act on (``"image"``).
         transforms: (class name in :data:`TRANSFORMS`, literal arguments without ``keys``).
         inferer: a name in :data:`INFERERS`; ``inferer_kwargs`` its literal arguments.
-        activation: ``"softmax"`` (the default when no ``Activationsd`` says) or ``"sigmoid"``.
+        activation: ``"softmax"``, the only one read (sigmoid, multi-label, is refused).
         activation_first: the activation comes before ``Invertd`` (as in the zoo), else after.
         ignored: names of the components read past (pre- and postprocessing).
     """
