@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from napari_medseg.io import nifti, read_volume, write_volume
+from napari_medseg.io import nifti, parallel_gzip, read_volume, write_volume
 from napari_medseg.io.nifti_header import data_offset, parse_header
 from napari_medseg.types import Geometry
 
@@ -91,6 +91,7 @@ def test_writing_probabilities_holds_one_block_not_a_copy(tmp_path):
 
 def test_write_volume_streams_a_memmap_without_loading_it(tmp_path, monkeypatch):
     monkeypatch.setattr(nifti.write_voxels, "__defaults__", (1 << 16,))
+    monkeypatch.setattr(parallel_gzip, "BLOCK_BYTES", 1 << 16)  # the compressor holds a few blocks
     shape = (96, 64, 64, 4)  # 6 MiB
     on_disk = np.memmap(tmp_path / "p.f32", dtype=np.float32, mode="w+", shape=shape)
     on_disk[...] = np.random.default_rng(1).random(shape, dtype=np.float32)
@@ -100,7 +101,9 @@ def test_write_volume_streams_a_memmap_without_loading_it(tmp_path, monkeypatch)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < on_disk.nbytes / 8, f"peak {peak} bytes while writing {on_disk.nbytes}"
+    # Beyond a few blocks, each compressing thread holds zlib's state (about 270 KiB at level 4).
+    compressors = parallel_gzip.compression_threads() * (400 << 10)
+    assert peak < on_disk.nbytes / 8 + compressors, f"peak {peak} bytes while writing {on_disk.nbytes}"
     np.testing.assert_array_equal(read_volume(path, keep_channels=True).array, np.asarray(on_disk))
 
 
