@@ -116,7 +116,7 @@ def cli_seconds(model_name: str, scan: Path, repeats: int) -> dict:
     return {
         "cli_seconds": round(statistics.median(times), 2),
         "all_seconds": [round(t, 2) for t in times],
-        "report_timings": report.get("timings"),
+        "report_timings": report.get("timings_s"),
         "output_mb": sizes,
     }
 

@@ -77,6 +77,7 @@ def run_segmentation(
         ResultSetError: a file could not be written (named); nothing of this run is kept.
     """
     from ..inference import segment
+    from ..preprocess import classes_last
 
     targets = _check_request(model, uncertainty, gradcam, figure)
     names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
@@ -88,7 +89,7 @@ def run_segmentation(
     with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
         result = segment(
             volume, model, **options, inspect=_ood_inspector(volume, model.config, extra),
-            allocate=lambda shape: probability_array(shape, budget, results.staging),
+            allocate=lambda shape: classes_last(probability_array((shape[-1], *shape[:-1]), budget, results.staging)),
             allocate_model=lambda shape: probability_array(shape, budget, results.staging, "model-probabilities.f32"),
         )  # fmt: skip
         _write_segmentation(results, names, result, volume, model)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..preprocess import classes_last
 from ..types import Geometry, Volume
 from ..control import ProgressCallback, StopCheck
 
@@ -62,9 +63,12 @@ def segment_external(
     if inspect is not None:
         inspect(probabilities, ScanGrid(volume.geometry))
     shape = (*volume.shape, probabilities.shape[0])
-    restored = np.empty(shape, np.float32) if allocate is None else allocate(shape)
-    for k in range(probabilities.shape[0]):
-        restored[..., k] = probabilities[k]
+    if allocate is None:  # already class-major on the scan's grid: a view, no copy
+        restored = classes_last(np.ascontiguousarray(probabilities, dtype=np.float32))
+    else:
+        restored = allocate(shape)
+        for k in range(probabilities.shape[0]):
+            restored[..., k] = probabilities[k]
     del probabilities
     labels = argmax_labels(restored)
     total = time.perf_counter() - start

@@ -12,7 +12,7 @@ import torch
 
 from ..postprocess import PostprocessSettings, apply_in_slabs, fit_postprocess
 from ..io.limits import release_pages
-from ..preprocess import Prepared, prepare_for_model, restore_into
+from ..preprocess import Prepared, empty_probabilities, prepare_for_model, restore_into
 from ..types import Volume
 from ..control import ProgressCallback, StopCheck
 from .device import autocast_dtype, precision_name, select_device
@@ -28,7 +28,8 @@ class Segmentation:
 
     Attributes:
         labels: (z, y, x) uint8 class indices.
-        probabilities: (z, y, x, K) float32, summing to 1 over K.
+        probabilities: (z, y, x, K) float32, summing to 1 over K; stored class-major (each
+            class's volume contiguous, :func:`~napari_medseg.preprocess.classes_last`).
         class_names: K names, background first.
         timings: seconds per stage ("preprocess", "network", "postprocess", "restore", "total").
         device: where the network ran; ``precision``: autocast dtype or "fp32".
@@ -46,12 +47,24 @@ class Segmentation:
 
 
 def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
-    """(z, y, x) uint8 class indices of (z, y, x, K) probabilities, ``slab`` slices at a time
-    (a whole-volume ``argmax`` would hold an int64 volume; a memmap's pages are released
-    as it goes)."""
+    """(z, y, x) uint8 class indices of (z, y, x, K) probabilities: ``numpy.argmax`` over
+    K (the first class on ties), ``slab`` slices at a time.
+
+    A running maximum over the classes, one class's slab at a time: it reads class-major
+    storage (:func:`~napari_medseg.preprocess.classes_last`) in contiguous blocks and never
+    holds an int64 volume; a memmap's pages are released as it goes.
+    """
     labels = np.empty(probabilities.shape[:-1], dtype=np.uint8)
     for start in range(0, labels.shape[0], slab):
-        labels[start : start + slab] = np.argmax(probabilities[start : start + slab], axis=-1)
+        block = probabilities[start : start + slab]
+        best = np.array(block[..., 0], dtype=np.float32)
+        winner = labels[start : start + slab]
+        winner[...] = 0
+        for k in range(1, block.shape[-1]):
+            value = block[..., k]
+            better = value > best
+            np.copyto(best, value, where=better)
+            winner[better] = k
         release_pages(probabilities)
     return labels
 
@@ -119,7 +132,7 @@ def segment(
 
     mark = time.perf_counter()
     shape = (*prepared.input_shape, probabilities.shape[0])
-    restored = restore_into(probabilities, prepared, np.empty(shape, np.float32) if allocate is None else allocate(shape))
+    restored = restore_into(probabilities, prepared, empty_probabilities(shape) if allocate is None else allocate(shape))
     del probabilities
     labels = argmax_labels(restored)
     timings["restore"] = time.perf_counter() - mark

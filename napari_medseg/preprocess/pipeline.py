@@ -218,9 +218,27 @@ def _fmt(values) -> str:
     return "x".join(f"{float(v):g}" for v in values)
 
 
+def classes_last(array: np.ndarray) -> np.ndarray:
+    """The (z, y, x, K) view of class-major (K, z, y, x) storage, without a copy.
+
+    Probabilities on the input grid are kept this way: each class's volume is contiguous,
+    so mapping one class back, writing NIfTI (which stores channel after channel) and
+    showing one class as a layer each touch one block of memory, not every K-th value.
+    A disk-backed ``numpy.memmap`` stays one (its view keeps the mapping).
+    """
+    return np.moveaxis(array, 0, -1)
+
+
+def empty_probabilities(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 (z, y, x, K) array of ``shape``, stored class-major
+    (:func:`classes_last`)."""
+    return classes_last(np.empty((shape[-1], *shape[:-1]), dtype=np.float32))
+
+
 def restore(probabilities: np.ndarray, prepared: Prepared) -> np.ndarray:
-    """(K, z, y, x) probabilities on the model grid -> (z, y, x, K) float32 on the input grid."""
-    out = np.empty((*prepared.input_shape, probabilities.shape[0]), dtype=np.float32)
+    """(K, z, y, x) probabilities on the model grid -> (z, y, x, K) float32 on the input
+    grid, stored class-major (:func:`classes_last`)."""
+    out = empty_probabilities((*prepared.input_shape, probabilities.shape[0]))
     return restore_into(probabilities, prepared, out)
 
 
@@ -228,7 +246,9 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
     """Map (K, z, y, x) model-grid probabilities into ``out``, (z, y, x, K) float32 on the input grid.
 
     One class at a time, written straight into ``out`` (``out`` and ``probabilities`` may be
-    disk-backed memmaps, whose pages are written out and released after each slab): beyond
+    disk-backed memmaps, whose pages are written out and released after each slab; ``out``
+    is best class-major, :func:`empty_probabilities`, so that each class's pages are
+    written once rather than once per class): beyond
     ``out`` this holds one class on each grid, never a second K-class volume. After a
     resampling the classes are clipped at 0 and renormalised to sum to 1, ``slab`` input
     slices at a time. Returns ``out``.
@@ -250,8 +270,8 @@ def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray,
         else:
             values = prepared.reorientation.invert(prepared.scan_part(probabilities[c]))
         for start in range(0, out.shape[0], slab):
-            # ``out`` interleaves the classes: one class dirties all of a memmap's pages, so
-            # they are released slab by slab, not once per class.
+            # Released slab by slab: an ``out`` that interleaves the classes has all of its
+            # pages dirtied by each class.
             target = out[start : start + slab, ..., c]
             if image is not None:
                 np.maximum(values[start : start + slab], 0, out=target)

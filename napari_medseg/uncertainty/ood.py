@@ -176,7 +176,10 @@ def ood_score(
         n = int(foreground.sum())
         if n:
             count += n
-            entropy_sum += float(entropy(block, axis=axis)[foreground].sum(dtype=np.float64))
+            # Only the foreground's probabilities, class by class (views, then K gathers of n).
+            lead = (slice(None),) * axis
+            chosen = np.stack([block[lead + (c,)][foreground] for c in range(k)])
+            entropy_sum += float(entropy(chosen, axis=0).sum(dtype=np.float64))
             if epistemic is not None:
                 mi_sum += float(epistemic[region][foreground].sum(dtype=np.float64))
         release_pages(probabilities)  # a disk-backed prediction: the slab read leaves this process's memory

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_medseg.io.limits import release_pages
-from napari_medseg.preprocess import normalize_intensity, prepare, restore, restore_into
+from napari_medseg.preprocess import classes_last, normalize_intensity, prepare, restore, restore_into
 from napari_medseg.preprocess.pipeline import Prepared, resample_array
 from napari_medseg.types import Geometry, Volume
 
@@ -84,6 +84,21 @@ def test_restore_class_by_class_equals_the_whole_volume_path(geometry, tmp_path)
     assert restore_into(probabilities, prepared, disk, slab=3) is disk
     np.testing.assert_array_equal(np.asarray(disk), expected)
     np.testing.assert_array_equal(probabilities, before)  # the caller's array is left as found
+
+
+@pytest.mark.parametrize("geometry", CASES)
+def test_restored_probabilities_are_class_major(geometry, tmp_path):
+    """Each class's volume is one contiguous block, in memory and in a class-major memmap."""
+    volume = Volume(_ct(), geometry, modality="CT")
+    prepared = prepare(volume, orientation="RAS", spacing=(1.0, 1.0, 1.0))
+    probabilities = _softmax_like(prepared.image)
+    expected = _whole_volume_restore(probabilities, prepared)
+    restored = restore(probabilities, prepared)
+    assert restored.shape == expected.shape
+    assert all(restored[..., c].flags.c_contiguous for c in range(restored.shape[-1]))
+    disk = classes_last(np.memmap(tmp_path / "p.f32", dtype=np.float32, mode="w+", shape=(4, *expected.shape[:3])))
+    assert isinstance(disk, np.memmap) and restore_into(probabilities, prepared, disk, slab=5) is disk
+    np.testing.assert_array_equal(np.asarray(disk), expected)
 
 
 def test_restore_into_refuses_a_wrong_array():
