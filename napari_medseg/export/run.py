@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..control import ProgressCallback, StopCheck
+from ..preprocess import classes_last
 from ..types import Volume
 from .result_set import ResultSet
 
@@ -77,7 +78,6 @@ def run_segmentation(
         ResultSetError: a file could not be written (named); nothing of this run is kept.
     """
     from ..inference import segment
-    from ..preprocess import classes_last
 
     targets = _check_request(model, uncertainty, gradcam, figure)
     names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
