@@ -118,6 +118,11 @@ def test_release_pages_keeps_the_data(tmp_path):
     release_pages(disk)
     assert float(disk.sum()) == 2.5 * disk.size
     assert np.fromfile(tmp_path / "a.f32", np.float32).sum() == 2.5 * disk.size
+    # Changes dropped from memory without a flush reach the file before the array is touched again.
+    disk[:] = np.arange(disk.size, dtype=np.float32).reshape(disk.shape)
+    release_pages(disk)
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.f32", np.float32), np.arange(disk.size, dtype=np.float32))
+    np.testing.assert_array_equal(np.asarray(disk).ravel(), np.arange(disk.size, dtype=np.float32))
 
 
 @pytest.mark.parametrize("geometry", CASES)
