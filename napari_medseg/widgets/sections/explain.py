@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLineEdit, QPushButton
 
 PREDICTED = "predicted mask"
@@ -63,7 +64,11 @@ class ExplainSection(QGroupBox):
         volume = volume_from_layer(image)
         region = None
         if self.region_combo.currentText() not in ("", PREDICTED):
-            region = region_mask(panel.viewer.layers[self.region_combo.currentText()], volume.shape)
+            try:
+                region = region_mask(panel.viewer.layers[self.region_combo.currentText()], image)
+            except ValueError as err:
+                show_warning(str(err))
+                return None
         target = self.class_combo.currentText()
         return panel.jobs.start(
             "Grad-CAM",
@@ -88,20 +93,36 @@ class ExplainSection(QGroupBox):
         )
 
 
-def region_mask(layer, shape):
-    """Boolean (z, y, x) mask from a Labels layer (non-zero) or a Shapes layer (filled shapes)."""
-    import numpy as np
+def region_mask(layer, image) -> np.ndarray:
+    """Boolean (z, y, x) mask in the source voxel order of ``image``'s volume.
+
+    ``layer`` is a Labels layer (its non-zero voxels) or a Shapes layer (its filled shapes).
+    Shapes are drawn in world coordinates: their vertices are mapped into ``image``'s data
+    grid (the displayed axes of a permuted scan, a sagittal series or FreeSurfer's LIA,
+    :mod:`~napari_medseg.contributions.layer_geometry`) and filled there. A Labels layer
+    this plugin made carries its own axis order; one a user made over the image has the
+    image's.
+
+    Raises:
+        ValueError: the region does not lie on the image's grid (names both shapes).
+    """
     from napari.layers import Shapes
 
-    if isinstance(layer, Shapes):
-        mask = layer.to_labels(labels_shape=shape) > 0
-    else:
-        from ...contributions.layers import from_layer_layout
+    from ...contributions.layers import METADATA_KEY, from_layer_layout
 
-        mask = from_layer_layout(np.asarray(layer.data), layer.metadata) > 0
-    if mask.shape != tuple(shape):
-        raise ValueError(f"region layer {layer.name!r} of shape {mask.shape} does not match the image {tuple(shape)}")
-    return mask
+    shown = tuple(np.shape(image.data))
+    if isinstance(layer, Shapes):
+        # Rounded to 1/1000 voxel: Shapes keep float32 vertices, and a slice drawn at 3 that
+        # comes back at 2.9999993 would be filled on slice 2.
+        on_image = [np.round([image.world_to_data(layer.data_to_world(v)) for v in vertices], 3) for vertices in layer.data]
+        mask = Shapes(on_image, shape_type=list(layer.shape_type), ndim=len(shown)).to_labels(labels_shape=shown) > 0
+        metadata = image.metadata
+    else:
+        mask = np.asarray(layer.data) > 0
+        metadata = layer.metadata if METADATA_KEY in (layer.metadata or {}) else image.metadata
+    if mask.shape != shown:
+        raise ValueError(f"region layer {layer.name!r} of shape {mask.shape} does not match the image {shown}")
+    return np.ascontiguousarray(from_layer_layout(mask, metadata))
 
 
 def _explain_job(volume, model, target, region, method, layer, progress=None, should_stop=None):
