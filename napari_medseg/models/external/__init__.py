@@ -7,6 +7,8 @@ The small interface the rest of the project calls:
   None), from its files alone;
 - :func:`open_model` — the model (a torch module with ``.config``, ``.bundle_path``,
   ``.bundle_meta``) that also segments a whole volume its own way (:func:`segment_volume`);
+- uncertainty samples drawn the model's own way (``sample_count``, ``sample_probabilities``;
+  :mod:`.sampling`): nnU-Net's folds and mirroring, a MONAI bundle's roi flips, dropout;
 - :func:`find_models` — nnU-Net folders under ``$nnUNet_results`` and MONAI bundles under
   ``$NAPARI_MEDSEG_MONAI_BUNDLES``, for ``medseg models``.
 
@@ -66,7 +68,7 @@ def is_external(model: Any) -> bool:
 
 def refuse_external(model: Any, feature: str) -> None:
     """Raise for a step that external models do not have yet (they segment, and their
-    volumes, reports and exports follow; Grad-CAM, uncertainty and fine-tuning do not).
+    volumes, reports, exports and uncertainty follow; Grad-CAM and fine-tuning do not).
 
     Raises:
         ExternalModelError: ``model`` is external; the message names ``feature`` and the model.

@@ -11,7 +11,8 @@ pipeline does (:mod:`.monai_pipeline`), so the result lies on the volume's own g
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,10 @@ from .errors import ExternalModelError, require
 from .monai_config import InferenceConfig, read_inference_config
 from .monai_files import INFERENCE_CONFIGS, METADATA, TORCHSCRIPT, WEIGHTS, bundle_folder, read_config_file
 from .monai_meta import class_names_of, modality_of
+from .sampling import Flipped, SeededRandom, active_dropout, check_method, flip_sets, require_dropout
+
+#: Tensor axes of a (B, C, *roi) window that ``tta`` flips: the roi's three spatial axes.
+TTA_AXES = (2, 3, 4)
 
 __all__ = ["MonaiBundleModel", "open_monai"]
 
@@ -107,6 +112,64 @@ class MonaiBundleModel(nn.Module):
         try:
             return predict_probabilities(self.network, image, geometry, self.inference, device=device,
                                          progress=progress, should_stop=should_stop)  # fmt: skip
+        finally:
+            self.network.train(was_training)
+
+    def sample_count(self, method: str, samples: int = 10) -> int:
+        """How many uncertainty samples ``method`` draws (see :meth:`sample_probabilities`).
+
+        Raises:
+            ExternalModelError: ``ensemble`` (a bundle is one network), ``mc-dropout``
+                without dropout of p > 0 (each named).
+            ValueError: an unknown method or a bad ``samples``.
+        """
+        check_method(method, samples)
+        name = f"MONAI bundle {self.bundle_meta['name']} ({self.inference.network})"
+        if method == "ensemble":
+            raise ExternalModelError(self.bundle_path, f"ensemble needs several networks and {name} is one network; "
+                                     "use --uncertainty tta (flips) or mc-dropout")  # fmt: skip
+        if method == "tta":
+            return len(flip_sets(TTA_AXES))
+        require_dropout(self.network, self.bundle_path, name)
+        return samples
+
+    def sample_probabilities(self, image: np.ndarray, spacing: Sequence[float], *, method: str, samples: int = 10,
+                             seed: int = 0, geometry: Geometry | None = None, device: torch.device | str = "cpu",
+                             progress: ProgressCallback = None, should_stop: StopCheck = None) -> Iterator[np.ndarray]:  # fmt: skip
+        """Uncertainty samples of a scan, one (K, z, y, x) float32 array on ``image``'s grid
+        at a time (the bundle's pre-transforms run once, ``Invertd`` once per sample):
+
+        - ``tta``: one sample per flip of the network input's three spatial axes, every
+          subset of them (8 samples, the unflipped one first), each window flipped before
+          the network and its logits flipped back; the axes are those of the roi after the
+          bundle's own transforms (MONAI's (x, y, z) order, after ``Orientationd`` when it has one);
+        - ``mc-dropout``: ``samples`` passes with the network's dropout on, masks drawn
+          from a private state seeded by ``seed``.
+
+        Arguments as :meth:`predict_volume`; ``progress`` counts window batches over all samples.
+
+        Raises:
+            Cancelled: ``should_stop()`` returned True before a window batch.
+        """
+        from .monai_pipeline import probabilities_each
+
+        count = self.sample_count(method, samples)
+        geometry = geometry if geometry is not None else Geometry(tuple(spacing), (0.0, 0.0, 0.0))
+        device = torch.device(device)
+        networks = [Flipped(self.network, axes) for axes in flip_sets(TTA_AXES)] if method == "tta" else [self.network] * count
+        random = SeededRandom(seed, device)
+        was_training = self.network.training
+        self.network.eval().to(device)
+        try:
+            with active_dropout(self.network) if method == "mc-dropout" else nullcontext():
+                pending = probabilities_each(networks, image, geometry, self.inference, device=device,
+                                              progress=progress, should_stop=should_stop)  # fmt: skip
+                while True:
+                    with random.active():
+                        sample = next(pending, None)
+                    if sample is None:
+                        return
+                    yield sample
         finally:
             self.network.train(was_training)
 

@@ -11,7 +11,7 @@ MONAI's classes with their literal arguments, the network runs under MONAI's
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,9 @@ from torch import nn
 from ...control import ProgressCallback, StopCheck, check_stop, report
 from ...types import Geometry
 from .monai_config import InferenceConfig
+from .sampling import sample_progress
 
-__all__ = ["predict_probabilities", "ras_affine", "scan_metatensor"]
+__all__ = ["predict_probabilities", "probabilities_each", "ras_affine", "scan_metatensor"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _REVERSE = np.eye(4)[[2, 1, 0, 3]]  # (z, y, x, 1) <-> (x, y, z, 1)
@@ -88,22 +89,40 @@ def predict_probabilities(
     Raises:
         Cancelled: ``should_stop()`` returned True before a window batch.
     """
+    return next(probabilities_each([network], image, geometry, config, device=device, progress=progress,
+                                   should_stop=should_stop))  # fmt: skip
+
+
+def probabilities_each(
+    networks: Sequence[nn.Module],
+    image: np.ndarray,
+    geometry: Geometry,
+    config: InferenceConfig,
+    *,
+    device: torch.device,
+    progress: ProgressCallback = None,
+    should_stop: StopCheck = None,
+) -> Iterator[np.ndarray]:
+    """:func:`predict_probabilities` of each network in turn, the scan preprocessed once:
+    one (K, z, y, x) float32 array on the scan's grid at a time (uncertainty samples).
+    ``progress`` counts window batches over all the networks."""
     from monai.transforms import Invertd
 
     preprocessing = build_preprocessing(config)
     data = preprocessing({config.image_key: scan_metatensor(image, geometry)})
     prepared = data[config.image_key]
-    with torch.no_grad():
-        logits = _infer(network, prepared[None], config, device, progress, should_stop)[0]
-    data[_PRED] = logits.to("cpu")
-    if config.activation_first:
-        data[_PRED] = torch.softmax(data[_PRED], dim=0)
-    data = Invertd(_PRED, transform=preprocessing, orig_keys=config.image_key, nearest_interp=False)(data)
-    restored = data[_PRED] if config.activation_first else torch.softmax(data[_PRED], dim=0)
-    out = np.asarray(restored.detach().cpu().numpy(), dtype=np.float32).transpose(0, 3, 2, 1)
-    if out.shape[1:] != np.shape(image):
-        raise RuntimeError(f"the bundle's inverse transforms gave {out.shape[1:]}, not the scan's {np.shape(image)}")
-    return np.ascontiguousarray(out)
+    invert = Invertd(_PRED, transform=preprocessing, orig_keys=config.image_key, nearest_interp=False)
+    for i, network in enumerate(networks):
+        check_stop(should_stop)
+        counted = sample_progress(progress, i, len(networks))
+        with torch.no_grad():
+            logits = _infer(network, prepared[None], config, device, counted, should_stop)[0].to("cpu")
+        restored = invert({**data, _PRED: torch.softmax(logits, dim=0) if config.activation_first else logits})[_PRED]
+        restored = restored if config.activation_first else torch.softmax(restored, dim=0)
+        out = np.asarray(restored.detach().cpu().numpy(), dtype=np.float32).transpose(0, 3, 2, 1)
+        if out.shape[1:] != np.shape(image):
+            raise RuntimeError(f"the bundle's inverse transforms gave {out.shape[1:]}, not the scan's {np.shape(image)}")
+        yield np.ascontiguousarray(out)
 
 
 def _infer(network, batch, config: InferenceConfig, device, progress, should_stop):

@@ -14,6 +14,8 @@ grid, so its geometry is the volume's, exactly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -22,11 +24,12 @@ import torch
 from torch import nn
 
 from ...config import ModelConfig
-from ...control import ProgressCallback, StopCheck
+from ...control import ProgressCallback, StopCheck, check_stop
 from .checkpoint import load_checkpoint, state_dict_of
 from .errors import ExternalModelError, require
 from .nnunet_plans import NnUNetFolder, read_nnunet_folder
-from .nnunet_window import sliding_window_logits, window_slicers
+from .nnunet_window import mirror_combinations, sliding_window_logits, window_slicers
+from .sampling import SeededRandom, active_dropout, check_method, require_dropout, sample_progress
 
 __all__ = ["NnUNetModel", "open_nnunet"]
 
@@ -109,43 +112,114 @@ class NnUNetModel(nn.Module):
         Returns:
             (K, z, y, x) float32 probabilities on ``image``'s own grid.
         """
-        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
-        plans_manager, configuration, label_manager = self._managers()
-        preprocessor = configuration.preprocessor_class(verbose=False)
-        data, _, properties = preprocessor.run_case_npy(
-            np.asarray(image, dtype=np.float32)[None], None, {"spacing": [float(s) for s in spacing]},
-            plans_manager, configuration, self.folder.dataset,
-        )  # fmt: skip
-        data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        data, properties = self._preprocess(image, spacing)
         logits = self.fold_logits(data, folds=folds, mirroring=mirroring, device=torch.device(device),
                                   progress=progress, should_stop=should_stop)  # fmt: skip
-        _, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
-            logits, plans_manager, configuration, label_manager, properties, return_probabilities=True,
-            num_threads_torch=torch.get_num_threads(),
-        )  # fmt: skip
-        return np.ascontiguousarray(probabilities, dtype=np.float32)
+        return self._to_scan(logits, properties)
 
-    def fold_logits(self, data: torch.Tensor, *, folds=None, mirroring=True, device=torch.device("cpu"),
-                    progress: ProgressCallback = None, should_stop: StopCheck = None) -> torch.Tensor:  # fmt: skip
-        """Logits (K, *S) of preprocessed (1, *S) ``data``, averaged over ``folds``."""
+    def sample_count(self, method: str, samples: int = 10) -> int:
+        """How many uncertainty samples ``method`` draws (see :meth:`sample_probabilities`).
+
+        Raises:
+            ExternalModelError: ``ensemble`` with one fold, ``tta`` without allowed mirror
+                axes, ``mc-dropout`` without dropout of p > 0 (each named).
+            ValueError: an unknown method or a bad ``samples``.
+        """
+        return len(self._sample_plan(method, samples))
+
+    def sample_probabilities(self, image: np.ndarray, spacing: Sequence[float], *, method: str, samples: int = 10,
+                             seed: int = 0, geometry: object = None, device: torch.device | str = "cpu",
+                             progress: ProgressCallback = None, should_stop: StopCheck = None) -> Iterator[np.ndarray]:  # fmt: skip
+        """Uncertainty samples of a scan, one (K, z, y, x) float32 array on ``image``'s grid
+        at a time (nnU-Net's preprocessing runs once):
+
+        - ``ensemble``: one sample per fold, each fold's own prediction without mirroring
+          (the folds' disagreement, not the augmentation's);
+        - ``tta``: one sample per mirror combination of the checkpoint's allowed axes, the
+          unmirrored one first (8 for a 3D model mirroring all axes), each the folds'
+          average as nnU-Net averages them (logits);
+        - ``mc-dropout``: ``samples`` passes with the network's dropout on (folds averaged,
+          no mirroring), masks drawn from a private state seeded by ``seed``.
+
+        Arguments as :meth:`predict_volume`; ``progress`` counts windows over all samples.
+
+        Raises:
+            Cancelled: ``should_stop()`` returned True before a window.
+        """
+        plan = self._sample_plan(method, samples)
+        data, properties = self._preprocess(image, spacing)
+        device = torch.device(device)
+        random = SeededRandom(seed, device)
+        for i, (folds, flips) in enumerate(plan):
+            check_stop(should_stop)
+            with random.active():
+                logits = self.fold_logits(data, folds=folds, flips=flips, dropout=method == "mc-dropout", device=device,
+                                          progress=sample_progress(progress, i, len(plan)), should_stop=should_stop)  # fmt: skip
+            yield self._to_scan(logits, properties)
+
+    def _sample_plan(self, method: str, samples: int) -> list[tuple[list[str], list[tuple[int, ...]]]]:
+        """(folds, flips) of each sample of ``method``."""
+        check_method(method, samples)
+        folds, name = list(self.fold_states), f"nnU-Net model {self.folder.path.name}"
+        if method == "ensemble":
+            if len(folds) < 2:
+                raise ExternalModelError(self.folder.path, f"ensemble uses the folds as members and {name} has one "
+                                         f"(fold_{folds[0]}); use --uncertainty tta, or a folder with more folds")  # fmt: skip
+            return [([fold], [()]) for fold in folds]
+        if method == "tta":
+            if not self.mirror_axes:
+                raise ExternalModelError(self.folder.path, f"tta mirrors the checkpoint's allowed axes and {name} "
+                                         "allows none (inference_allowed_mirroring_axes)")  # fmt: skip
+            return [(folds, [flips]) for flips in [(), *mirror_combinations(self.mirror_axes)]]
+        require_dropout(self.network, self.folder.path, name)
+        return [(folds, [()])] * samples
+
+    def fold_logits(self, data: torch.Tensor, *, folds=None, mirroring=True, flips=None, dropout=False,
+                    device=torch.device("cpu"), progress: ProgressCallback = None,
+                    should_stop: StopCheck = None) -> torch.Tensor:  # fmt: skip
+        """Logits (K, *S) of preprocessed (1, *S) ``data``, averaged over ``folds``;
+        ``flips`` replaces ``mirroring`` (see :func:`.nnunet_window.sliding_window_logits`),
+        ``dropout`` runs the network's dropout modules in training mode."""
         folds = list(folds) if folds is not None else list(self.fold_states)
         per_fold = len(window_slicers(_padded_shape(data.shape[1:], self.folder.patch_size), self.folder.patch_size))
         was_fold, was_training = self.active_fold, self.network.training
         self.network.eval().to(device)
         total = None
         try:
-            for i, fold in enumerate(folds):
-                self.use_fold(fold)
-                logits = sliding_window_logits(
-                    self.network, data, self.folder.patch_size, mirror_axes=self.mirror_axes if mirroring else None,
-                    device=device, progress=progress, should_stop=should_stop, done=i * per_fold, total=per_fold * len(folds),
-                )  # fmt: skip
-                total = logits if total is None else total + logits  # inference tensors: no in-place update
+            with active_dropout(self.network) if dropout else nullcontext():
+                for i, fold in enumerate(folds):
+                    self.use_fold(fold)
+                    logits = sliding_window_logits(
+                        self.network, data, self.folder.patch_size, mirror_axes=self.mirror_axes if mirroring else None,
+                        device=device, progress=progress, should_stop=should_stop, done=i * per_fold,
+                        total=per_fold * len(folds), flips=flips,
+                    )  # fmt: skip
+                    total = logits if total is None else total + logits  # inference tensors: no in-place update
         finally:
             self.use_fold(was_fold)
             self.network.train(was_training)
         return total / len(folds)
+
+    def _preprocess(self, image: np.ndarray, spacing: Sequence[float]) -> tuple[torch.Tensor, dict]:
+        """nnU-Net's preprocessed (1, *S) float32 data of a (z, y, x) scan, and its properties."""
+        plans_manager, configuration, _ = self._managers()
+        preprocessor = configuration.preprocessor_class(verbose=False)
+        data, _, properties = preprocessor.run_case_npy(
+            np.asarray(image, dtype=np.float32)[None], None, {"spacing": [float(s) for s in spacing]},
+            plans_manager, configuration, self.folder.dataset,
+        )  # fmt: skip
+        return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), properties
+
+    def _to_scan(self, logits: torch.Tensor, properties: dict) -> np.ndarray:
+        """(K, z, y, x) float32 probabilities on the scan's grid, nnU-Net's own way back."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        plans_manager, configuration, label_manager = self._managers()
+        _, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, plans_manager, configuration, label_manager, properties, return_probabilities=True,
+            num_threads_torch=torch.get_num_threads(),
+        )  # fmt: skip
+        return np.ascontiguousarray(probabilities, dtype=np.float32)
 
     def _managers(self):
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

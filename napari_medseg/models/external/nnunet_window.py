@@ -58,6 +58,7 @@ def sliding_window_logits(
     should_stop: StopCheck = None,
     done: int = 0,
     total: int | None = None,
+    flips: list[tuple[int, ...]] | None = None,
 ) -> torch.Tensor:
     """Blended logits of ``network`` over preprocessed ``data`` (float16, as nnU-Net's).
 
@@ -66,6 +67,9 @@ def sliding_window_logits(
         patch: the configuration's patch size (2 or 3 entries).
         mirror_axes: patch axes to mirror (the checkpoint's allowed axes), or None.
         done, total: windows already run and to run in all (for progress over several folds).
+        flips: the tensor axes (of a (B, C, *patch) batch) to flip for each averaged
+            prediction, ``()`` for the unmirrored one; default: ``()`` and every combination
+            of ``mirror_axes`` (nnU-Net's mirroring). ``[(4,)]`` gives one mirrored prediction.
 
     Returns:
         (K, z, y, x) float16 logits on the CPU.
@@ -81,15 +85,16 @@ def sliding_window_logits(
     total = total or len(slicers)
     gaussian = compute_gaussian(tuple(patch), sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float16,
                                 device=torch.device("cpu"))  # fmt: skip
-    combinations = mirror_combinations(mirror_axes)
+    flips = [(), *mirror_combinations(mirror_axes)] if flips is None else list(flips)
     logits = weights = None
     for i, slicer in enumerate(slicers):
         check_stop(should_stop)
         window = padded[slicer][None].to(device)
-        prediction = network(window)
-        for axes in combinations:
-            prediction += torch.flip(network(torch.flip(window, axes)), axes)
-        prediction = (prediction / (len(combinations) + 1))[0].float().cpu()
+        prediction = None
+        for axes in flips:
+            out = torch.flip(network(torch.flip(window, axes)), axes) if axes else network(window)
+            prediction = out if prediction is None else prediction.add_(out)
+        prediction = (prediction / len(flips))[0].float().cpu()
         if logits is None:
             logits = torch.zeros((prediction.shape[0], *padded.shape[1:]), dtype=torch.float16)
             weights = torch.zeros(padded.shape[1:], dtype=torch.float16)
