@@ -27,10 +27,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a DICOM folder")
     parser.add_argument("--no-postprocess", action="store_true", help="skip the bundle's post-processing (labels and uncertainty maps are then the network's own)")
     parser.add_argument("--uncertainty", default="none", choices=["none", "mc-dropout", "tta", "ensemble"],
-                        help="also write entropy (total), aleatoric and epistemic maps (nats)")  # fmt: skip
-    parser.add_argument("--samples", type=int, default=10, help="samples for mc-dropout and tta (default 10)")
+                        help="also write entropy (total), aleatoric and epistemic maps (nats); an nnU-Net folder's "
+                        "ensemble is its folds and its tta its mirroring, a MONAI bundle's tta flips its roi")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=10,
+                        help="samples for mc-dropout, and tta of our bundles (default 10)")  # fmt: skip
     parser.add_argument("--ensemble", nargs="+", default=None, metavar="MODEL",
-                        help="further bundles for --uncertainty ensemble (default: the shipped bundles with the same classes)")  # fmt: skip
+                        help="further bundles for --uncertainty ensemble (default: the shipped bundles with the same "
+                        "classes; none for an nnU-Net folder)")  # fmt: skip
     parser.add_argument("--gradcam", nargs="+", default=[], metavar="CLASS", help="write Grad-CAM maps for these classes (name or index)")
     parser.add_argument("--gradcam-method", default="gradcam", choices=["gradcam", "gradcam++"])
     parser.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
@@ -55,6 +58,7 @@ def output_stem(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..io import read_volume
     from ..models import load_model
+    from ..models.external import is_external
     from ..export.run import run_segmentation
     from .progress import ProgressBar
 
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device="cpu")
     progress = None if args.quiet else ProgressBar("segment")
     ensemble = []
-    if args.uncertainty == "ensemble":
+    if args.uncertainty == "ensemble" and (args.ensemble or not is_external(model)):  # nnU-Net: its folds
         ensemble = [load_model(name, device="cpu") for name in (args.ensemble or _default_ensemble(model))]
         if not ensemble:
             raise ValueError("--uncertainty ensemble needs further models: pass --ensemble MODEL ...")

@@ -79,7 +79,7 @@ def run_segmentation(
     """
     from ..inference import segment
 
-    targets = _check_request(model, uncertainty, gradcam, figure)
+    targets = _check_request(model, uncertainty, gradcam, figure, [model, *ensemble], samples)
     names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
     maps: dict[str, np.ndarray] = {}  # kept for the figure
     extra: dict[str, Any] = {}  # what the report adds: OOD, uncertainty and Grad-CAM summaries
@@ -103,16 +103,20 @@ def run_segmentation(
     return {key: written[name] for key, name in names.items()}
 
 
-def _check_request(model: Any, uncertainty: str, gradcam: Sequence[str | int], figure: bool) -> list[tuple[Any, str]]:
-    """Refuse what cannot be done before any work; returns the Grad-CAM targets as
-    (what was asked, class name) pairs."""
+def _check_request(model: Any, uncertainty: str, gradcam: Sequence[str | int], figure: bool,
+                   members: Sequence[Any] = (), samples: int = 10) -> list[tuple[Any, str]]:  # fmt: skip
+    """Refuse what cannot be done before any work (an external model's uncertainty it
+    cannot sample, named with the reason); returns the Grad-CAM targets as (what was
+    asked, class name) pairs."""
     from ..explain.scan import class_index
-    from ..models.external import refuse_external
+    from ..models.external import is_external, refuse_external
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
-    if uncertainty != "none":
-        refuse_external(model, f"uncertainty ({uncertainty})")
+    if uncertainty != "none" and is_external(model):
+        from ..uncertainty.external import external_sample_count
+
+        external_sample_count(list(members) if uncertainty == "ensemble" else [model], uncertainty, samples)
     if gradcam:
         refuse_external(model, "Grad-CAM")
     if figure:

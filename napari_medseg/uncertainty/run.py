@@ -166,12 +166,15 @@ def estimate_uncertainty(
     Raises:
         Cancelled: ``should_stop()`` returned True.
         ValueError: unknown method, wrong model count, incompatible ensemble members.
+        ExternalModelError: an nnU-Net folder or MONAI bundle that cannot sample so (:mod:`.external`).
     """
-    from ..models.external import refuse_external
+    from ..models.external import is_external
+    from .external import estimate_external
 
     models = list(model_or_models) if isinstance(model_or_models, Sequence) else [model_or_models]
-    for member in models:
-        refuse_external(member, f"uncertainty ({method})")
+    if any(is_external(member) for member in models):  # no precision, batches, options, post-processing
+        return estimate_external(volume, models, method=method, samples=samples, device=device, seed=seed,
+                                 progress=progress, should_stop=should_stop)  # fmt: skip
     sampler = make_sampler(method, models, samples, seed=seed, options=sampler_options)
     config = sampler.config
     torch_device = select_device(device)

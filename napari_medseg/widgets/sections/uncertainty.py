@@ -13,7 +13,10 @@ class UncertaintySection(QGroupBox):
         self.panel = panel
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHODS)
-        self.method_combo.setToolTip("mc-dropout: epistemic; tta: mostly aleatoric; ensemble: the shipped and user models with the same classes")
+        self.method_combo.setToolTip(
+            "mc-dropout: epistemic; tta: mostly aleatoric; ensemble: the shipped and user models with the same classes "
+            "(an nnU-Net folder: its folds; its tta: its mirroring; a MONAI bundle: tta flips its roi)"
+        )
         self.samples_spin = QSpinBox()
         self.samples_spin.setRange(2, 64)
         self.samples_spin.setValue(10)
@@ -42,6 +45,7 @@ class UncertaintySection(QGroupBox):
         from napari.utils.notifications import show_warning
 
         from ...contributions.layers import volume_from_layer
+        from ...models.external import is_external
 
         panel = self.panel
         image, model = panel.selected_image(), panel.session.model
@@ -50,7 +54,7 @@ class UncertaintySection(QGroupBox):
             return None
         method = self.method_combo.currentText()
         models = [model]
-        if method == "ensemble":
+        if method == "ensemble" and not is_external(model):  # an nnU-Net folder's ensemble is its folds
             models = [model, *ensemble_partners(model)]
             if len(models) < 2:
                 show_warning("An ensemble needs a second model with the same classes (e.g. a fine-tuned version).")
