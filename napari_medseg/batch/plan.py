@@ -73,14 +73,15 @@ def make_plan(
         BundleError: an unknown model name or a path that is not a bundle (named).
         ValueError: an unknown uncertainty method, or an ensemble without members.
     """
-    from ..models.catalog import resolve_bundle
     from ..export.run import UNCERTAINTY_METHODS
+    from ..models.catalog import resolve_bundle
+    from ..models.external import detect
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
     path = resolve_bundle(model)
     members = [resolve_bundle(member) for member in ensemble]
-    if uncertainty == "ensemble" and not members:
+    if uncertainty == "ensemble" and not members and not detect(path):  # an external model samples itself
         members = default_ensemble(path)
         if not members:
             raise ValueError(
@@ -111,12 +112,23 @@ def default_ensemble(model_path: Path) -> list[Path]:
 
 
 def _bundle_digest(path: str | Path) -> str:
-    """The weights hash of a bundle folder (from meta.json when recorded), or of an archive."""
+    """The weights hash of a bundle folder (from meta.json when recorded), of an archive, or
+    of an external model folder (its plans, configs and checkpoints,
+    :func:`~napari_medseg.models.external.model_files`)."""
+    import hashlib
+
     from ..models.bundle import read_meta, weights_sha256
+    from ..models.external import model_files
     from .manifest import file_sha256
 
     path = Path(path)
     if not path.is_dir():
         return file_sha256(path)
+    files = model_files(path)
+    if files:
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
+        return digest.hexdigest()
     recorded = read_meta(path).get("weights_sha256")
     return recorded if isinstance(recorded, str) and recorded else weights_sha256(path)

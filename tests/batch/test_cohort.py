@@ -197,3 +197,22 @@ def test_figures_are_written_per_case_and_linked_from_the_qc_page(bundle, client
         assert f'href="{case_id}/{figure.name}"' in page
     again = run_cohort(scans, out, client, model=str(bundle), figure=True)
     assert again.attrs["run"]["resumed"] == 2
+
+
+def test_a_cohort_runs_on_an_external_model_folder(client, tmp_path):
+    """A MONAI bundle folder (no meta.json): the plan hashes its configs and weights, the
+    cases run, and a changed model.pt is another model for the resume check."""
+    pytest.importorskip("monai")
+    from napari_medseg.batch.plan import make_plan
+    from tests.models.external.monai_bundle import write_bundle
+
+    model = write_bundle(tmp_path / "bundle")
+    plan = make_plan(str(model), uncertainty="tta")
+    assert plan.ensemble == () and len(plan.weights_sha256) == 64
+    scans = write_scans(tmp_path / "scans", [(6, 20, 20)] * 2)
+    table = run_cohort(scans, tmp_path / "out", client, model=str(model))
+    assert (table.status == "done").all(), table.error.tolist()
+    write_bundle(model, seed=1)  # other weights, same files
+    assert make_plan(str(model)).weights_sha256 != plan.weights_sha256
+    with pytest.raises(ResultsExistError):
+        run_cohort(scans, tmp_path / "out", client, model=str(model))

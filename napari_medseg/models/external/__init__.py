@@ -28,8 +28,8 @@ from typing import Any
 from .errors import ExternalModelError
 
 __all__ = [
-    "ExternalInfo", "ExternalModelError", "detect", "find_models", "is_external", "open_model", "refuse_external",
-    "segment_volume",
+    "ExternalInfo", "ExternalModelError", "detect", "find_models", "is_external", "model_files", "open_model",
+    "refuse_external", "segment_volume",
 ]  # fmt: skip
 
 RESULTS_ENV = "nnUNet_results"
@@ -59,6 +59,23 @@ def detect(path: str | os.PathLike) -> str | None:
     if is_nnunet_folder(path):
         return "nnunet"
     return "monai" if is_monai_bundle(path) else None
+
+
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """The files that decide what an external model folder computes, sorted: an nnU-Net
+    folder's ``dataset.json``, ``plans.json`` and each fold's ``checkpoint_final.pth``; a
+    MONAI bundle folder's ``configs/`` and ``models/model.pt``. Empty for anything else
+    (a .zip is one file already)."""
+    from .nnunet_plans import is_nnunet_folder
+
+    path = Path(path)
+    if is_nnunet_folder(path):
+        files = [path / "dataset.json", path / "plans.json", *path.glob("fold_*/checkpoint_final.pth")]
+    elif path.is_dir() and detect(path) == "monai":
+        files = [p for p in (path / "configs").rglob("*") if p.is_file()] + [path / "models" / "model.pt"]
+    else:
+        return []
+    return sorted(p for p in files if p.is_file())
 
 
 def is_external(model: Any) -> bool:
