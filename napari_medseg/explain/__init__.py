@@ -2,7 +2,9 @@
 
 ``grad_cam(model, image, *, target_class, layer=None, region=None, method="gradcam")``
 explains one (C, *S) image; ``grad_cam_volume`` runs it per slice (2D models, with
-neighbouring slices as channels) or per blended window (3D models) over a (z, y, x) volume.
+neighbouring slices as channels) or per blended window (3D models) over a (z, y, x) volume;
+``explain_scan`` explains a whole scan on its own grid, also for nnU-Net folders and MONAI
+bundles (computed their own way, ``explain_external``).
 Importing this package is cheap; torch loads with the first function used.
 """
 
@@ -18,6 +20,8 @@ from ..control import Cancelled
 _LAZY = {
     "grad_cam": "gradcam",
     "grad_cam_volume": "volume",
+    "explain_scan": "scan",
+    "explain_external": "external",
     "CamMethod": "gradcam",
     "GradCAM": "gradcam",
     "GradCAMPlusPlus": "gradcam",

@@ -40,26 +40,35 @@ def explain_scan(
 
     Args:
         volume: the scan (z, y, x).
-        model: a bundle model (``.config`` gives orientation, spacing, context slices).
+        model: a bundle model (``.config`` gives orientation, spacing, context slices), or
+            an external one (nnU-Net folder, MONAI bundle): computed its own way, see
+            :func:`~napari_medseg.explain.external.explain_external`.
         target_class: class name or index.
         region: optional boolean (z, y, x) mask on the scan's grid; default: the voxels
             the model predicts as ``target_class`` (per slice for 2D models).
         method: "gradcam" or "gradcam++".
-        layer: module name; default the bundle's ``gradcam_layer``.
+        layer: module name; default the bundle's ``gradcam_layer`` (an external model's:
+            a module name of its network).
 
     Returns:
         (z, y, x) float32, non-negative, on ``volume``'s grid.
     """
+    from ..models.external import is_external
     from ..preprocess import prepare_for_model
     from .volume import grad_cam_volume
 
     config = model.config
     index = class_index(config.class_names, target_class)
+    if region is not None and region.shape != volume.shape:
+        raise ValueError(f"region of shape {region.shape} does not match the scan {volume.shape}")
+    if is_external(model):  # an nnU-Net folder or MONAI bundle lays its own windows
+        from .external import explain_external
+
+        return explain_external(volume, model, target_class=index, region=region, method=method, layer=layer,
+                                progress=progress, should_stop=should_stop)  # fmt: skip
     prepared = prepare_for_model(volume, config)
     model_region = None
     if region is not None:
-        if region.shape != volume.shape:
-            raise ValueError(f"region of shape {region.shape} does not match the scan {volume.shape}")
         model_region = prepared.to_model_grid(np.asarray(region, dtype=np.uint8), linear=False) > 0
     kwargs = {}
     if config.spatial_dims == 2:

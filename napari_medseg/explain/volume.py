@@ -69,9 +69,11 @@ def grad_cam_volume(
         ValueError: bad shapes, offsets not matching the model's input channels, bad batch
             or window, and the errors of :func:`grad_cam`.
     """
-    from ..models.external import refuse_external
+    from ..models.external import ExternalModelError, is_external
 
-    refuse_external(model, "Grad-CAM")
+    if is_external(model):
+        raise ExternalModelError(getattr(model, "bundle_path", "?"), "Grad-CAM of an external model runs on the "
+                                 "whole scan its own way: use napari_medseg.explain.explain_scan(volume, model, ...)")  # fmt: skip
     volume, region, dims, offsets = _checked(model, volume_array, region, batch, spatial_dims, context_offsets)
     target = SegmentationTarget(target_class)
     with _Explainer(model, layer=layer, method=method, reshape=reshape) as explainer:

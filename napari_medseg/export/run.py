@@ -109,7 +109,7 @@ def _check_request(model: Any, uncertainty: str, gradcam: Sequence[str | int], f
     cannot sample, named with the reason); returns the Grad-CAM targets as (what was
     asked, class name) pairs."""
     from ..explain.scan import class_index
-    from ..models.external import is_external, refuse_external
+    from ..models.external import is_external
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty {uncertainty!r} must be one of {UNCERTAINTY_METHODS}")
@@ -117,8 +117,6 @@ def _check_request(model: Any, uncertainty: str, gradcam: Sequence[str | int], f
         from ..uncertainty.external import external_sample_count
 
         external_sample_count(list(members) if uncertainty == "ensemble" else [model], uncertainty, samples)
-    if gradcam:
-        refuse_external(model, "Grad-CAM")
     if figure:
         from .figure import require_matplotlib
 
@@ -299,6 +297,9 @@ def _write_gradcam(results, names, volume, model, targets, method, progress, sho
     from ..io import write_volume
 
     section = {"method": method, "layer": model.config.gradcam_layer or "architecture default", "classes": []}
+    folds = (getattr(model, "bundle_meta", None) or {}).get("folds")
+    if folds:  # an nnU-Net folder: one map per fold, averaged, unmirrored
+        section.update(folds_averaged=list(folds), mirroring=False)
     for target, name in targets:
         start = time.perf_counter()
         cam = explain_scan(volume, model, target_class=target, method=method, progress=progress, should_stop=should_stop)

@@ -9,6 +9,8 @@ The small interface the rest of the project calls:
   ``.bundle_meta``) that also segments a whole volume its own way (:func:`segment_volume`);
 - uncertainty samples drawn the model's own way (``sample_count``, ``sample_probabilities``;
   :mod:`.sampling`): nnU-Net's folds and mirroring, a MONAI bundle's roi flips, dropout;
+- Grad-CAM computed where the model runs (``grad_cam_volume``; :mod:`.cam`): its own
+  preprocessing, windows and way back to the scan's grid;
 - :func:`find_models` — nnU-Net folders under ``$nnUNet_results`` and MONAI bundles under
   ``$NAPARI_MEDSEG_MONAI_BUNDLES``, for ``medseg models``.
 
@@ -85,7 +87,7 @@ def is_external(model: Any) -> bool:
 
 def refuse_external(model: Any, feature: str) -> None:
     """Raise for a step that external models do not have yet (they segment, and their
-    volumes, reports, exports and uncertainty follow; Grad-CAM and fine-tuning do not).
+    volumes, reports, exports, uncertainty and Grad-CAM follow; fine-tuning does not).
 
     Raises:
         ExternalModelError: ``model`` is external; the message names ``feature`` and the model.
@@ -94,7 +96,7 @@ def refuse_external(model: Any, feature: str) -> None:
         kind = _KINDS.get(model.config.extra.get("external"), "external models")
         raise ExternalModelError(
             getattr(model, "bundle_path", "?"),
-            f"{feature} is not available for {kind} yet (segmentation, volumes and exports are)",
+            f"{feature} is not available for {kind} yet (segmentation, volumes, exports, uncertainty and Grad-CAM are)",
         )
 
 

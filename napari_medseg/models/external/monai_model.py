@@ -5,7 +5,8 @@
 the checked literal arguments, and loads ``models/model.pt`` weights-only and strictly
 (:mod:`.checkpoint`). :class:`MonaiBundleModel` is a torch module whose ``forward`` is the
 network's; it segments a :class:`~napari_medseg.types.Volume` the way the bundle's own
-pipeline does (:mod:`.monai_pipeline`), so the result lies on the volume's own grid.
+pipeline does (:mod:`.monai_pipeline`), so the result lies on the volume's own grid; its
+Grad-CAM runs the same way (:meth:`MonaiBundleModel.grad_cam_volume`, :mod:`.monai_cam`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ __all__ = ["MonaiBundleModel", "open_monai"]
 
 logger = logging.getLogger(__name__)
 
-#: Where Grad-CAM would hook each network by default (its finest decoder stage), by name.
-_GRADCAM_LAYERS = {"BasicUNet": "upcat_1", "UNETR": "decoder2", "SwinUNETR": "decoder1", "VNet": "up_tr32",
-                   "AttentionUnet": "model.1.submodule", "SegResNet": "up_layers", "DynUNet": "upsamples"}  # fmt: skip
+#: Where Grad-CAM hooks each network by default (its finest decoder stage), by name; UNet's
+#: is the half-resolution up-sampling before the skip is joined and the head runs.
+_GRADCAM_LAYERS = {"UNet": "model.1.submodule", "BasicUNet": "upcat_1", "UNETR": "decoder2", "SwinUNETR": "decoder1",
+                   "VNet": "up_tr32", "AttentionUnet": "model.1.submodule", "SegResNet": "up_layers",
+                   "DynUNet": "upsamples"}  # fmt: skip
 _NESTED_STATES = ("model", "state_dict", "network")
 
 
@@ -112,6 +115,41 @@ class MonaiBundleModel(nn.Module):
         try:
             return predict_probabilities(self.network, image, geometry, self.inference, device=device,
                                          progress=progress, should_stop=should_stop)  # fmt: skip
+        finally:
+            self.network.train(was_training)
+
+    def grad_cam_volume(self, image: np.ndarray, spacing: Sequence[float], *, explainer, target_class: int,
+                        region: np.ndarray | None = None, geometry: Geometry | None = None,
+                        device: torch.device | str = "cpu", progress: ProgressCallback = None,
+                        should_stop: StopCheck = None) -> np.ndarray:  # fmt: skip
+        """Grad-CAM (or Grad-CAM++) of one class, computed on the bundle's preprocessed grid
+        by its own inferer and brought back by ``Invertd`` (:mod:`.monai_cam`).
+
+        Args:
+            explainer: explains windows of the network (:data:`.cam.WindowExplainer`).
+            target_class: index of the class explained.
+            region: bool (z, y, x) on ``image``'s grid; default: the voxels the bundle
+                predicts as ``target_class``.
+            Others: as :meth:`predict_volume`; ``progress`` counts window batches (of the
+            prediction of the default region first, then of the map).
+
+        Returns:
+            (z, y, x) float32 map >= 0 on ``image``'s own grid.
+
+        Raises:
+            Cancelled: ``should_stop()`` returned True before a window batch.
+            ValueError: a bad class, region, layer or method (each named).
+        """
+        from .monai_cam import monai_grad_cam
+
+        geometry = geometry if geometry is not None else Geometry(tuple(spacing), (0.0, 0.0, 0.0))
+        device = torch.device(device)
+        was_training = self.network.training
+        self.network.eval().to(device)
+        try:
+            return monai_grad_cam(self.network, image, geometry, self.inference, self.config.class_names,
+                                  explainer=explainer, target_class=target_class, region=region, device=device,
+                                  progress=progress, should_stop=should_stop)  # fmt: skip
         finally:
             self.network.train(was_training)
 

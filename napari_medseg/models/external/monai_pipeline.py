@@ -23,11 +23,12 @@ from ...types import Geometry
 from .monai_config import InferenceConfig
 from .sampling import sample_progress
 
-__all__ = ["predict_probabilities", "probabilities_each", "ras_affine", "scan_metatensor"]
+__all__ = ["PRED", "build_preprocessing", "infer", "predict_probabilities", "probabilities_each", "ras_affine",
+           "scan_metatensor"]  # fmt: skip
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _REVERSE = np.eye(4)[[2, 1, 0, 3]]  # (z, y, x, 1) <-> (x, y, z, 1)
-_PRED = "pred"
+PRED = "pred"
 
 
 def ras_affine(geometry: Geometry) -> np.ndarray:
@@ -111,13 +112,13 @@ def probabilities_each(
     preprocessing = build_preprocessing(config)
     data = preprocessing({config.image_key: scan_metatensor(image, geometry)})
     prepared = data[config.image_key]
-    invert = Invertd(_PRED, transform=preprocessing, orig_keys=config.image_key, nearest_interp=False)
+    invert = Invertd(PRED, transform=preprocessing, orig_keys=config.image_key, nearest_interp=False)
     for i, network in enumerate(networks):
         check_stop(should_stop)
         counted = sample_progress(progress, i, len(networks))
         with torch.no_grad():
-            logits = _infer(network, prepared[None], config, device, counted, should_stop)[0].to("cpu")
-        restored = invert({**data, _PRED: torch.softmax(logits, dim=0) if config.activation_first else logits})[_PRED]
+            logits = infer(network, prepared[None], config, device, counted, should_stop)[0].to("cpu")
+        restored = invert({**data, PRED: torch.softmax(logits, dim=0) if config.activation_first else logits})[PRED]
         restored = restored if config.activation_first else torch.softmax(restored, dim=0)
         out = np.asarray(restored.detach().cpu().numpy(), dtype=np.float32).transpose(0, 3, 2, 1)
         if out.shape[1:] != np.shape(image):
@@ -125,8 +126,9 @@ def probabilities_each(
         yield np.ascontiguousarray(out)
 
 
-def _infer(network, batch, config: InferenceConfig, device, progress, should_stop):
-    """Logits (1, K, *S) of a (1, 1, *S) batch on the CPU, by the bundle's inferer."""
+def infer(network, batch, config: InferenceConfig, device, progress, should_stop):
+    """Logits (1, K, *S) of a (1, C, *S) batch on the CPU, by the bundle's inferer; ``network``
+    is any predictor of window batches (Grad-CAM's explains them, :mod:`.monai_cam`)."""
     from monai.inferers import SimpleInferer, SlidingWindowInferer
 
     kwargs = dict(config.inferer_kwargs)

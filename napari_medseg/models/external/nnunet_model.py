@@ -3,12 +3,13 @@
 :func:`open_nnunet` checks the folder's JSON (:mod:`.nnunet_plans`), builds the network with
 nnU-Net's own ``get_network_from_plans`` from the allow-listed names, and loads each fold's
 weights weights-only (:mod:`.checkpoint`). :class:`NnUNetModel` is a torch module (its
-``forward`` is the network's, with the active fold's weights: Grad-CAM hooks it like any
-other) that segments a :class:`~napari_medseg.types.Volume` the way ``nnUNetPredictor``
-does: nnU-Net's own preprocessor (transpose, crop to non-zero, its normalisation, resampling
-to the plan's spacing), sliding windows (:mod:`.nnunet_window`), logits averaged over folds,
-and nnU-Net's own way back to the input grid. The result lies on the volume's own voxel
-grid, so its geometry is the volume's, exactly.
+``forward`` is the network's, with the active fold's weights) that segments a
+:class:`~napari_medseg.types.Volume` the way ``nnUNetPredictor`` does: nnU-Net's own
+preprocessor (transpose, crop to non-zero, its normalisation, resampling to the plan's
+spacing), sliding windows (:mod:`.nnunet_window`), logits averaged over folds, and nnU-Net's
+own way back to the input grid. The result lies on the volume's own voxel grid, so its
+geometry is the volume's, exactly. Grad-CAM runs the same way
+(:meth:`NnUNetModel.grad_cam_volume`, :mod:`.nnunet_cam`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,34 @@ class NnUNetModel(nn.Module):
         logits = self.fold_logits(data, folds=folds, mirroring=mirroring, device=torch.device(device),
                                   progress=progress, should_stop=should_stop)  # fmt: skip
         return self._to_scan(logits, properties)
+
+    def grad_cam_volume(self, image: np.ndarray, spacing: Sequence[float], *, explainer, target_class: int,
+                        region: np.ndarray | None = None, folds: Sequence[str] | None = None, geometry: object = None,
+                        device: torch.device | str = "cpu", progress: ProgressCallback = None,
+                        should_stop: StopCheck = None) -> np.ndarray:  # fmt: skip
+        """Grad-CAM (or Grad-CAM++) of one class, computed on nnU-Net's preprocessed grid with
+        its windows and Gaussian weights, averaged over ``folds`` (default all), without
+        mirroring, and mapped back nnU-Net's way (:mod:`.nnunet_cam`).
+
+        Args:
+            explainer: explains windows of the network (:data:`.cam.WindowExplainer`).
+            target_class: index of the class explained.
+            region: bool (z, y, x) on ``image``'s grid; default: the voxels predicted as
+                ``target_class`` (the folds' unmirrored prediction).
+            Others: as :meth:`predict_volume`; ``progress`` counts windows over all folds
+            (and over the prediction of the default region first).
+
+        Returns:
+            (z, y, x) float32 map >= 0 on ``image``'s own grid.
+
+        Raises:
+            Cancelled: ``should_stop()`` returned True before a window.
+            ValueError: a bad class, region, layer or method (each named).
+        """
+        from .nnunet_cam import nnunet_grad_cam
+
+        return nnunet_grad_cam(self, image, spacing, explainer=explainer, target_class=target_class, region=region,
+                               folds=folds, device=device, progress=progress, should_stop=should_stop)  # fmt: skip
 
     def sample_count(self, method: str, samples: int = 10) -> int:
         """How many uncertainty samples ``method`` draws (see :meth:`sample_probabilities`).
