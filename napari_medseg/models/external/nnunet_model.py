@@ -278,6 +278,10 @@ def open_nnunet(path: str | Path, *, folds: Sequence[str] | None = None, checkpo
     """
     path = Path(path)
     require("nnunetv2", path)
+    # nnU-Net's plans handling and preprocessor are imported now (about 2.5 s), as its own
+    # predictor does while it is set up, not inside the first segmentation.
+    require("nnunetv2.utilities.plans_handling.plans_handler", path)
+    require("nnunetv2.preprocessing.preprocessors.default_preprocessor", path)
     folder = read_nnunet_folder(path, checkpoint_name)
     wanted = list(folds) if folds is not None else list(folder.folds)
     missing = [f for f in wanted if f not in folder.folds]

@@ -11,14 +11,11 @@ averaged over the folds.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests._paths import REPO_ROOT
 
 pytest.importorskip("nnunetv2", reason="the nnunet extra is part of the test environment (make setup)")
 pytest.importorskip("monai", reason="the monai extra is part of the test environment (make setup)")
@@ -40,11 +37,8 @@ PATCH = (14, 32, 28)  # the 3d_fullres patch: a scan of this size is one window
 
 
 @pytest.fixture(scope="module")
-def nnunet_folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("nnunet")
-    subprocess.run([sys.executable, "-m", "tests.models.external.nnunet_folder", str(root)], cwd=REPO_ROOT, check=True,
-                   capture_output=True, timeout=900)  # fmt: skip
-    return root / "results" / DATASET_NAME / f"{TRAINER}__{PLANS}__3d_fullres"
+def nnunet_folder(nnunet_results_root) -> Path:
+    return nnunet_results_root / "results" / DATASET_NAME / f"{TRAINER}__{PLANS}__3d_fullres"
 
 
 def nnunet_scan(seed: int, shape=(12, 34, 29), spacing=(2.0, 1.1, 0.9)) -> Volume:

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests._paths import REPO_ROOT
 
 pytest.importorskip("nnunetv2", reason="the nnunet extra is part of the test environment (make setup)")
 pytest.importorskip("monai", reason="the monai extra is part of the test environment (make setup)")
@@ -40,11 +37,8 @@ SHAPE = (12, 34, 29)
 
 
 @pytest.fixture(scope="module")
-def nnunet_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("nnunet")
-    subprocess.run([sys.executable, "-m", "tests.models.external.nnunet_folder", str(root)], cwd=REPO_ROOT, check=True,
-                   capture_output=True, timeout=900)  # fmt: skip
-    return root / "results" / DATASET_NAME / f"{TRAINER}__{PLANS}__3d_fullres"
+def nnunet_root(nnunet_results_root) -> Path:
+    return nnunet_results_root / "results" / DATASET_NAME / f"{TRAINER}__{PLANS}__3d_fullres"
 
 
 def variant(folder: Path, out: Path, *, mirror_axes=None, dropout: float | None = None) -> Path:
@@ -60,8 +54,8 @@ def variant(folder: Path, out: Path, *, mirror_axes=None, dropout: float | None 
         (target / "plans.json").write_text(json.dumps(plans))
     for file in target.glob("fold_*/checkpoint_final.pth"):
         checkpoint = torch.load(file, weights_only=False)  # written by nnU-Net's trainer in this test run
-        if mirror_axes is not None:
-            checkpoint["inference_allowed_mirroring_axes"] = tuple(mirror_axes)
+        if mirror_axes is not None:  # () removes them, as in a checkpoint saved before training
+            checkpoint["inference_allowed_mirroring_axes"] = tuple(mirror_axes) or None
         if dropout is not None:
             checkpoint["network_weights"] = _renamed(checkpoint["network_weights"], architecture)
         torch.save(checkpoint, file)
@@ -156,8 +150,9 @@ def test_what_cannot_be_sampled_is_refused_with_the_model_and_the_reason(nnunet_
     with pytest.raises(ExternalModelError, match=r"mc-dropout needs dropout .*3d_fullres has none \(it has no dropout"):
         run_segmentation(volume, model, tmp_path / "out", "ct", uncertainty="mc-dropout")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    unmirrored = load_model(variant(nnunet_root, tmp_path / "unmirrored", mirror_axes=()))
     with pytest.raises(ExternalModelError, match="tta mirrors the checkpoint's allowed axes .* allows none"):
-        estimate_uncertainty(volume, model, method="tta")
+        estimate_uncertainty(volume, unmirrored, method="tta")
     with pytest.raises(ValueError, match="cannot be combined with other models"):
         estimate_uncertainty(volume, [model, one_fold], method="ensemble")
     image, geometry = oblique_scan()

@@ -8,15 +8,12 @@ probabilities within 1e-3, for 2d and 3d_fullres, with and without mirroring, tw
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests._paths import REPO_ROOT
 
 pytest.importorskip("nnunetv2", reason="the nnunet extra is part of the test environment (make setup)")
 
@@ -28,11 +25,8 @@ SPACING = (2.0, 1.1, 0.9)  # z, y, x mm: not the plan's, so both resample
 
 
 @pytest.fixture(scope="module")
-def nnunet_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("nnunet")
-    subprocess.run([sys.executable, "-m", "tests.models.external.nnunet_folder", str(root)], cwd=REPO_ROOT, check=True,
-                   capture_output=True, timeout=900)  # fmt: skip
-    return root
+def nnunet_root(nnunet_results_root) -> Path:
+    return nnunet_results_root
 
 
 def model_folder(root: Path, configuration: str) -> Path:
