@@ -34,6 +34,7 @@ from torch import nn
 
 from ..control import ProgressCallback, StopCheck
 from ..inference.tiling import Tiles, slice_tiles, traverse, window_tiles
+from ..models.seeded_random import SeededRandom
 
 __all__ = ["Chunk", "EnsembleSampler", "SampleBatch", "Sampler", "check_compatible", "preserved_modes"]
 
@@ -118,7 +119,7 @@ class Sampler:
         self.n_samples = n_samples
         self.seed = int(seed)
         self.config = models[0].config
-        self._rng_state: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._random = SeededRandom(self.seed)
 
     # the override point -------------------------------------------------------------
     def sample_batch(self, x: torch.Tensor) -> SampleBatch:
@@ -126,34 +127,15 @@ class Sampler:
         raise NotImplementedError
 
     # shared machinery -----------------------------------------------------------------
-    @contextmanager
-    def private_rng(self, device: torch.device) -> Iterator[None]:
-        """Run under the sampler's own seeded torch state; the global state is left as found.
-
-        CPU and CUDA generators are forked; on other devices (MPS) the masks come from that
-        device's process-wide generator, so runs there are not reproducible.
-        """
-        cuda = device.type == "cuda"
-        index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
-        with torch.random.fork_rng(devices=[index] if cuda else [], device_type="cuda"):
-            if self._rng_state is None:
-                torch.random.default_generator.manual_seed(self.seed)
-                if cuda:
-                    with torch.cuda.device(index):
-                        torch.cuda.manual_seed(self.seed)
-            else:
-                torch.set_rng_state(self._rng_state[0])
-                if cuda and self._rng_state[1] is not None:
-                    torch.cuda.set_rng_state(self._rng_state[1], index)
-            try:
-                yield
-            finally:
-                cuda_state = torch.cuda.get_rng_state(index) if cuda else None
-                self._rng_state = (torch.get_rng_state(), cuda_state)
+    def private_rng(self, device: torch.device):
+        """A context running under the sampler's own seeded torch state
+        (:class:`~napari_medseg.models.seeded_random.SeededRandom`); the global state is
+        left as found."""
+        return self._random.active(device)
 
     def reset(self) -> None:
         """Start the random state again from ``seed`` (done at the start of every run)."""
-        self._rng_state = None
+        self._random.reset()
 
     def chunks(
         self,

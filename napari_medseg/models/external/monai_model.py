@@ -29,7 +29,8 @@ from .errors import ExternalModelError, require
 from .monai_config import InferenceConfig, read_inference_config
 from .monai_files import INFERENCE_CONFIGS, METADATA, TORCHSCRIPT, WEIGHTS, bundle_folder, read_config_file
 from .monai_meta import class_names_of, modality_of
-from .sampling import Flipped, SeededRandom, active_dropout, check_method, flip_sets, require_dropout
+from ..seeded_random import SeededRandom
+from .sampling import Flipped, active_dropout, check_method, flip_sets, require_dropout
 
 #: Tensor axes of a (B, C, *roi) window that ``tta`` flips: the roi's three spatial axes.
 TTA_AXES = (2, 3, 4)
@@ -195,7 +196,7 @@ class MonaiBundleModel(nn.Module):
         geometry = geometry if geometry is not None else Geometry(tuple(spacing), (0.0, 0.0, 0.0))
         device = torch.device(device)
         networks = [Flipped(self.network, axes) for axes in flip_sets(TTA_AXES)] if method == "tta" else [self.network] * count
-        random = SeededRandom(seed, device)
+        random = SeededRandom(seed)
         was_training = self.network.training
         self.network.eval().to(device)
         try:
@@ -203,7 +204,7 @@ class MonaiBundleModel(nn.Module):
                 pending = probabilities_each(networks, image, geometry, self.inference, device=device,
                                               progress=progress, should_stop=should_stop)  # fmt: skip
                 while True:
-                    with random.active():
+                    with random.active(device):
                         sample = next(pending, None)
                     if sample is None:
                         return

@@ -30,7 +30,8 @@ from .checkpoint import load_checkpoint, state_dict_of
 from .errors import ExternalModelError, require
 from .nnunet_plans import NnUNetFolder, read_nnunet_folder
 from .nnunet_window import mirror_combinations, sliding_window_logits, window_slicers
-from .sampling import SeededRandom, active_dropout, check_method, require_dropout, sample_progress
+from ..seeded_random import SeededRandom
+from .sampling import active_dropout, check_method, require_dropout, sample_progress
 
 __all__ = ["NnUNetModel", "open_nnunet"]
 
@@ -178,10 +179,10 @@ class NnUNetModel(nn.Module):
         plan = self._sample_plan(method, samples)
         data, properties = self._preprocess(image, spacing)
         device = torch.device(device)
-        random = SeededRandom(seed, device)
+        random = SeededRandom(seed)
         for i, (folds, flips) in enumerate(plan):
             check_stop(should_stop)
-            with random.active():
+            with random.active(device):
                 logits = self.fold_logits(data, folds=folds, flips=flips, dropout=method == "mc-dropout", device=device,
                                           progress=sample_progress(progress, i, len(plan)), should_stop=should_stop)  # fmt: skip
             yield self._to_scan(logits, properties)

@@ -1,5 +1,6 @@
 """What the external models share to draw uncertainty samples: the methods each one offers,
-their dropout, a private seeded random state, flipped networks and per-sample progress.
+their dropout, flipped networks and per-sample progress (the seeded random state is
+:mod:`napari_medseg.models.seeded_random`, shared with our own samplers).
 
 An external model (:class:`~.nnunet_model.NnUNetModel`,
 :class:`~.monai_model.MonaiBundleModel`) draws its samples the way its users know it
@@ -22,7 +23,7 @@ from torch import nn
 from ...control import ProgressCallback, report
 from .errors import ExternalModelError
 
-__all__ = ["SAMPLING_METHODS", "Flipped", "SeededRandom", "active_dropout", "check_method", "dropout_layers",
+__all__ = ["SAMPLING_METHODS", "Flipped", "active_dropout", "check_method", "dropout_layers",
            "flip_sets", "require_dropout", "sample_progress"]  # fmt: skip
 
 SAMPLING_METHODS = ("mc-dropout", "tta", "ensemble")
@@ -97,29 +98,3 @@ def sample_progress(progress: ProgressCallback, index: int, count: int) -> Progr
         return None
     return lambda done, total: report(progress, index * total + done, count * total)
 
-
-class SeededRandom:
-    """A private torch random state started from ``seed``: dropout masks drawn under
-    :meth:`active` are reproducible, and the process-wide generators are left as found."""
-
-    def __init__(self, seed: int, device: torch.device) -> None:
-        self.seed, self.device, self.state = int(seed), torch.device(device), None
-
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        cuda = self.device.type == "cuda"
-        index = (self.device.index if self.device.index is not None else torch.cuda.current_device()) if cuda else None
-        with torch.random.fork_rng(devices=[index] if cuda else [], device_type="cuda"):
-            if self.state is None:
-                torch.random.default_generator.manual_seed(self.seed)
-                if cuda:
-                    with torch.cuda.device(index):
-                        torch.cuda.manual_seed(self.seed)
-            else:
-                torch.set_rng_state(self.state[0])
-                if cuda:
-                    torch.cuda.set_rng_state(self.state[1], index)
-            try:
-                yield
-            finally:
-                self.state = (torch.get_rng_state(), torch.cuda.get_rng_state(index) if cuda else None)
