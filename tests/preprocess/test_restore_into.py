@@ -56,6 +56,15 @@ def _softmax_like(image: np.ndarray, k: int = 4) -> np.ndarray:
     return (e / e.sum(axis=0)).astype(np.float32)
 
 
+def _restore_case(geometry: Geometry):
+    """A CT-like scan on ``geometry`` prepared for a 1 mm RAS model: the preparation,
+    image-dependent model-grid probabilities, and the whole-volume path's restored result."""
+    volume = Volume(_ct(), geometry, modality="CT")
+    prepared = prepare(volume, orientation="RAS", spacing=(1.0, 1.0, 1.0))
+    probabilities = _softmax_like(prepared.image)
+    return prepared, probabilities, _whole_volume_restore(probabilities, prepared)
+
+
 CASES = [
     pytest.param(Geometry((0.8, 0.7, 0.7), (1.0, -2.0, 3.0)), id="ct-spacing-resampled"),
     pytest.param(Geometry((1.6, 0.7, 0.9), (0.0, 0.0, 0.0), PERMUTED), id="permuted-resampled"),
@@ -74,10 +83,7 @@ def test_prepare_from_int16_equals_the_float32_path(geometry):
 
 @pytest.mark.parametrize("geometry", CASES)
 def test_restore_class_by_class_equals_the_whole_volume_path(geometry, tmp_path):
-    volume = Volume(_ct(), geometry, modality="CT")
-    prepared = prepare(volume, orientation="RAS", spacing=(1.0, 1.0, 1.0))
-    probabilities = _softmax_like(prepared.image)
-    expected = _whole_volume_restore(probabilities, prepared)
+    prepared, probabilities, expected = _restore_case(geometry)
     before = probabilities.copy()
     np.testing.assert_array_equal(restore(probabilities, prepared), expected)
     disk = np.memmap(tmp_path / "p.f32", dtype=np.float32, mode="w+", shape=expected.shape)
@@ -89,10 +95,7 @@ def test_restore_class_by_class_equals_the_whole_volume_path(geometry, tmp_path)
 @pytest.mark.parametrize("geometry", CASES)
 def test_restored_probabilities_are_class_major(geometry, tmp_path):
     """Each class's volume is one contiguous block, in memory and in a class-major memmap."""
-    volume = Volume(_ct(), geometry, modality="CT")
-    prepared = prepare(volume, orientation="RAS", spacing=(1.0, 1.0, 1.0))
-    probabilities = _softmax_like(prepared.image)
-    expected = _whole_volume_restore(probabilities, prepared)
+    prepared, probabilities, expected = _restore_case(geometry)
     restored = restore(probabilities, prepared)
     assert restored.shape == expected.shape
     assert all(restored[..., c].flags.c_contiguous for c in range(restored.shape[-1]))
@@ -128,10 +131,7 @@ def test_release_pages_keeps_the_data(tmp_path):
 @pytest.mark.parametrize("geometry", CASES)
 def test_restore_from_a_disk_backed_model_grid_and_without_the_model_image(geometry, tmp_path):
     """The network's probabilities in a memmap and the image dropped: the same values."""
-    volume = Volume(_ct(), geometry, modality="CT")
-    prepared = prepare(volume, orientation="RAS", spacing=(1.0, 1.0, 1.0))
-    probabilities = _softmax_like(prepared.image)
-    expected = _whole_volume_restore(probabilities, prepared)
+    prepared, probabilities, expected = _restore_case(geometry)
     on_disk = np.memmap(tmp_path / "model.f32", dtype=np.float32, mode="w+", shape=probabilities.shape)
     on_disk[...] = probabilities
     shape = prepared.image.shape

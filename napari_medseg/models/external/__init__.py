@@ -68,12 +68,11 @@ def model_files(path: str | os.PathLike) -> list[Path]:
     folder's ``dataset.json``, ``plans.json`` and each fold's ``checkpoint_final.pth``; a
     MONAI bundle folder's ``configs/`` and ``models/model.pt``. Empty for anything else
     (a .zip is one file already)."""
-    from .nnunet_plans import is_nnunet_folder
-
     path = Path(path)
-    if is_nnunet_folder(path):
+    kind = detect(path) if path.is_dir() else None
+    if kind == "nnunet":
         files = [path / "dataset.json", path / "plans.json", *path.glob("fold_*/checkpoint_final.pth")]
-    elif path.is_dir() and detect(path) == "monai":
+    elif kind == "monai":
         files = [p for p in (path / "configs").rglob("*") if p.is_file()] + [path / "models" / "model.pt"]
     else:
         return []

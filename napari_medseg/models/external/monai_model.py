@@ -107,15 +107,15 @@ class MonaiBundleModel(nn.Module):
         Returns:
             (K, z, y, x) float32 probabilities on ``image``'s own grid.
         """
-        from .monai_pipeline import predict_probabilities
+        from .monai_pipeline import probabilities_each
 
         geometry = geometry if geometry is not None else Geometry(tuple(spacing), (0.0, 0.0, 0.0))
         device = torch.device(device)
         was_training = self.network.training
         self.network.eval().to(device)
         try:
-            return predict_probabilities(self.network, image, geometry, self.inference, device=device,
-                                         progress=progress, should_stop=should_stop)  # fmt: skip
+            return next(probabilities_each([self.network], image, geometry, self.inference, device=device,
+                                           progress=progress, should_stop=should_stop))  # fmt: skip
         finally:
             self.network.train(was_training)
 

@@ -23,7 +23,7 @@ from ...types import Geometry
 from .monai_config import InferenceConfig
 from .sampling import sample_progress
 
-__all__ = ["PRED", "build_preprocessing", "infer", "predict_probabilities", "probabilities_each", "ras_affine",
+__all__ = ["PRED", "build_preprocessing", "infer", "probabilities_each", "ras_affine",
            "scan_metatensor"]  # fmt: skip
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -66,34 +66,6 @@ def _arguments(kwargs: Mapping[str, Any]) -> dict:
     return out
 
 
-def predict_probabilities(
-    network: nn.Module,
-    image: np.ndarray,
-    geometry: Geometry,
-    config: InferenceConfig,
-    *,
-    device: torch.device,
-    progress: ProgressCallback = None,
-    should_stop: StopCheck = None,
-) -> np.ndarray:
-    """Class probabilities of a (z, y, x) scan through the bundle's pipeline.
-
-    Args:
-        network: maps (B, 1, *roi) to logits (B, K, *roi); run in eval mode, float32.
-        image: (z, y, x) voxels in SimpleITK's array order, any real dtype.
-        geometry: the scan's grid (LPS, (z, y, x) order).
-        device: where the windows run; the whole-volume arrays stay on the CPU.
-
-    Returns:
-        (K, z, y, x) float32 probabilities on the scan's own grid.
-
-    Raises:
-        Cancelled: ``should_stop()`` returned True before a window batch.
-    """
-    return next(probabilities_each([network], image, geometry, config, device=device, progress=progress,
-                                   should_stop=should_stop))  # fmt: skip
-
-
 def probabilities_each(
     networks: Sequence[nn.Module],
     image: np.ndarray,
@@ -104,9 +76,21 @@ def probabilities_each(
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
 ) -> Iterator[np.ndarray]:
-    """:func:`predict_probabilities` of each network in turn, the scan preprocessed once:
-    one (K, z, y, x) float32 array on the scan's grid at a time (uncertainty samples).
-    ``progress`` counts window batches over all the networks."""
+    """Class probabilities of a (z, y, x) scan through the bundle's pipeline, for each network
+    in turn, the scan preprocessed once: one (K, z, y, x) float32 array on the scan's own grid
+    at a time (one network: a prediction; several: uncertainty samples).
+
+    Args:
+        networks: each maps (B, 1, *roi) to logits (B, K, *roi); run as they are (eval
+            mode is the caller's), float32.
+        image: (z, y, x) voxels in SimpleITK's array order, any real dtype.
+        geometry: the scan's grid (LPS, (z, y, x) order).
+        device: where the windows run; the whole-volume arrays stay on the CPU.
+        progress: counts window batches over all the networks.
+
+    Raises:
+        Cancelled: ``should_stop()`` returned True before a window batch.
+    """
     from monai.transforms import Invertd
 
     preprocessing = build_preprocessing(config)
