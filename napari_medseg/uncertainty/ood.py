@@ -173,13 +173,17 @@ def ood_score(
         winner = np.argmax(block, axis=axis)
         per_class += np.bincount(winner.reshape(-1), minlength=k)[:k]
         foreground = winner != 0
+        del winner  # int64: gone before the entropy's float64 work on the slab
         n = int(foreground.sum())
         if n:
             count += n
-            # Only the foreground's probabilities, class by class (views, then K gathers of n).
+            # Only the foreground's probabilities, gathered class by class into one (K, n) array.
             lead = (slice(None),) * axis
-            chosen = np.stack([block[lead + (c,)][foreground] for c in range(k)])
+            chosen = np.empty((k, n), dtype=np.float32)
+            for c in range(k):
+                chosen[c] = block[lead + (c,)][foreground]
             entropy_sum += float(entropy(chosen, axis=0).sum(dtype=np.float64))
+            del chosen
             if epistemic is not None:
                 mi_sum += float(epistemic[region][foreground].sum(dtype=np.float64))
         release_pages(probabilities)  # a disk-backed prediction: the slab read leaves this process's memory
