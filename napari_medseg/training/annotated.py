@@ -72,7 +72,7 @@ def annotated_confusion(
                     index = torch.tensor([z for cc, z in chunk if cc == c])
                     stack = context_stack(cases[c].image, index, offsets).to(device)
                     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        logits = model(stack)
+                        logits = _whole_slices(model, stack, patch if config.extra.get("external") else None)
                     confusion += _count(cases[c].labels[index], logits.argmax(1).cpu(), k)
         else:
             for case in cases[rank::world]:
@@ -89,6 +89,17 @@ def annotated_confusion(
     finally:
         model.train(was_training)
     return distributed.all_reduce(confusion, context).reshape(k, k).numpy()
+
+
+def _whole_slices(model: nn.Module, stack: torch.Tensor, multiple_of: tuple[int, ...] | None) -> torch.Tensor:
+    """Logits of (B, C, Y, X) slices; with ``multiple_of`` (an external network's patch,
+    which its strides divide) the slices are zero-padded to multiples of it, then cropped."""
+    if multiple_of is None:
+        return model(stack)
+    size = stack.shape[-2:]
+    pad = [-n % p for n, p in zip(size, multiple_of)]
+    logits = model(torch.nn.functional.pad(stack, (0, pad[1], 0, pad[0])))
+    return logits[..., : size[0], : size[1]]
 
 
 def _count(sparse: torch.Tensor, predicted: torch.Tensor, k: int) -> torch.Tensor:

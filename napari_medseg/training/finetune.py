@@ -174,13 +174,15 @@ def finetune(
             than 1 step, a bad option (the message quotes it); all raised before any
             inference or training.
     """
-    from ..models.external import refuse_external
+    from ..models.external import is_external
 
-    refuse_external(parent, "fine-tuning")
     config = getattr(parent, "config", None)
     if not isinstance(config, ModelConfig):
         raise ValueError(f"parent model {type(parent).__name__} has no .config (a ModelConfig)")
     options = replace(options, **option_values) if options is not None else FinetuneOptions(**option_values)
+    if is_external(parent) and options.new_classes:
+        raise ValueError(f"new classes {list(options.new_classes)} cannot be added to {config.extra.get('external')} "
+                         "models here (their label list lives in the model's own files); fine-tune the existing classes")  # fmt: skip
     images, sparse_labels = list(images), list(sparse_labels)
     options.check_for(config, images=len(images), label_volumes=len(sparse_labels))
     num_classes = config.num_classes + len(options.new_classes)

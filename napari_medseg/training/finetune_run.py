@@ -24,6 +24,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..control import StopCheck
 from ..inference.device import training_autocast_dtype
+from ..models.external import is_external
 from ..postprocess.finetuned import finetuned_config, mixture_note
 from ..types import Volume
 from . import distributed
@@ -41,7 +42,7 @@ from .heads import grow_head
 from .losses import segmentation_loss
 from .options import FinetuneOptions
 from .records import FinetuneProgress, FinetuneResult
-from .sampling import PatchSampler, augment_batch, default_patch, flip_dim, prepare_case
+from .sampling import PatchSampler, augment_batch, default_patch, flip_dim, prepare_case, prepare_external_case
 
 __all__ = ["FinetuneRun", "warmup_cosine"]
 
@@ -83,6 +84,7 @@ class FinetuneRun:
         self.device = self.context.device if self.context is not None else _device(options.device)
         self.rank = self.context.rank if self.context else 0
         self.k_old = parent.config.num_classes
+        self.external = is_external(parent)
         self._build_models()
         self.references_given = references is not None
         self._prepare_cases(images, sparse_labels, references)
@@ -102,8 +104,12 @@ class FinetuneRun:
     # --- start ------------------------------------------------------------------------------
     def _build_models(self) -> None:
         options, parent = self.options, self.parent
-        self.teacher = copy.deepcopy(parent).to(self.device).eval().requires_grad_(False)
-        student = grow_head(copy.deepcopy(parent), options.new_classes, colors=options.new_class_colors, seed=options.seed)
+        if self.external:  # its one trained network (an nnU-Net folder: one fold), in its own layout
+            student = parent.training_copy()
+            self.teacher = copy.deepcopy(student).to(self.device).eval().requires_grad_(False)
+        else:
+            self.teacher = copy.deepcopy(parent).to(self.device).eval().requires_grad_(False)
+            student = grow_head(copy.deepcopy(parent), options.new_classes, colors=options.new_class_colors, seed=options.seed)
         for attribute in ("bundle_meta", "bundle_path"):  # the new model is not the parent's bundle
             if hasattr(student, attribute):
                 delattr(student, attribute)
@@ -117,21 +123,30 @@ class FinetuneRun:
         else:
             references = [None] * len(images)
         self.anchored = references[0] is not None
-        self.cases = [
-            prepare_case(image, labels, config, seed=options.seed, reference=reference)
-            for image, labels, reference in zip(images, sparse_labels, references)
-        ]
+        patches = []
+        if self.external:  # the model's own library maps scan and strokes onto its network's grid
+            self.cases, patches = [], []
+            for image, labels, reference in zip(images, sparse_labels, references):
+                case, patch = prepare_external_case(self.parent, image, labels, seed=options.seed, reference=reference)
+                self.cases.append(case)
+                patches.append(patch)
+        else:
+            self.cases = [
+                prepare_case(image, labels, config, seed=options.seed, reference=reference)
+                for image, labels, reference in zip(images, sparse_labels, references)
+            ]
         self.counts = sum(case.counts for case in self.cases)
         if not self.counts.any():
             raise ValueError("the label volumes hold no annotated voxel (0 = not annotated, k+1 = class k)")
         offsets = config.context_offsets if config.spatial_dims == 2 else (0,)
-        self.window = options.patch or default_patch(config, [c.scan_shape for c in self.cases])
+        # an external network's window is its own patch, whole (windows past the scan are padded)
+        self.window = options.patch or (patches[0] if patches else default_patch(config, [c.scan_shape for c in self.cases]))
         self.sampler = PatchSampler(
             self.cases, spatial_dims=config.spatial_dims, patch=self.window, offsets=offsets,
             context_fraction=options.context_fraction, seed=options.seed + 7919 * self.rank,
         )  # fmt: skip
         self.generator = torch.Generator().manual_seed(2 * options.seed + 1 + 104729 * self.rank)
-        self.flip = flip_dim(config)
+        self.flip = None if self.external else flip_dim(config)  # an external grid's left-right axis is unknown
 
     def _new_class_parents(self) -> torch.Tensor | None:
         """Per new class, the old classes its strokes were painted on (toward a segmentation)."""
@@ -231,6 +246,8 @@ class FinetuneRun:
         """Evaluate the student and return the result (the model, not yet saved)."""
         student, options = self.student, self.options
         student.eval()
+        if self.external:
+            student.keep_trained_weights()
         student.config = finetuned_config(student.config, anchored=self.anchored, steps=self.steps_done)
         metrics_after = self._metrics(student)
         del self.trained, self.teacher, self.optimizer, self.scheduler

@@ -44,6 +44,7 @@ __all__ = [
     "default_patch",
     "flip_dim",
     "prepare_case",
+    "prepare_external_case",
 ]
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,29 @@ def prepare_case(
     if reference is not None:
         reference = check_reference(reference, volume.shape, config.num_classes)
         dense = torch.from_numpy(prepared.to_model_grid(reference.astype(np.int16), linear=False).astype(np.int16))
+    return _indexed_case(
+        np.ascontiguousarray(prepared.image, dtype=np.float32), mapped, counts, dense, prepared.unpadded, k, seed
+    )
+
+
+def prepare_external_case(
+    model, volume: Volume, labels: np.ndarray, *, seed: int = 0, reference: np.ndarray | None = None
+) -> tuple[TrainingCase, tuple[int, ...]]:
+    """:func:`prepare_case` for an external model (an nnU-Net folder, a MONAI bundle): the
+    model's own library maps ``volume``, its strokes and ``reference`` onto the network's grid
+    (``model.training_arrays``). Returns the case and the network's training window."""
+    k = model.config.num_classes
+    sparse = check_sparse_labels(labels, volume.shape, k)
+    if reference is not None:
+        reference = check_reference(reference, volume.shape, k)
+    arrays = model.training_arrays(volume, sparse, reference)
+    dense = None if arrays.reference is None else torch.from_numpy(arrays.reference.astype(np.int16))
+    case = _indexed_case(arrays.image, arrays.labels, annotated_counts(sparse, k), dense, None, k, seed)
+    return case, arrays.patch
+
+
+def _indexed_case(image: np.ndarray, mapped: np.ndarray, counts: np.ndarray, dense, scan, k: int, seed: int) -> TrainingCase:
+    """The case, with (up to 200,000) flat indices of each class's strokes for drawing centres."""
     if counts.sum() and not mapped.any():
         logger.warning("all strokes of an image vanished when resampled to the model's spacing")
     rng = np.random.default_rng(seed)
@@ -200,13 +224,9 @@ def prepare_case(
         if where.size:
             voxels[c] = where
     return TrainingCase(
-        image=torch.from_numpy(np.ascontiguousarray(prepared.image, dtype=np.float32)),
-        labels=torch.from_numpy(mapped.astype(np.int16)),
-        counts=counts,
-        voxels=voxels,
-        reference=dense,
-        scan=prepared.unpadded,
-    )
+        image=torch.from_numpy(image), labels=torch.from_numpy(mapped.astype(np.int16)), counts=counts, voxels=voxels,
+        reference=dense, scan=scan,
+    )  # fmt: skip
 
 
 def default_patch(config: ModelConfig, shapes: Sequence[Sequence[int]]) -> tuple[int, ...]:

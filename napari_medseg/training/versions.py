@@ -76,15 +76,25 @@ def default_version_path(parent: nn.Module, folder: str | os.PathLike | None = N
     The root name is the parent's name without an earlier ``-ft-<timestamp>`` suffix, so
     versions of versions stay short.
     """
+    from ..models.external import is_external
+
     folder = Path(folder) if folder is not None else user_models_dir()
     name = parent_identity(parent)["parent_name"] or "model"
     root = _FT_SUFFIX.sub("", name)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    candidate = folder / f"{root}-ft-{stamp}"
-    counter = 2
+    if is_external(parent) and parent.config.extra.get("external") == "nnunet":  # keeps nnU-Net's folder naming
+        from ..models.external.finetuned import nnunet_version_path
+
+        def named(suffix: str) -> Path:
+            return nnunet_version_path(parent, folder, stamp + suffix)
+    else:
+
+        def named(suffix: str) -> Path:
+            return folder / f"{root}-ft-{stamp}{suffix}"
+
+    candidate, counter = named(""), 2
     while candidate.exists() or _lock_file(candidate).exists():  # taken, or reserved by a running fine-tune
-        candidate = folder / f"{root}-ft-{stamp}-{counter}"
-        counter += 1
+        candidate, counter = named(f"-{counter}"), counter + 1
     return candidate
 
 
@@ -108,12 +118,25 @@ def reserve_version(target: str | os.PathLike, parent: nn.Module | None = None) 
     _refuse_protected(target, parent)
     if target.exists():
         raise FileExistsError(f"{target} already exists; a new version needs a new folder (bundles are never overwritten)")
+    _refuse_foreign_name(target, parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OSError(f"cannot create the folder of the new bundle {target}: {exc.strerror or exc}") from None
     with FolderLock(_lock_file(target), what=f"model bundle {target}"):
         yield target
+
+
+def _refuse_foreign_name(target: Path, parent: nn.Module | None) -> None:
+    """An nnU-Net model's version is an nnU-Net folder, whose name nnU-Net parses."""
+    from ..models.external import is_external
+
+    if parent is not None and is_external(parent) and parent.config.extra.get("external") == "nnunet":
+        from ..models.external.nnunet_plans import folder_name_problem
+
+        problem = folder_name_problem(target.name)
+        if problem:
+            raise ValueError(f"{target}: a fine-tuned nnU-Net model is written as an nnU-Net folder; {problem}")
 
 
 def _lock_file(target: Path) -> Path:
@@ -162,8 +185,13 @@ def save_version(
         "version": identity["parent_version"] + 1,
         **dict(meta_extra or {}),
     }
-    saved = save_bundle(model, target, meta=meta, half=half)
-    return saved
+    from ..models.external import is_external
+
+    if is_external(parent):  # written back in the model's own format (float32)
+        from ..models.external.finetuned import write_version
+
+        return write_version(model, parent, target, meta)
+    return save_bundle(model, target, meta=meta, half=half)
 
 
 def save_result(

@@ -11,6 +11,7 @@ Grad-CAM runs the same way (:meth:`MonaiBundleModel.grad_cam_volume`, :mod:`.mon
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
@@ -85,6 +86,19 @@ class MonaiBundleModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, K, *S) of (B, 1, *S) preprocessed input."""
         return self.network(x)
+
+    def training_copy(self) -> MonaiBundleModel:
+        """A copy to fine-tune (the network and its config)."""
+        return copy.deepcopy(self)
+
+    def keep_trained_weights(self) -> None:
+        """Nothing to do: the network holds the bundle's only weights."""
+
+    def training_arrays(self, volume, sparse: np.ndarray, reference: np.ndarray | None = None):
+        """The scan, strokes and reference on the network's grid (:mod:`.training`)."""
+        from .training import monai_training_arrays
+
+        return monai_training_arrays(self, volume, sparse, reference)
 
     def predict_volume(
         self,

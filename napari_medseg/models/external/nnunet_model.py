@@ -14,6 +14,7 @@ geometry is the volume's, exactly. Grad-CAM runs the same way
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -87,6 +88,31 @@ class NnUNetModel(nn.Module):
             raise ValueError(f"fold {fold!r} is not in this model; it has {list(self.fold_states)}")
         self.network.load_state_dict(self.fold_states[fold])
         self.active_fold = fold
+
+    def training_copy(self, fold: str | None = None) -> NnUNetModel:
+        """A copy to fine-tune: its one fold is ``fold`` (default the active one), whose
+        weights the network holds; the parent's other folds are left out (nnU-Net: a new
+        folder with that fold)."""
+        fold = self.active_fold if fold is None else fold
+        if fold not in self.fold_states:
+            raise ValueError(f"fold {fold!r} is not in this model; it has {list(self.fold_states)}")
+        others, self.fold_states = self.fold_states, {fold: self.fold_states[fold]}
+        try:
+            copied = copy.deepcopy(self)
+        finally:
+            self.fold_states = others
+        copied.use_fold(fold)
+        return copied
+
+    def keep_trained_weights(self) -> None:
+        """Make the network's current (trained) weights the active fold's."""
+        self.fold_states[self.active_fold] = {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
+
+    def training_arrays(self, volume, sparse: np.ndarray, reference: np.ndarray | None = None):
+        """The scan, strokes and reference on the network's grid (:mod:`.training`)."""
+        from .training import nnunet_training_arrays
+
+        return nnunet_training_arrays(self, volume, sparse, reference)
 
     def predict_volume(
         self,

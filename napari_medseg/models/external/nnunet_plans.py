@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import ExternalModelError
 
-__all__ = ["NNUNET_NETWORKS", "NnUNetFolder", "is_nnunet_folder", "read_nnunet_folder"]
+__all__ = ["NNUNET_NETWORKS", "NnUNetFolder", "folder_name_problem", "is_nnunet_folder", "read_nnunet_folder"]
 
 _DNA = "dynamic_network_architectures.architectures"
 #: Network classes a plans file may name (nnU-Net's U-Nets; its transformer architectures
@@ -100,6 +100,13 @@ def is_nnunet_folder(path: str | Path) -> bool:
     )
 
 
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` is not nnU-Net's ``Trainer__Plans__configuration`` folder name, or None."""
+    if _FOLDER_NAME.match(name):
+        return None
+    return f"folder name {name!r} is not nnU-Net's 'Trainer__Plans__configuration' (letters, digits, '_')"
+
+
 def read_nnunet_folder(path: str | Path, checkpoint_name: str = "checkpoint_final.pth") -> NnUNetFolder:
     """Read and check an nnU-Net trained-model folder (its JSON only; nothing is imported).
 
@@ -113,7 +120,7 @@ def read_nnunet_folder(path: str | Path, checkpoint_name: str = "checkpoint_fina
         raise ExternalModelError(path, "no such nnU-Net model folder")
     match = _FOLDER_NAME.match(path.name)
     if match is None:
-        raise ExternalModelError(path, f"folder name {path.name!r} is not nnU-Net's 'Trainer__Plans__configuration'")
+        raise ExternalModelError(path, folder_name_problem(path.name))
     plans, dataset = _json(path, "plans.json"), _json(path, "dataset.json")
     configuration = match["configuration"]
     resolved = _configuration(path, plans, configuration)

@@ -135,5 +135,5 @@ def test_steps_it_lacks_are_refused_naming_monai(case, tmp_path):
     model = load_model(bundle)
     with pytest.raises(ExternalModelError, match="Grad-CAM of an external model runs on the whole scan its own way: use .*explain_scan"):
         grad_cam_volume(model, source.array, target_class=1)
-    with pytest.raises(ExternalModelError, match="fine-tuning is not available for MONAI bundles"):
-        finetune(model, [source], [np.zeros(source.shape, np.uint8)], steps=1)
+    with pytest.raises(ValueError, match="new classes \\['lesion'\\] cannot be added to monai models"):
+        finetune(model, [source], [np.ones(source.shape, np.uint8)], steps=1, new_classes=["lesion"])

@@ -125,8 +125,8 @@ def test_steps_it_lacks_are_refused_by_name(nnunet_root, tmp_path):
         run_segmentation(volume, model, tmp_path / "out", "ct", uncertainty="mc-dropout")
     with pytest.raises(ExternalModelError, match="Grad-CAM"):
         grad_cam_volume(model, image, target_class=1)
-    with pytest.raises(ExternalModelError, match="fine-tuning"):
-        finetune(model, [volume], [labels], steps=1)
+    with pytest.raises(ValueError, match="new classes \\['lesion'\\] cannot be added to nnunet models"):
+        finetune(model, [volume], [labels], steps=1, new_classes=["lesion"])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
