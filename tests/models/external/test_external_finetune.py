@@ -131,3 +131,38 @@ def test_cli_finetunes_an_nnunet_folder_and_refuses_a_name_nnunet_cannot_read(nn
     out = tmp_path / "results" / DATASET_NAME / f"{TRAINER}_mine__{PLANS}__3d_fullres"
     assert main([*base, "-o", str(out)]) == 0
     assert f"bundle: {out}" in capsys.readouterr().out and (out / "fold_0" / "checkpoint_final.pth").is_file()
+
+
+def test_the_panel_finetunes_a_monai_bundle_into_a_new_active_bundle(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Segment, paint, Fine-tune in the panel: the new bundle becomes the active model, the
+    parent's files are untouched, and re-segmenting uses the new weights."""
+    from napari_medseg.contributions.layers import image_layer_data
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    bundle = write_bundle(tmp_path / "bundle")
+    before = digest(bundle)
+    image, geometry = oblique_scan()
+    viewer = make_napari_viewer()
+    data, kwargs, _ = image_layer_data(Volume(image, geometry, modality="CT"), name="ct")
+    viewer.layers.selection.active = layer = viewer.add_image(data, **kwargs)
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
+    panel.model_section.select_path(bundle)
+    panel.session.device = "cpu"
+    assert panel.segment_section.run() is not None
+    qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=120_000)
+    first = np.array(viewer.layers["ct segmentation"].data)
+    viewer.layers.selection.active = layer
+    corrections = panel.correct_section.create()
+    painted = np.array(corrections.data)
+    painted[:, 9:11, :] = 2  # class 1 painted over two whole slices of the array
+    corrections.data = painted
+    panel.finetune_section.steps_spin.setValue(4)
+    assert panel.finetune_section.run() is not None
+    qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=120_000)
+    active = panel.session.model
+    assert Path(active.bundle_path).parent == tmp_path / "home" / "models" and active.config.extra["external"] == "monai"
+    assert digest(bundle) == before
+    viewer.layers.selection.active = layer
+    panel.finetune_section.resegment_button.click()
+    qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=120_000)
+    assert not np.array_equal(np.asarray(viewer.layers["ct segmentation"].data), first)
