@@ -12,7 +12,9 @@ The small interface the rest of the project calls:
 - Grad-CAM computed where the model runs (``grad_cam_volume``; :mod:`.cam`): its own
   preprocessing, windows and way back to the scan's grid;
 - :func:`find_models` — nnU-Net folders under ``$nnUNet_results`` and MONAI bundles under
-  ``$NAPARI_MEDSEG_MONAI_BUNDLES``, for ``medseg models``.
+  ``$NAPARI_MEDSEG_MONAI_BUNDLES``, for ``medseg models``;
+- the OOD threshold calibrated on first use, kept in the user's data folder, never in the
+  model's (:mod:`.ood_store`): :func:`open_model` puts it into ``config.extra["ood"]``.
 
 Opening one needs the optional extra ``napari-medseg[nnunet]`` or ``napari-medseg[monai]``;
 without it the error names the extra. Checkpoints are read weights-only; nnU-Net plans are
@@ -102,21 +104,24 @@ def refuse_external(model: Any, feature: str) -> None:
 def open_model(path: str | os.PathLike, device: Any = None, **options: Any):
     """Open an external model folder (or MONAI bundle .zip) on ``device`` (None: cpu); see
     :func:`detect`. ``options`` go to the opener (nnU-Net: ``folds``, ``checkpoint_name``).
+    The model's OOD store is attached (``model.ood_store``) and its calibrated threshold,
+    once there is one, is in ``config.extra["ood"]`` (:func:`.ood_store.attach_store`).
 
     Raises:
         ExternalModelError: not an external model, or one that cannot be opened (named).
     """
     from ..bundle import resolve_device
+    from .ood_store import attach_store
 
     kind = detect(path)
     if kind == "nnunet":
         from .nnunet_model import open_nnunet
 
-        return open_nnunet(path, **options).to(resolve_device(device))
+        return attach_store(open_nnunet(path, **options).to(resolve_device(device)), path)
     if kind == "monai":
         from .monai_model import open_monai
 
-        return open_monai(path, **options).to(resolve_device(device))
+        return attach_store(open_monai(path, **options).to(resolve_device(device)), path)
     raise ExternalModelError(path, "neither an nnU-Net model folder (dataset.json, plans.json, fold_*/) nor a MONAI "
                              "bundle (configs/metadata.json, configs/inference.json, models/model.pt)")  # fmt: skip
 
