@@ -54,6 +54,22 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
+@pytest.fixture(scope="session")
+def _user_folders(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("user-folders")
+
+
+@pytest.fixture(autouse=True)
+def _own_user_folder(request, _user_folders, monkeypatch):
+    """Each test gets its own, still empty user folder (NAPARI_MEDSEG_HOME), never the real
+    one: segmenting with an nnU-Net folder or MONAI bundle records its OOD calibration there,
+    and one test's records must not give another test a threshold. A test that looks into
+    its user folder asks for ``home``."""
+    import hashlib
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(_user_folders / hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]))
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh user folder for bundles, versions and autosaves (NAPARI_MEDSEG_HOME)."""

@@ -88,7 +88,7 @@ def run_segmentation(
                    progress=progress, should_stop=should_stop)  # fmt: skip
     with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
         result = segment(
-            volume, model, **options, inspect=_ood_inspector(volume, model.config, extra),
+            volume, model, **options, inspect=_ood_inspector(volume, model, extra),
             allocate=lambda shape: classes_last(probability_array((shape[-1], *shape[:-1]), budget, results.staging)),
             allocate_model=lambda shape: probability_array(shape, budget, results.staging, "model-probabilities.f32"),
         )  # fmt: skip
@@ -125,13 +125,14 @@ def _check_request(model: Any, uncertainty: str, gradcam: Sequence[str | int], f
     return [(target, names[class_index(names, target)]) for target in gradcam]
 
 
-def _ood_inspector(volume: Volume, config: Any, extra: dict[str, Any]):
+def _ood_inspector(volume: Volume, model: Any, extra: dict[str, Any]):
     """``segment``'s ``inspect``: scores the network's own prediction on the scan's voxels
-    into ``extra["ood"]``."""
-    from ..uncertainty.ood import assess_ood
+    into ``extra["ood"]`` (an external model's first scans calibrate its threshold,
+    :mod:`~napari_medseg.uncertainty.ood_first_use`)."""
+    from ..uncertainty.ood_first_use import assess_model_ood
 
     def inspect(probabilities, prepared) -> None:
-        ood = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume)
+        ood = assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing, scan=volume)
         extra["ood"] = ood.as_dict()
 
     return inspect

@@ -8,7 +8,8 @@ decomposition and an image-level out-of-distribution score.
 - ``estimate_uncertainty(volume, model_or_models, method=..., samples=...)``: the
   whole-volume driver, memory-bounded, results on the scan's own grid.
 - ``ood_score``, ``assess_ood``, ``calibrate_ood``, ``ood_calibration``, ``ood_threshold``,
-  ``ood_flag``: the out-of-distribution warning.
+  ``ood_flag``: the out-of-distribution warning; ``assess_model_ood``, ``calibrate_external``:
+  the same with an nnU-Net folder's or MONAI bundle's threshold calibrated on first use.
 
 Importing this package is cheap: torch loads with the first sampler or driver used
 (``decompose`` and the OOD functions work on numpy arrays without torch).
@@ -43,6 +44,8 @@ _LAZY = {
     "ood_flag": "ood",
     "ood_score": "ood",
     "ood_threshold": "ood",
+    "assess_model_ood": "ood_first_use",
+    "calibrate_external": "ood_first_use",
 }
 
 __all__ = list(_LAZY)

@@ -15,8 +15,10 @@ Only two running sums are kept, of the probabilities and of their entropies, so 
 that of two volumes of probabilities whatever S; then the decomposition of
 :mod:`.decompose` (total = entropy of the mean, aleatoric = mean entropy, epistemic = the
 difference, nats). External models have no post-processing. The OOD signals are computed
-on the samples' mean (these models have no calibrated threshold; the modality, Hounsfield
-and volume tests still run), with the epistemic map.
+on the samples' mean, with the epistemic map: the modality, Hounsfield and volume tests,
+and the score against the threshold once the model's first scans calibrated it
+(:mod:`.ood_first_use`; that threshold comes from plain predictions, not from samples'
+means, and sampled runs add nothing to it).
 """
 
 from __future__ import annotations

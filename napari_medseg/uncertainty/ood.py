@@ -36,7 +36,9 @@ volumes, augmented copies of the sample volume; never validation scans), thresho
 max(mean + 3 sd, max score) * 1.5: mean + 3 sd is about a 0.1% false-alarm rate for roughly
 normal scores, the maximum keeps every calibration image unflagged, and the 50% margin
 covers the gap between these clean calibration images and real scans. The result lives in the bundle's ``config.extra["ood"] =
-{"score": "foreground_entropy", "threshold": t, "calibration": {...}}``.
+{"score": "foreground_entropy", "threshold": t, "calibration": {...}}``. An nnU-Net folder or
+MONAI bundle gets the same entry from its first scans, kept in the user's data folder
+(:mod:`.ood_first_use`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class OODResult:
         foreground_epistemic: mean mutual information (nats) over the predicted foreground
             when samples were drawn, else None.
         signals: every test of the decision (:mod:`.ood_signals`), flagged or not.
+        calibrating: for an external model still calibrating its threshold on first use,
+            how far it is (e.g. ``"3 of 5 scans seen"``, :mod:`.ood_first_use`); else None.
     """
 
     score_name: str
@@ -106,6 +110,7 @@ class OODResult:
     foreground_ml: float
     foreground_epistemic: float | None = None
     signals: tuple[OODSignal, ...] = ()
+    calibrating: str | None = None
 
     @property
     def flagged_by(self) -> list[str]:

@@ -6,7 +6,8 @@ decision takes the first of these tests that flags (:func:`decide`), and reports
 
 ``"score"``
     The bundle's calibrated score (mean normalised entropy of the plain prediction over
-    its foreground) above its threshold (``config.extra["ood"]``).
+    its foreground) above its threshold (``config.extra["ood"]``). An external model still
+    calibrating on first use reports its score without a flag (:func:`calibrating_signal`).
 ``"modality"``
     The scan states a modality (DICOM ``Modality``, a MetaImage ``Modality``) other than
     the bundle's (``config.modality``). ``""``, ``"unknown"`` and ``"OT"`` (other) say
@@ -84,6 +85,15 @@ def score_signal(score: float, threshold: float | None) -> OODSignal:
     flag = bool(not score <= threshold)
     relation = ">" if flag else "<="
     return OODSignal("score", round(score, 6), f"> {threshold:.6g}", flag, f"score {score:.3f} {relation} threshold {threshold:.3f}")
+
+
+def calibrating_signal(score: float, seen: int, needed: int, why_not_counted: str = "") -> OODSignal:
+    """The score of an external model whose threshold is still being calibrated on first use
+    (:mod:`.ood_first_use`): reported, never flagged."""
+    detail = f"score {score:.3f}: calibrating: {seen} of {needed} scans seen, no flag from the score until then"
+    if why_not_counted:
+        detail += f" (this scan not counted: {why_not_counted})"
+    return OODSignal("score", round(score, 6), "", None, detail)
 
 
 def modality_signal(stated: str | None, expected: str | None) -> OODSignal:

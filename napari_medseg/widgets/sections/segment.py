@@ -80,7 +80,7 @@ def _segment_job(volume, model, device, postprocessing, progress=None, should_st
     (on the network's own prediction) are computed here too, so the GUI thread only draws.
     Returns (segmentation, volume table, OOD result)."""
     from ...inference import segment
-    from ...uncertainty.ood import assess_ood
+    from ...uncertainty.ood_first_use import assess_model_ood
     from ..warmup import warm_imports
     from .quantify import quantify_table
 
@@ -88,8 +88,8 @@ def _segment_job(volume, model, device, postprocessing, progress=None, should_st
     found = {}
 
     def inspect(probabilities, prepared) -> None:
-        found["ood"] = assess_ood(prepared.scan_part(probabilities), model.config, spacing=prepared.geometry.spacing,
-                                  scan=volume)  # fmt: skip
+        found["ood"] = assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing,
+                                        scan=volume)  # fmt: skip
 
     result = segment(volume, model, device=device, postprocessing=postprocessing, progress=progress,
                      should_stop=should_stop, inspect=inspect)  # fmt: skip

@@ -93,14 +93,15 @@ class UncertaintySection(QGroupBox):
 def ood_text(ood) -> str:
     """One line for the panel: score, threshold, verdict with each test that flags by name
     and value (:meth:`~napari_medseg.uncertainty.OODResult.describe`), foreground volume."""
+    calibrating = f"; OOD threshold calibrating: {ood.calibrating}" if getattr(ood, "calibrating", None) else ""
     if ood.flag is None:
-        verdict = "no calibrated threshold in this bundle"
+        verdict = "no calibrated threshold in this bundle" if not calibrating else "no test could run"
     elif ood.flag:
         verdict = f"OUT OF DISTRIBUTION: do not trust this result (flagged by {ood.describe()})"
     else:
         verdict = "within the training distribution"
     return (f"OOD score {ood.score:.3f}" + (f" (threshold {ood.threshold:.3f})" if ood.threshold is not None else "")
-            + f": {verdict}; predicted tissue {ood.foreground_ml:.0f} mL")  # fmt: skip
+            + f": {verdict}{calibrating}; predicted tissue {ood.foreground_ml:.0f} mL")  # fmt: skip
 
 
 def ensemble_partners(model, limit: int = 3) -> list:
