@@ -287,6 +287,8 @@ class FinetuneRun:
         }  # fmt: skip
         if self.new_class_shares is not None:
             record["new_class_parents"] = self.new_class_shares
+        if getattr(self.student, "active_fold", None) is not None:  # an nnU-Net folder: the fold trained
+            record["fold"] = self.student.active_fold
         return record
 
 

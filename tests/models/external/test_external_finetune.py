@@ -73,6 +73,7 @@ def test_a_finetuned_nnunet_fold_is_an_nnunet_folder_its_predictor_runs(nnunet_r
     assert (path / "plans.json").read_bytes() == (parent_folder / "plans.json").read_bytes()
     record = json.loads((path / PROVENANCE_FILE).read_text())
     assert record["parent_path"] == str(parent_folder) and record["training"]["steps"] == 12 and record["version"] == 2
+    assert record["training"]["fold"] == "0" and record["training"]["patch"] == list(parent.folder.patch_size)
     assert digest(parent_folder) == before  # the parent is never written
 
     ours = load_model(path)
