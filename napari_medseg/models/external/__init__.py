@@ -11,6 +11,10 @@ The small interface the rest of the project calls:
   :mod:`.sampling`): nnU-Net's folds and mirroring, a MONAI bundle's roi flips, dropout;
 - Grad-CAM computed where the model runs (``grad_cam_volume``; :mod:`.cam`): its own
   preprocessing, windows and way back to the scan's grid;
+- fine-tuning (``training_copy``, ``training_arrays``, ``keep_trained_weights``;
+  :mod:`.training`) on the network's own grid, and the new version written back in the
+  model's own format (:mod:`.finetuned`): an nnU-Net folder ``nnUNetv2_predict`` runs, a
+  MONAI bundle;
 - :func:`find_models` — nnU-Net folders under ``$nnUNet_results`` and MONAI bundles under
   ``$NAPARI_MEDSEG_MONAI_BUNDLES``, for ``medseg models``;
 - the OOD threshold calibrated on first use, kept in the user's data folder, never in the
@@ -33,12 +37,11 @@ from .errors import ExternalModelError
 
 __all__ = [
     "ExternalInfo", "ExternalModelError", "detect", "find_models", "is_external", "model_files", "open_model",
-    "refuse_external", "segment_volume",
+    "segment_volume",
 ]  # fmt: skip
 
 RESULTS_ENV = "nnUNet_results"
 MONAI_BUNDLES_ENV = "NAPARI_MEDSEG_MONAI_BUNDLES"
-_KINDS = {"nnunet": "nnU-Net model folders", "monai": "MONAI bundles"}
 _MAX_DEPTH = 3
 
 
@@ -86,21 +89,6 @@ def is_external(model: Any) -> bool:
     return hasattr(model, "predict_volume") and getattr(model, "segments_volumes", False)
 
 
-def refuse_external(model: Any, feature: str) -> None:
-    """Raise for a step that external models do not have yet (they segment, and their
-    volumes, reports, exports, uncertainty and Grad-CAM follow; fine-tuning does not).
-
-    Raises:
-        ExternalModelError: ``model`` is external; the message names ``feature`` and the model.
-    """
-    if is_external(model):
-        kind = _KINDS.get(model.config.extra.get("external"), "external models")
-        raise ExternalModelError(
-            getattr(model, "bundle_path", "?"),
-            f"{feature} is not available for {kind} yet (segmentation, volumes, exports, uncertainty and Grad-CAM are)",
-        )
-
-
 def open_model(path: str | os.PathLike, device: Any = None, **options: Any):
     """Open an external model folder (or MONAI bundle .zip) on ``device`` (None: cpu); see
     :func:`detect`. ``options`` go to the opener (nnU-Net: ``folds``, ``checkpoint_name``).
@@ -135,8 +123,14 @@ def segment_volume(model: Any, volume: Any, *, device: Any = "cpu", progress=Non
 def find_models(root: str | os.PathLike | None = None, monai_root: str | os.PathLike | None = None) -> list[ExternalInfo]:
     """nnU-Net trained-model folders under ``root`` (default ``$nnUNet_results``), up to
     three levels deep (``DatasetXXX/Trainer__Plans__config``), then MONAI bundles directly
-    under ``monai_root`` (default ``$NAPARI_MEDSEG_MONAI_BUNDLES``); unreadable ones are skipped."""
-    return _nnunet_models(root or os.environ.get(RESULTS_ENV)) + _monai_models(monai_root or os.environ.get(MONAI_BUNDLES_ENV))
+    under ``monai_root`` (default ``$NAPARI_MEDSEG_MONAI_BUNDLES``), then the fine-tuned
+    versions of such models in the user models folder; unreadable ones are skipped."""
+    from ..catalog import user_models_dir
+
+    found = _nnunet_models(root or os.environ.get(RESULTS_ENV)) + _monai_models(monai_root or os.environ.get(MONAI_BUNDLES_ENV))
+    seen = {info.path.resolve() for info in found}
+    versions = _nnunet_models(user_models_dir()) + _monai_models(user_models_dir())
+    return found + [info for info in versions if info.path.resolve() not in seen]
 
 
 def _nnunet_models(root: str | os.PathLike | None) -> list[ExternalInfo]:

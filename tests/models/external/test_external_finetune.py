@@ -76,6 +76,9 @@ def test_a_finetuned_nnunet_fold_is_an_nnunet_folder_its_predictor_runs(nnunet_r
     assert record["training"]["fold"] == "0" and record["training"]["patch"] == list(parent.folder.patch_size)
     assert digest(parent_folder) == before  # the parent is never written
 
+    from napari_medseg.models.external import find_models
+
+    assert path in [info.path for info in find_models()]  # medseg models lists the version
     ours = load_model(path)
     assert list(ours.fold_states) == ["0"]
     for key, value in result.model.network.state_dict().items():  # what trained is what was written
@@ -105,6 +108,9 @@ def test_a_finetuned_monai_bundle_stays_a_bundle_monai_runs(tmp_path, monkeypatc
     path = save_result(result, parent)
     assert path.parent == tmp_path / "home" / "models" and path.name.startswith("bundle-ft-")
     assert not (path / "models" / "model.ts").exists() and digest(bundle) == before
+    from napari_medseg.models.external import find_models
+
+    assert path in [info.path for info in find_models()]
     metadata = json.loads((path / "configs" / "metadata.json").read_text())
     assert metadata["version"].startswith("0.1.0+ft") and metadata["version"] in metadata["changelog"]
 
