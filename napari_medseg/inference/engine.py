@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..control import ProgressCallback, StopCheck
-from ..io.limits import release_pages
+from ..io.limits import release_heap, release_pages
 from .tiling import Blend, slice_tiles, traverse, window_tiles
 
 
@@ -27,13 +27,15 @@ def predict_probabilities(
     written into ``out`` when given (a float32 array of that shape, e.g. a disk-backed
     ``numpy.memmap``: 2D models write it batch by batch, 3D windows copy their blend in).
 
-    The model runs in eval mode on ``device``; its training flag is restored after."""
+    The model runs in eval mode on ``device``; its training flag is restored after, and
+    the C heap's freed blocks are handed back (:func:`~napari_medseg.io.limits.release_heap`)."""
     was_training = model.training
     model.eval().to(device)
     try:
         return _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out)
     finally:
         model.train(was_training)
+        release_heap()  # the activations: freed, but kept by the C heap until trimmed
 
 
 def _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out) -> np.ndarray:

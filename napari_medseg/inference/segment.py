@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..postprocess import PostprocessSettings, apply_in_slabs, fit_postprocess
-from ..io.limits import release_pages
+from ..io.limits import release_heap, release_pages
 from ..preprocess import Prepared, empty_probabilities, prepare_for_model, restore_into
 from ..types import Volume
 from ..control import ProgressCallback, StopCheck
@@ -96,8 +96,8 @@ def segment(
 
     Memory beyond the input: the model-grid image (until the post-processing is done) and
     the (K, ...) float32 model-grid probabilities (or ``allocate_model``'s array), the
-    post-processing's working arrays, one class at a time while mapping back, the
-    (z, y, x) uint8 labels and ``allocate``'s array.
+    post-processing's working arrays, one class at a time while mapping back, the (z, y, x)
+    uint8 labels and ``allocate``'s array; freed heap goes back between stages (``release_heap``).
 
     Raises:
         Cancelled: ``should_stop()`` returned True between batches.
@@ -125,10 +125,12 @@ def segment(
 
     if inspect is not None:
         inspect(probabilities, prepared)
+        release_heap()  # what the score freed, before the locator's model-grid arrays come
     mark = time.perf_counter()
     record = _postprocess(model, prepared, probabilities, postprocessing, torch_device)
     timings["postprocess"] = time.perf_counter() - mark
     prepared.drop_image()  # not needed to map back: its memory goes before the input grid's arrays come
+    release_heap()  # and the post-processing's freed blocks with it
 
     mark = time.perf_counter()
     shape = (*prepared.input_shape, probabilities.shape[0])
@@ -159,6 +161,7 @@ def _postprocess(
     record = settings.to_dict()
     details: dict[str, Any] = {}
     located = find_brain(model, prepared.image, prepared.geometry, device)
+    release_heap()  # what the locator freed (its network, its labelling)
     brain = None
     if located is not None:
         brain, details["locator"] = located

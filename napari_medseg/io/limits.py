@@ -160,3 +160,23 @@ def release_pages(array: np.ndarray) -> None:
         array.flush()
     if hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):  # Linux, macOS
         handle.madvise(mmap.MADV_DONTNEED)
+
+
+def release_heap() -> None:
+    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim``; nothing
+    on other C libraries).
+
+    glibc keeps freed blocks of up to 32 MiB in the process's heap for reuse: the network's
+    per-batch activations are such blocks, and after it ran on a 600x512x512 CT they kept
+    205 MB (0.65 times the scan) resident through every later stage. Called between the
+    stages of a segmentation; it frees nothing that is in use.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return
+    trim(0)

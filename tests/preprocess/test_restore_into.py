@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg.io.limits import release_pages
+from napari_medseg.io.limits import release_heap, release_pages
 from napari_medseg.preprocess import classes_last, normalize_intensity, prepare, restore, restore_into
 from napari_medseg.preprocess.pipeline import Prepared, resample_array
 from napari_medseg.types import Geometry, Volume
@@ -162,3 +162,10 @@ def test_resampling_without_a_reference_image_equals_resampling_onto_one():
             method = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
             expected = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), method, 0.0, image.GetPixelID()))
             np.testing.assert_array_equal(got, expected)
+
+
+def test_release_heap_frees_nothing_in_use():
+    kept = [np.full(1000 + i, float(i)) for i in range(200)]
+    del kept[::2]  # freed blocks among live ones
+    release_heap()
+    assert all(float(a.sum()) == (1000 + 2 * j + 1) * (2 * j + 1) for j, a in enumerate(kept))
