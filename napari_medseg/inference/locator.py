@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..io.limits import release_heap
 from ..types import Geometry
 from .device import autocast_dtype
 from ..postprocess.morphology import largest_component
@@ -136,16 +137,11 @@ def locate_brain(
         ``(mask, details)``: (z, y, x) bool, and what was found (brain volume in mL,
         the locator's spacing, threshold and margin) for the report.
     """
-    from ..preprocess.intensity import normalize_intensity
-    from ..preprocess.pipeline import resample_array
-
     device = device or torch.device("cpu")
     coarse_spacing = tuple(float(s) for s in locator.config.target_spacing)
     coarse_shape = tuple(max(1, int(round(n * s / c))) for n, s, c in zip(image.shape, geometry.spacing, coarse_spacing))
     coarse_geometry = Geometry(coarse_spacing, geometry.origin, geometry.direction)
-    smoothed = ndimage.gaussian_filter(image, [max(0.0, (c / s) / 2.355) for c, s in zip(coarse_spacing, geometry.spacing)])
-    coarse = normalize_intensity(resample_array(smoothed, geometry, coarse_geometry, coarse_shape, linear=True))
-    del smoothed  # model-grid sized: gone before the mask's own model-grid arrays come
+    coarse = _coarse_image(image, geometry, coarse_geometry, coarse_shape)
     # The locator learned whole heads inside its patch's field of view (256 mm for the
     # shipped one): predict_windows pads a smaller scan with air to it.
     was_training = locator.training
@@ -157,7 +153,9 @@ def locate_brain(
         )[1]  # fmt: skip
     finally:
         locator.train(was_training)
-    above = resample_array(probability, coarse_geometry, geometry, image.shape, linear=True) > settings.threshold
+    release_heap()  # the locator network's activations, before the model-grid arrays come
+    above = _above(probability, coarse_geometry, geometry, image.shape, settings.threshold)
+    del probability
     brain = largest_component(above)
     del above
     mask = _grow(brain, settings.margin_mm, geometry.spacing)
@@ -172,6 +170,59 @@ def locate_brain(
     return mask, details
 
 
+def _coarse_image(image: np.ndarray, geometry: Geometry, coarse: Geometry, shape) -> np.ndarray:
+    """(z, y, x) float32 normalised intensities on the ``coarse`` grid of ``shape``: the
+    (z, y, x) float32 ``image`` on ``geometry`` smoothed by a Gaussian whose FWHM is the
+    coarse spacing, then resampled (linear)."""
+    import SimpleITK as sitk
+
+    from ..preprocess.intensity import normalize_intensity
+    from ..preprocess.pipeline import resample_sitk
+
+    sigma = [max(0.0, (c / s) / 2.355) for c, s in zip(coarse.spacing, geometry.spacing)]
+    smoothed = _smoothed_image(image, sigma, geometry)
+    return normalize_intensity(sitk.GetArrayFromImage(resample_sitk(smoothed, coarse, shape, linear=True)))
+
+
+def _smoothed_image(image: np.ndarray, sigma: list[float], geometry: Geometry, slab: int = 32):
+    """``ndimage.gaussian_filter(image, sigma)`` as a SimpleITK image with ``geometry``.
+
+    Filtered ``slab`` slices at a time, each with the kernel's radius of slices more on
+    both sides (so every value comes from the same neighbours and arithmetic as in one
+    call over the volume), and pasted into the image in place: SimpleITK copies what it
+    is given, and a whole smoothed numpy volume beside that copy was a second model-grid
+    float32 volume (0.8 times a 600x512x512 int16 CT).
+    """
+    import SimpleITK as sitk
+
+    from ..io.sitk_images import apply_geometry
+
+    halo = int(4.0 * sigma[0] + 0.5)  # ndimage's kernel radius along z at its truncate=4
+    out = None
+    for start in range(0, image.shape[0], slab):
+        low, high = max(0, start - halo), min(image.shape[0], start + slab + halo)
+        part = ndimage.gaussian_filter(image[low:high], sigma, truncate=4.0)[start - low : start - low + slab]
+        piece = sitk.GetImageFromArray(part)
+        if out is None:
+            out = sitk.Image(list(image.shape[::-1]), piece.GetPixelID())
+        out[:, :, start : start + part.shape[0]] = piece  # SimpleITK's paste, in place
+    return apply_geometry(out, geometry)
+
+
+def _above(probability: np.ndarray, source: Geometry, target: Geometry, shape, threshold: float) -> np.ndarray:
+    """(z, y, x) bool: where the (z, y, x) float32 ``probability`` on the ``source`` grid,
+    resampled (linear) onto the ``target`` grid of ``shape``, exceeds ``threshold``.
+
+    Compared in SimpleITK's own buffer: a numpy copy of the resampled volume would be one
+    more float32 model-grid volume (0.8 times a 600x512x512 int16 CT)."""
+    import SimpleITK as sitk
+
+    from ..preprocess.pipeline import resample_image
+
+    resampled = resample_image(probability, source, target, shape, linear=True)
+    return sitk.GetArrayViewFromImage(resampled) > threshold
+
+
 def _grow(mask: np.ndarray, margin_mm: float, spacing, slab: int = 16) -> np.ndarray:
     """``mask`` grown by ``margin_mm`` (Euclidean), inside its bounding box, ``slab`` slices
     at a time: a voxel within the margin has its nearest mask voxel within ``margin_mm``
@@ -180,8 +231,7 @@ def _grow(mask: np.ndarray, margin_mm: float, spacing, slab: int = 16) -> np.nda
     if margin_mm <= 0 or not mask.any():
         return mask
     pad = [int(np.ceil(margin_mm / s)) + 1 for s in spacing]
-    nonzero = np.nonzero(mask)
-    box = tuple(slice(max(0, int(i.min()) - p), int(i.max()) + p + 1) for i, p in zip(nonzero, pad))
+    box = tuple(slice(max(0, low - p), high + p + 1) for (low, high), p in zip(_extent(mask), pad))
     inside = mask[box]
     grown = np.zeros_like(inside)
     for start in range(0, inside.shape[0], slab):
@@ -193,3 +243,11 @@ def _grow(mask: np.ndarray, margin_mm: float, spacing, slab: int = 16) -> np.nda
     out = np.zeros_like(mask)
     out[box] = grown
     return out
+
+
+def _extent(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index of the non-empty ``mask``'s voxels along each axis, from its
+    projections: ``np.nonzero`` would hold int64 indices of every voxel, 24 bytes each."""
+    axes = range(mask.ndim)
+    hits = [np.flatnonzero(mask.any(axis=tuple(a for a in axes if a != axis))) for axis in axes]
+    return [(int(h[0]), int(h[-1])) for h in hits]

@@ -126,3 +126,33 @@ def test_growing_by_slabs_is_one_distance_transform_of_the_box(slab):
     spacing, margin = (1.7, 0.8, 1.1), 3.5
     expected = ndimage.distance_transform_edt(~mask, sampling=spacing) <= margin
     np.testing.assert_array_equal(_grow(mask, margin, spacing, slab=slab), expected)
+
+
+@pytest.mark.parametrize("depth, spacing", [(70, (1.0, 1.2, 0.9)), (9, (1.0, 1.0, 1.0)), (40, (4.0, 1.0, 1.0))])
+def test_the_coarse_image_smoothed_by_slabs_is_the_whole_volume_filter_exactly(depth, spacing):
+    """Slab by slab with the kernel's radius around each slab, pasted into SimpleITK's
+    image: bit for bit what one ``gaussian_filter`` over the volume then resampling gave
+    (depth below, at and above the slab, and no smoothing along z)."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from napari_medseg.inference.locator import _coarse_image, _smoothed_image
+    from napari_medseg.preprocess.intensity import normalize_intensity
+    from napari_medseg.preprocess.pipeline import resample_array
+
+    image = np.random.default_rng(depth).normal(size=(depth, 23, 19)).astype(np.float32)
+    geometry, coarse = Geometry(spacing, (3.3, -7.1, 2.9)), Geometry((4.0, 4.0, 4.0), (3.3, -7.1, 2.9))
+    sigma = [max(0.0, (c / s) / 2.355) for c, s in zip(coarse.spacing, spacing)]
+    whole = ndimage.gaussian_filter(image, sigma)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(_smoothed_image(image, sigma, geometry, slab=4)), whole)
+    shape = tuple(max(1, int(round(n * s / 4.0))) for n, s in zip(image.shape, spacing))
+    expected = normalize_intensity(resample_array(whole, geometry, coarse, shape, linear=True))
+    np.testing.assert_array_equal(_coarse_image(image, geometry, coarse, shape), expected)
+
+
+def test_the_extent_of_a_mask_is_that_of_its_voxels():
+    from napari_medseg.inference.locator import _extent
+
+    mask = np.zeros((9, 8, 7), bool)
+    mask[2, 5, 1] = mask[6, 3, 4] = True
+    assert _extent(mask) == [(2, 6), (3, 5), (1, 4)]
