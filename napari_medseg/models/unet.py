@@ -146,12 +146,14 @@ class UNetDecoder(nn.Module):
 
     def forward(self, features: Features) -> Logits:
         *skips, x = features
-        hidden = []
+        supervised = self.training and self.deep_supervision
+        hidden = []  # only for the deep-supervision heads: at inference each level's map goes once used
         for level, skip in zip(self.levels, reversed(skips)):
             x = level(x, skip)
-            hidden.append(x)
+            if supervised:
+                hidden.append(x)
         logits = self.head(x)
-        if not (self.training and self.deep_supervision):
+        if not supervised:
             return logits
         size = logits.shape[2:]
         aux = [
