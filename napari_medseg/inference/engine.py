@@ -42,7 +42,7 @@ def _predict(model, image, device, amp, batch_size, overlap, progress, should_st
     config = model.config
     if config.spatial_dims == 2:
         return predict_slices(
-            model, image, offsets=config.context_offsets, batch_size=batch_size or 8,
+            model, image, offsets=config.context_offsets, batch_size=batch_size or slice_batch(image.shape[1:]),
             device=device, amp=amp, progress=progress, should_stop=should_stop, out=out,
         )  # fmt: skip
     patch = tuple(config.patch_size) or image.shape
@@ -57,6 +57,17 @@ def _predict(model, image, device, amp, batch_size, overlap, progress, should_st
     out[...] = blended
     release_pages(out)
     return out
+
+
+#: Pixels a default batch of 2D slices holds: 8 slices of 256 x 256 (a head at 1 mm), fewer
+#: of larger slices (4 of a 358 x 358 CT slice), so the network's working memory stays near
+#: twice a 600 x 512 x 512 input's size instead of growing with the slice.
+SLICE_BATCH_PIXELS = 8 * 256 * 256
+
+
+def slice_batch(slice_shape: tuple[int, ...]) -> int:
+    """Slices per forward pass by default: :data:`SLICE_BATCH_PIXELS` of them, 1 to 8."""
+    return int(max(1, min(8, SLICE_BATCH_PIXELS // max(1, int(np.prod(slice_shape))))))
 
 
 def _softmax_batch(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None):

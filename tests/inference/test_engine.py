@@ -8,7 +8,7 @@ import torch
 
 from napari_medseg.control import Cancelled
 from napari_medseg.inference import segment
-from napari_medseg.inference.engine import predict_slices, predict_windows
+from napari_medseg.inference.engine import predict_slices, predict_windows, slice_batch
 from napari_medseg.inference.tiling import context_stack, gaussian_importance, window_starts
 from napari_medseg.types import Geometry, Volume
 from tests.tiny_models import tiny_model
@@ -102,3 +102,8 @@ def test_a_volume_smaller_than_the_patch_is_padded_with_air_to_it():
     with torch.inference_mode():
         expected = torch.softmax(model(torch.from_numpy(padded)[None, None]), dim=1)[0].numpy()
     np.testing.assert_allclose(out, expected[:, 3:13, 1:14, :], atol=1e-5)
+
+
+@pytest.mark.parametrize(("shape", "expected"), [((256, 256), 8), ((180, 150), 8), ((358, 358), 4), ((512, 512), 2), ((4096, 4096), 1)])
+def test_default_slice_batches_hold_about_eight_head_slices_of_pixels(shape, expected):
+    assert slice_batch(shape) == expected
