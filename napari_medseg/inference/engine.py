@@ -8,7 +8,7 @@ import torch
 
 from ..control import ProgressCallback, StopCheck
 from ..io.limits import release_heap, release_pages
-from .tiling import Blend, slice_tiles, traverse, window_tiles
+from .tiling import Blend, restrict_tiles, slice_tiles, traverse, window_tiles
 
 
 def predict_probabilities(
@@ -22,33 +22,38 @@ def predict_probabilities(
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
     out: np.ndarray | None = None,
+    within: np.ndarray | None = None,
 ) -> np.ndarray:
     """Network probabilities (K, z, y, x) on the model grid (2D slices or 3D windows),
     written into ``out`` when given (a float32 array of that shape, e.g. a disk-backed
     ``numpy.memmap``: 2D models write it batch by batch, 3D windows copy their blend in).
+
+    ``within``: (z, y, x) bool, e.g. the brain the model's locator found; the network runs
+    only on the slices or windows that hold some of it, and every voxel there gets what it
+    would get from the whole run; the rest is certain background (1 for class 0).
 
     The model runs in eval mode on ``device``; its training flag is restored after, and
     the C heap's freed blocks are handed back (:func:`~napari_medseg.io.limits.release_heap`)."""
     was_training = model.training
     model.eval().to(device)
     try:
-        return _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out)
+        return _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out, within)
     finally:
         model.train(was_training)
         release_heap()  # the activations: freed, but kept by the C heap until trimmed
 
 
-def _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out) -> np.ndarray:
+def _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out, within) -> np.ndarray:
     config = model.config
     if config.spatial_dims == 2:
         return predict_slices(
             model, image, offsets=config.context_offsets, batch_size=batch_size or slice_batch(image.shape[1:]),
-            device=device, amp=amp, progress=progress, should_stop=should_stop, out=out,
+            device=device, amp=amp, progress=progress, should_stop=should_stop, out=out, within=within,
         )  # fmt: skip
     patch = tuple(config.patch_size) or image.shape
     blended = predict_windows(
         model, image, patch=patch, overlap=overlap, batch_size=batch_size or 2,
-        device=device, amp=amp, progress=progress, should_stop=should_stop,
+        device=device, amp=amp, progress=progress, should_stop=should_stop, within=within,
     )  # fmt: skip
     if out is None:
         return blended
@@ -94,8 +99,10 @@ def predict_slices(
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
     out: np.ndarray | None = None,
+    within: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Softmax probabilities of a 2D model applied slice by slice along axis 0.
+    """Softmax probabilities of a 2D model applied slice by slice along axis 0 (only the
+    slices holding some of ``within`` when given; the others are certain background).
 
     Args:
         model: maps (B, len(offsets), H, W) to logits (B, K, H, W).
@@ -109,8 +116,8 @@ def predict_slices(
         (K, Z, H, W) float32 probabilities (``out`` when given).
     """
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    blend = Blend(volume.shape, None, out)
-    tiles = slice_tiles(volume.shape[0], batch_size, offsets)
+    tiles = restrict_tiles(slice_tiles(volume.shape[0], batch_size, offsets), within)
+    blend = Blend(volume.shape, None, out if out is not None or tiles.batches else _empty(model, volume.shape))
     batches = traverse(volume, tiles, _softmax_batch(model, device, amp), progress=progress, should_stop=should_stop)
     for (slab,), probabilities in batches:
         values = probabilities.transpose(1, 0, 2, 3)
@@ -118,7 +125,7 @@ def predict_slices(
             raise ValueError(f"output array {out.shape} {out.dtype} must be {(values.shape[0], *volume.shape)} float32")
         blend.add(slab, values)
         release_pages(blend.out)
-    return blend.result()
+    return blend.result(untouched_background=within is not None)
 
 
 @torch.inference_mode()
@@ -133,8 +140,10 @@ def predict_windows(
     amp: torch.dtype | None = None,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
+    within: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Softmax probabilities of a 3D model over (Z, Y, X) by overlapping windows.
+    """Softmax probabilities of a 3D model over (Z, Y, X) by overlapping windows (only the
+    windows holding some of ``within`` when given; voxels none reaches are certain background).
 
     A volume smaller than ``patch`` along an axis is padded with zeros (air after the
     normalisation) to the patch, centred, and the result cropped back: a network trained
@@ -150,16 +159,22 @@ def predict_windows(
     after = [max(0, p - n) - b for p, n, b in zip(patch, image.shape, before)]
     if any(before) or any(after):
         padded = np.pad(image, list(zip(before, after)))
+        padded_within = None if within is None else np.pad(within, list(zip(before, after)))
         out = predict_windows(
             model, padded, patch=patch, overlap=overlap, batch_size=batch_size, device=device, amp=amp,
-            progress=progress, should_stop=should_stop,
+            progress=progress, should_stop=should_stop, within=padded_within,
         )  # fmt: skip
         return np.ascontiguousarray(out[(slice(None), *(slice(b, b + n) for b, n in zip(before, image.shape)))])
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    tiles = window_tiles(volume.shape, patch, overlap, batch_size)
-    blend = Blend(volume.shape, tiles.weight)
+    tiles = restrict_tiles(window_tiles(volume.shape, patch, overlap, batch_size), within)
+    blend = Blend(volume.shape, tiles.weight, None if tiles.batches else _empty(model, volume.shape))
     batches = traverse(volume, tiles, _softmax_batch(model, device, amp), progress=progress, should_stop=should_stop)
     for regions, probabilities in batches:
         for region, window in zip(regions, probabilities):
             blend.add(region, window)
-    return blend.result()
+    return blend.result(untouched_background=within is not None)
+
+
+def _empty(model: torch.nn.Module, shape: tuple[int, ...]) -> np.ndarray:
+    """(K, *shape) float32 zeros for a run whose every tile was left out (K: the model's classes)."""
+    return np.zeros((int(model.config.num_classes), *shape), np.float32)

@@ -115,19 +115,19 @@ def segment(
     prepared = prepare_for_model(volume, config)
     timings["preprocess"] = time.perf_counter() - start
 
+    located = _locate(model, prepared, torch_device, timings)
     mark = time.perf_counter()
-    model_shape = (len(config.class_names), *prepared.image.shape)
-    probabilities = predict_probabilities(
-        model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size, progress=progress,
-        should_stop=should_stop, out=None if allocate_model is None else allocate_model(model_shape),
-    )  # fmt: skip
+    out = None if allocate_model is None else allocate_model((len(config.class_names), *prepared.image.shape))
+    probabilities = predict_probabilities(model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size,
+                                          progress=progress, should_stop=should_stop, out=out,
+                                          within=None if located is None else located[0])  # fmt: skip
     timings["network"] = time.perf_counter() - mark
 
     if inspect is not None:
         inspect(probabilities, prepared)
-        release_heap()  # what the score freed, before the locator's model-grid arrays come
+        release_heap()  # what the score freed, before the post-processing's arrays come
     mark = time.perf_counter()
-    record = _postprocess(model, prepared, probabilities, postprocessing, torch_device)
+    record = _postprocess(model, prepared, probabilities, postprocessing, located)
     timings["postprocess"] = time.perf_counter() - mark
     prepared.drop_image()  # not needed to map back: its memory goes before the input grid's arrays come
     release_heap()  # and the post-processing's freed blocks with it
@@ -151,17 +151,27 @@ def segment(
     )
 
 
+def _locate(model: torch.nn.Module, prepared: Prepared, device: torch.device, timings: dict[str, float]):
+    """The brain the model's locator finds on the model grid, ``(mask, details)``, or None
+    without a locator; found before the network, which then runs only on the slices or
+    windows holding some of it (outside it every label is background anyway)."""
+    mark = time.perf_counter()
+    located = find_brain(model, prepared.image, prepared.geometry, device)
+    release_heap()  # what the locator freed (its network, its labelling)
+    timings["locator"] = time.perf_counter() - mark
+    return located
+
+
 def _postprocess(
-    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, enabled: bool, device: torch.device
+    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, enabled: bool, located
 ) -> dict[str, Any]:
-    """The model's brain locator (always: it is part of the model) and the bundle's
-    post-processing (when ``enabled``), applied in place to the (K, z, y, x) model-grid
-    ``probabilities``; returns the record of both for :attr:`Segmentation.postprocess`."""
+    """The brain the model's locator found (``located``: (mask, details) or None; always
+    applied: it is part of the model) and the bundle's post-processing (when ``enabled``),
+    applied in place to the (K, z, y, x) model-grid ``probabilities``; returns the record
+    of both for :attr:`Segmentation.postprocess`."""
     settings = PostprocessSettings.from_config(model.config, enabled)
     record = settings.to_dict()
     details: dict[str, Any] = {}
-    located = find_brain(model, prepared.image, prepared.geometry, device)
-    release_heap()  # what the locator freed (its network, its labelling)
     brain = None
     if located is not None:
         brain, details["locator"] = located

@@ -22,8 +22,8 @@ import torch
 
 from ..control import ProgressCallback, StopCheck, check_stop, report
 
-__all__ = ["Blend", "Tiles", "context_stack", "gaussian_importance", "slice_tiles", "traverse", "window_starts",
-           "window_tiles"]  # fmt: skip
+__all__ = ["Blend", "Tiles", "context_stack", "gaussian_importance", "restrict_tiles", "slice_tiles", "traverse",
+           "window_starts", "window_tiles"]  # fmt: skip
 
 Region = tuple[slice, ...]
 Output = TypeVar("Output")
@@ -106,6 +106,24 @@ def window_tiles(shape: Sequence[int], patch: Sequence[int], overlap: float, bat
     return Tiles(batches, None, gaussian_importance(patch), len(regions))
 
 
+def restrict_tiles(tiles: Tiles, within: np.ndarray | None) -> Tiles:
+    """``tiles`` without the tiles (2D slabs, 3D windows) that hold no voxel of ``within``
+    ((z, y, x) bool); ``tiles`` itself when ``within`` is None.
+
+    The kept batches are the full run's batches, whole, so every voxel of ``within`` gets
+    exactly what the full run gives it (batch composition can change a network's float
+    rounding); voxels of no kept tile are left for :meth:`Blend.result` to fill.
+    """
+    if within is None:
+        return tiles
+    if tiles.offsets is not None:
+        touched = np.asarray(within).reshape(within.shape[0], -1).any(axis=1)
+        kept = tuple(batch for batch in tiles.batches if touched[batch[0][0]].any())
+    else:  # a batch of windows is kept whole when one of them is needed
+        kept = tuple(batch for batch in tiles.batches if any(within[region].any() for region in batch))
+    return Tiles(kept, tiles.offsets, tiles.weight, sum(tiles.count(batch) for batch in kept))
+
+
 def traverse(
     volume: torch.Tensor,
     tiles: Tiles,
@@ -139,6 +157,7 @@ class Blend:
     def __init__(self, shape: Sequence[int], weight: np.ndarray | None, out: np.ndarray | None = None) -> None:
         self.shape, self.weight, self.out = tuple(shape), weight, out
         self.norm = None if weight is None else np.zeros(self.shape, dtype=np.float32)
+        self.slices_written = np.zeros(self.shape[0], bool)
 
     def add(self, region: Region, values: np.ndarray) -> None:
         """``values`` (*lead, *region) of one tile."""
@@ -147,15 +166,33 @@ class Blend:
         lead = (slice(None),) * (self.out.ndim - len(self.shape))
         if self.weight is None:
             self.out[(*lead, *region)] = values
+            self.slices_written[region[0]] = True
             return
         self.out[(*lead, *region)] += values * self.weight
         self.norm[region] += self.weight
 
-    def result(self) -> np.ndarray:
+    def result(self, untouched_background: bool = False) -> np.ndarray:
+        """The blended (*lead, z, y, x) array. With ``untouched_background`` the voxels no
+        tile reached (tiles left out by :func:`restrict_tiles`) are certain background: 1 in
+        the first lead channel, 0 in the others; otherwise every voxel must have been reached."""
         if self.out is None:
             raise ValueError("nothing was blended")
         if self.norm is not None:
+            untouched = self.norm == 0
+            if untouched.any():
+                if not untouched_background:
+                    raise ValueError(f"{int(untouched.sum())} voxels were reached by no window")
+                self.norm[untouched] = 1.0
             self.out /= self.norm
+            if untouched.any():
+                self.out[0][untouched] = 1.0
+                self.out[1:, untouched] = 0.0
+            return self.out
+        for z in np.flatnonzero(~self.slices_written):
+            if not untouched_background:
+                raise ValueError(f"slice {z} was never written")
+            self.out[0, z] = 1.0
+            self.out[1:, z] = 0.0
         return self.out
 
 

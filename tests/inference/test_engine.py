@@ -107,3 +107,42 @@ def test_a_volume_smaller_than_the_patch_is_padded_with_air_to_it():
 @pytest.mark.parametrize(("shape", "expected"), [((256, 256), 8), ((180, 150), 8), ((358, 358), 4), ((512, 512), 2), ((4096, 4096), 1)])
 def test_default_slice_batches_hold_about_eight_head_slices_of_pixels(shape, expected):
     assert slice_batch(shape) == expected
+
+
+def _background(shape) -> np.ndarray:
+    out = np.zeros((4, *shape), np.float32)
+    out[0] = 1.0
+    return out
+
+
+def test_slices_outside_the_region_are_skipped_and_certain_background():
+    model = tiny_model()
+    image = np.random.default_rng(1).random((12, 19, 23)).astype(np.float32)
+    within = np.zeros(image.shape, bool)
+    within[3, 5, 5] = within[4:6, 10:12, 2] = within[9, 0, 0] = True  # slices 3-5 and 9
+    calls = []
+    full = predict_slices(model, image, offsets=(-2, 0, 2), batch_size=2)
+    part = predict_slices(model, image, offsets=(-2, 0, 2), batch_size=2, within=within, progress=lambda d, t: calls.append((d, t)))
+    kept = [2, 3, 4, 5, 8, 9]  # the slabs of 2 holding them, whole
+    np.testing.assert_array_equal(part[:, kept], full[:, kept])  # the neighbours still feed each slice's context
+    others = [z for z in range(12) if z not in kept]
+    np.testing.assert_array_equal(part[:, others], _background((len(others), 19, 23)))
+    assert calls == [(2, 6), (4, 6), (6, 6)]  # only kept slices are counted
+    empty = predict_slices(model, image, offsets=(-2, 0, 2), within=np.zeros(image.shape, bool))
+    np.testing.assert_array_equal(empty, _background(image.shape))
+
+
+def test_windows_touching_the_region_give_it_the_full_blend():
+    model = tiny_model(spatial_dims=3)
+    image = np.random.default_rng(2).random((30, 18, 20)).astype(np.float32)
+    within = np.zeros(image.shape, bool)
+    within[2:5, 3:6, 4:7] = True
+    full = predict_windows(model, image, patch=(16, 16, 16), overlap=0.5)
+    calls = []
+    part = predict_windows(model, image, patch=(16, 16, 16), overlap=0.5, within=within, progress=lambda d, t: calls.append(t))
+    np.testing.assert_array_equal(part[:, within], full[:, within])
+    assert calls[-1] < 8  # fewer windows than the full run's
+    far = np.zeros(image.shape, bool)
+    far[26:] = True  # no kept window reaches the last slices
+    np.testing.assert_array_equal(part[:, far], _background(image.shape)[:, far])
+    np.testing.assert_allclose(part.sum(axis=0), 1.0, atol=1e-5)
