@@ -9,8 +9,10 @@ where skull, face and neck are told from brain by their shape; a 2.5D network at
 too little of the head for that. Its brain probability is mapped onto the labelling
 network's grid; the brain is where it exceeds ``threshold`` (the largest piece, holes
 filled), grown by ``margin_mm`` so that the finer network, not the coarse one, draws the
-brain's edge. Outside it everything is background. The locator is part of the model: it
-runs with or without post-processing, and fine-tuned versions keep their parent's.
+brain's edge. Outside it everything is background, so the locator runs first and the
+labelling network only where the brain is (:func:`~napari_medseg.inference.engine.predict_probabilities`,
+``within``): on a whole head, about half of the slices. The locator is part of the model:
+it runs with or without post-processing, and fine-tuned versions keep their parent's.
 """
 
 from __future__ import annotations
