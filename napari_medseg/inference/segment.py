@@ -91,8 +91,7 @@ def segment(
     ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
     (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
     ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.
-    ``allocate_model(shape)`` does the same for the (K, z, y, x) float32 probabilities on
-    the model grid.
+    ``allocate_model(shape)`` does the same for the (K, z, y, x) model-grid probabilities.
 
     Memory beyond the input: the model-grid image (until the post-processing is done) and
     the (K, ...) float32 model-grid probabilities (or ``allocate_model``'s array), the
@@ -128,6 +127,7 @@ def segment(
         release_heap()  # what the score freed, before the post-processing's arrays come
     mark = time.perf_counter()
     record = _postprocess(model, prepared, probabilities, postprocessing, located)
+    del located  # the brain mask: applied
     timings["postprocess"] = time.perf_counter() - mark
     prepared.drop_image()  # not needed to map back: its memory goes before the input grid's arrays come
     release_heap()  # and the post-processing's freed blocks with it

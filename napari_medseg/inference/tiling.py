@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..control import ProgressCallback, StopCheck, check_stop, report
+from ..io.limits import release_pages
 
 __all__ = ["Blend", "Tiles", "context_stack", "gaussian_importance", "restrict_tiles", "slice_tiles", "traverse",
            "window_starts", "window_tiles"]  # fmt: skip
@@ -188,11 +189,14 @@ class Blend:
                 self.out[0][untouched] = 1.0
                 self.out[1:, untouched] = 0.0
             return self.out
-        for z in np.flatnonzero(~self.slices_written):
+        for i, z in enumerate(np.flatnonzero(~self.slices_written)):
             if not untouched_background:
                 raise ValueError(f"slice {z} was never written")
             self.out[0, z] = 1.0
             self.out[1:, z] = 0.0
+            if i % 16 == 15:  # a disk-backed array's written pages leave memory as the network's do
+                release_pages(self.out)
+        release_pages(self.out)
         return self.out
 
 
