@@ -235,14 +235,16 @@ class NnUNetModel(nn.Module):
                     should_stop: StopCheck = None) -> torch.Tensor:  # fmt: skip
         """Logits (K, *S) of preprocessed (1, *S) ``data``, averaged over ``folds``;
         ``flips`` replaces ``mirroring`` (see :func:`.nnunet_window.sliding_window_logits`),
-        ``dropout`` runs the network's dropout modules in training mode."""
+        ``dropout`` runs the network's dropout modules in training mode. Folds are summed in
+        place into the first fold's float16 logits and divided in place, as nnU-Net's
+        predictor does: two (K, *S) arrays at most, never a third for the sum."""
         folds = list(folds) if folds is not None else list(self.fold_states)
         per_fold = len(window_slicers(_padded_shape(data.shape[1:], self.folder.patch_size), self.folder.patch_size))
         was_fold, was_training = self.active_fold, self.network.training
         self.network.eval().to(device)
         total = None
         try:
-            with active_dropout(self.network) if dropout else nullcontext():
+            with torch.inference_mode(), active_dropout(self.network) if dropout else nullcontext():
                 for i, fold in enumerate(folds):
                     self.use_fold(fold)
                     logits = sliding_window_logits(
@@ -250,11 +252,17 @@ class NnUNetModel(nn.Module):
                         device=device, progress=progress, should_stop=should_stop, done=i * per_fold,
                         total=per_fold * len(folds), flips=flips,
                     )  # fmt: skip
-                    total = logits if total is None else total + logits  # inference tensors: no in-place update
+                    if total is None:
+                        total = logits
+                    else:
+                        total += logits
+                    del logits
+                if len(folds) > 1:
+                    total /= len(folds)
         finally:
             self.use_fold(was_fold)
             self.network.train(was_training)
-        return total / len(folds)
+        return total
 
     def _preprocess(self, image: np.ndarray, spacing: Sequence[float]) -> tuple[torch.Tensor, dict]:
         """nnU-Net's preprocessed (1, *S) float32 data of a (z, y, x) scan, and its properties."""
