@@ -37,6 +37,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,13 @@ def check_decision(model, config, device, amp) -> dict:
     return {"scans": checks, "wrong": wrong}
 
 
+def _json_value(value):
+    """JSON for what ``json`` does not know: a model config's read-only mappings."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="brain-tissue-unet", help="bundle name or path")
@@ -179,7 +187,7 @@ def main() -> None:
         report = {"model": args.model, "stored_ood": model.config.extra.get("ood"),
                   "check": check_decision(model, model.config, device, amp)}  # fmt: skip
         report["seconds"] = round(time.perf_counter() - started, 1)
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, default=_json_value))
         return
 
     synthetic = synthetic_scores(model, device, amp, args.synthetic, args.slices, args.seed)
@@ -202,7 +210,7 @@ def main() -> None:
         config = dataclasses.replace(model.config, extra={**model.config.extra, "ood": entry})
         report["check"] = check_decision(model, config, device, amp)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2, default=_json_value))
 
 
 def _mean(values: list[float]) -> float | None:
