@@ -212,14 +212,15 @@ def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: Pos
         # mask and mixture on a plain pass first, then post-process every sample.
         mark = time.perf_counter()
         plain_first = predict_probabilities(sampler.models[0], prepared.image, device=device, amp=amp,
-                                            batch_size=batch_size, should_stop=should_stop)  # fmt: skip
+                                            batch_size=batch_size, should_stop=should_stop, within=brain)  # fmt: skip
         fit = fit_postprocess(prepared.image, plain_first, settings, geometry=prepared.geometry, brain=brain)
         del plain_first
         timings["postprocess_fit"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     transform = None if fit is None else _sample_transform(fit, prepared.image)
-    mean, mean_entropy, plain = _accumulate(sampler, prepared.image, device, amp, batch_size, progress, should_stop, transform)
+    mean, mean_entropy, plain = _accumulate(sampler, prepared.image, device, amp, batch_size, progress, should_stop, transform,
+                                            within=brain)  # fmt: skip
     timings["sampling"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -265,8 +266,14 @@ def _accumulate(
     progress: ProgressCallback,
     should_stop: StopCheck,
     transform: Callable[[torch.Tensor, tuple[slice, ...]], torch.Tensor] | None = None,
+    within: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean probabilities (K, z, y, x), mean entropy (z, y, x) and plain prediction (K, z, y, x).
+
+    ``within`` ((z, y, x) bool, the brain the model's locator found): only the batches of
+    slices or windows holding some of it are sampled; the voxels no batch reaches are
+    certain background in every sample (mean and plain 1 for class 0, entropy 0), as the
+    locator's mask then makes them anyway.
 
     ``transform(samples (S, K, *block), region)``, if given, maps each chunk's samples
     (post-processing) before they are reduced; the plain prediction stays the network's.
@@ -275,23 +282,22 @@ def _accumulate(
     blended with their Gaussian weights (so the mean entropy of overlapping windows is the
     blend of their per-window mean entropies).
     """
-    mean: np.ndarray | None = None
+    k = sampler.config.num_classes
+    mean, plain = np.zeros((k, *image.shape), dtype=np.float32), np.zeros((k, *image.shape), dtype=np.float32)
     mean_entropy = np.zeros(image.shape, dtype=np.float32)
-    plain: np.ndarray | None = None
     weights: np.ndarray | None = None
+    reached = np.zeros(image.shape, bool) if within is not None else None
     chunks = sampler.chunks(
-        image, device=device, amp=amp, batch_size=batch_size, progress=progress, should_stop=should_stop
+        image, device=device, amp=amp, batch_size=batch_size, progress=progress, should_stop=should_stop, within=within
     )
     with closing(chunks):
         for chunk in chunks:
             samples = chunk.probabilities if transform is None else transform(chunk.probabilities, chunk.region)
             chunk_mean, chunk_entropy = (t.float().cpu().numpy() for t in moments(samples))
             chunk_plain = chunk.plain.float().cpu().numpy()
-            if mean is None:
-                k = chunk_mean.shape[0]
-                mean = np.zeros((k, *image.shape), dtype=np.float32)
-                plain = np.zeros((k, *image.shape), dtype=np.float32)
             index = (slice(None), *chunk.region)
+            if reached is not None:
+                reached[chunk.region] = True
             if chunk.weight is None:
                 mean[index] = chunk_mean
                 plain[index] = chunk_plain
@@ -303,11 +309,14 @@ def _accumulate(
             plain[index] += chunk_plain * chunk.weight
             mean_entropy[chunk.region] += chunk_entropy * chunk.weight
             weights[chunk.region] += chunk.weight
-    assert mean is not None and plain is not None
     if weights is not None:
+        weights[weights == 0] = 1.0  # voxels no window reached (outside ``within``)
         mean /= weights
         plain /= weights
         mean_entropy /= weights
+    if reached is not None:
+        untouched = ~reached
+        mean[0][untouched] = plain[0][untouched] = 1.0
     return mean, mean_entropy, plain
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..control import ProgressCallback, StopCheck
-from ..inference.tiling import Tiles, slice_tiles, traverse, window_tiles
+from ..inference.tiling import Tiles, restrict_tiles, slice_tiles, traverse, window_tiles
 from ..models.seeded_random import SeededRandom
 
 __all__ = ["Chunk", "EnsembleSampler", "SampleBatch", "Sampler", "check_compatible", "preserved_modes"]
@@ -147,8 +147,11 @@ class Sampler:
         overlap: float = 0.5,
         progress: ProgressCallback = None,
         should_stop: StopCheck = None,
+        within: np.ndarray | None = None,
     ) -> Iterator[Chunk]:
-        """Sample the whole (z, y, x) model-grid ``image`` part by part.
+        """Sample the whole (z, y, x) model-grid ``image`` part by part (with ``within``,
+        (z, y, x) bool, only the batches holding some of it: see
+        :func:`~napari_medseg.inference.tiling.restrict_tiles`).
 
         Args:
             image: (z, y, x) float32, normalised (``prepare(...).image``).
@@ -165,7 +168,7 @@ class Sampler:
         volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         for model in self.models:
             model.to(device)
-        tiles = self.tiles(tuple(volume.shape), batch_size, overlap)
+        tiles = restrict_tiles(self.tiles(tuple(volume.shape), batch_size, overlap), within)
 
         def run_batch(inputs: torch.Tensor, regions) -> SampleBatch:
             with torch.inference_mode(), self.private_rng(device):
