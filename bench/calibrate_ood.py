@@ -123,6 +123,7 @@ def check_decision(model, config, device, amp) -> dict:
     from ood_scans import ct_volumes, mr_volumes
 
     from napari_medseg.inference.engine import predict_probabilities
+    from napari_medseg.inference.locator import find_brain
     from napari_medseg.preprocess import prepare_for_model
     from napari_medseg.uncertainty import assess_ood
     from napari_medseg.uncertainty.ood_signals import AIR_FRACTION, VOLUME_FACTOR, expected_brain_range
@@ -132,7 +133,9 @@ def check_decision(model, config, device, amp) -> dict:
     for kind, volumes in (("mr", mr_volumes()), ("ct", ct_volumes())):
         for name, volume in volumes:
             prepared = prepare_for_model(volume, config)
-            probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp)
+            located = find_brain(model, prepared.image, prepared.geometry, device)  # as segment() runs the network
+            probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp,
+                                                  within=None if located is None else located[0])  # fmt: skip
             result = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume)
             del probabilities
             signals = {key: value["value"] for key, value in result.as_dict()["signals"].items()}
