@@ -80,12 +80,20 @@ def model_loads(client) -> dict[str, int]:
 def segment_case(case: Case, out: str, plan: CohortPlan, attempts: CaseAttempts | None = None) -> dict[str, Any]:
     """The task of one case (runs in a worker): see :func:`napari_medseg.batch.case.run_case`.
 
+    A case whose manifest already says it is finished with this plan (only possible within
+    one run: finished cases are not planned) returns that manifest's row untouched.
     With ``attempts``, each start is recorded first, so a case whose worker died during its
     earlier tries fails with :class:`~napari_medseg.batch.attempts.WorkerDied` instead of
     running (and killing a worker) again.
     """
     from .case import run_case
+    from .manifest import FINISHED, case_state
 
+    # Run again by the scheduler after its result was lost with a killed worker, a case this
+    # run already finished is not computed (nor written) twice: its manifest's row is the result.
+    state, manifest = case_state(case, Path(out) / case.case_id, model=plan.model_identity(), options=plan.options())
+    if state == FINISHED:
+        return dict(manifest["row"])
     worker = get_worker()
     cache: ModelCache = worker.plugins[PLUGIN_NAME]
     with cache.lock:
