@@ -14,7 +14,6 @@ import logging
 import os
 import pickle
 import re
-import shutil
 import tempfile
 import uuid
 import zipfile
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..io.atomic import new_folder_atomic
 from .archive import unpack_archive
 from .registry import build_model
 
@@ -129,10 +129,7 @@ def save_bundle(
         raise BundleError(path, "the model has no .config (a ModelConfig); use build_model")
     if path.exists():
         raise FileExistsError(f"model bundle {path} already exists; bundles are never overwritten")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with new_folder_atomic(path, "model bundle") as tmp:
         state = _state_for_saving(model, half)
         torch.save(state, tmp / WEIGHTS_FILE)
         full_meta = {
@@ -156,12 +153,6 @@ def save_bundle(
         _write_text(tmp / CONFIG_FILE, config.to_json())
         _write_text(tmp / META_FILE, meta_text)
         _fsync(tmp / WEIGHTS_FILE)
-        if path.exists():
-            raise FileExistsError(f"model bundle {path} appeared while saving; not overwritten")
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("saved model bundle %s (%s)", path, full_meta["weights_dtype"])
     return path
 

@@ -22,13 +22,13 @@ import datetime
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ...io.atomic import new_folder_atomic
 from .checkpoint import load_checkpoint
 from .errors import ExternalModelError
 
@@ -68,19 +68,10 @@ def write_version(model, parent, target: Path, record: Mapping[str, Any]) -> Pat
         problem = folder_name_problem(target.name)
         if problem:
             raise ExternalModelError(target, f"a fine-tuned nnU-Net model is an nnU-Net folder: {problem}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with new_folder_atomic(target, "model version") as tmp:
         (_write_nnunet if kind == "nnunet" else _write_monai)(model, parent, tmp, record)
         _write_json(tmp / PROVENANCE_FILE, {"created": _now(), "kind": kind, "parent_path": str(parent.bundle_path),
                                             **dict(record)})  # fmt: skip
-        if target.exists():
-            raise FileExistsError(f"{target} appeared while saving; not overwritten")
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
