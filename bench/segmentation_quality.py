@@ -149,7 +149,7 @@ def evaluate_locator(model_name: str, read_volume, load_model) -> dict:
     settings = LocatorSettings.from_config(model.config)
     if settings is None:
         return {}
-    tight = LocatorSettings(settings.bundle, settings.threshold, 0.0)
+    tight = LocatorSettings(settings.bundle, settings.threshold, 0.0, 0.0)
     result: dict = {"bundle": settings.bundle}
     scans = {
         "full_head_template": SHARED / "full-head-template" / "t1.nii.gz",

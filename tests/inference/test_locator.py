@@ -59,6 +59,8 @@ def test_settings_parse_and_name_bad_values():
         LocatorSettings.from_config_dict({"bundle": "x", "code": "import os"})
     with pytest.raises(ValueError, match="bundle"):
         LocatorSettings.from_config_dict({"threshold": 0.5})
+    with pytest.raises(ValueError, match="extracted_margin_mm 2.0 must be in"):
+        LocatorSettings.from_config_dict({"bundle": "x", "margin_mm": 3, "extracted_margin_mm": 2})
 
 
 def test_locate_brain_keeps_the_largest_piece_grown_by_the_margin():
@@ -73,6 +75,48 @@ def test_locate_brain_keeps_the_largest_piece_grown_by_the_margin():
     assert dice > 0.85  # a 4 mm grid draws a 16 mm sphere only roughly
     assert (grown >= tight).all() and grown.sum() > tight.sum()
     assert details["brain_ml"] == pytest.approx(16**3 * 4 / 3 * np.pi / 1000, rel=0.2)
+
+
+def _head(scalp: bool) -> np.ndarray:
+    """A bright core (what the locator finds) in a dim rim that a brain extraction kept
+    (like cortex and CSF below the locator's threshold), zeros around; with ``scalp`` a
+    dim shell farther out, as a whole head has."""
+    z, y, x = np.mgrid[:64, :64, :64].astype(np.float32)
+    radius = np.sqrt((z - 32) ** 2 + (y - 32) ** 2 + (x - 32) ** 2)
+    image = np.where(radius < 15, 1.0, np.where(radius < 19, 0.3, 0.0)).astype(np.float32)
+    if scalp:
+        image[(radius >= 24) & (radius < 28)] = 0.3
+    image[(z - 6) ** 2 + (y - 6) ** 2 + (x - 6) ** 2 < 4**2] = 0.3  # something far from the brain
+    return image
+
+
+def test_a_brain_extracted_scan_keeps_what_the_extraction_kept_near_the_brain():
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    settings = LocatorSettings("x", 0.5, 3.0, 10.0)
+    image = _head(scalp=False)
+    mask, details = locate_brain(BrightIsBrain(), image, geometry, settings)
+    assert details["brain_extracted"] is True
+    corner = np.zeros(image.shape, bool)
+    corner[:12, :12, :12] = True
+    assert mask[(image > 0) & ~corner].all(), "every non-zero voxel near the brain is in the mask"
+    assert not mask[corner].any(), "what the extraction kept far from the brain stays out"
+    assert details["mask_ml"] > details["brain_ml"]
+
+    head = _head(scalp=True)
+    mask, details = locate_brain(BrightIsBrain(), head, geometry, settings)
+    assert details["brain_extracted"] is False
+    assert not mask[head == 0.3].all() and not mask[(head == 0.3) & (image == 0)].any(), "no scalp in the mask"
+
+
+def test_the_brain_extraction_test_needs_zeros_and_little_outside_the_brain():
+    from napari_medseg.inference.locator import looks_brain_extracted
+
+    image = _head(scalp=False)
+    brain = image > 0.2
+    assert looks_brain_extracted(image, brain, slab=5)
+    assert not looks_brain_extracted(image + 0.01, brain), "no exact zeros: not extracted"
+    assert not looks_brain_extracted(_head(scalp=True), brain), "a scalp outside the brain: not extracted"
+    assert not looks_brain_extracted(image, np.zeros_like(brain))
 
 
 def test_segment_labels_nothing_outside_the_located_brain(tmp_path):
