@@ -106,7 +106,7 @@ def guard_options(method: str, weight: float) -> dict:
     return options
 
 
-def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=()):
+def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=(), tuning=None):
     """Fine-tune ``parent`` on the strokes, save a new version, load it back."""
     from napari_medseg.models import load_model
     from napari_medseg.postprocess import PostprocessSettings
@@ -116,8 +116,9 @@ def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=
     load = os.getloadavg()[0]
     start, cpu = time.perf_counter(), time.process_time()
     result = run_finetune(
-        parent, [volume], [sparse], steps=steps, seed=seed, device=DEVICE, new_classes=new_classes, **guard_options(*guard)
-    )
+        parent, [volume], [sparse], steps=steps, seed=seed, device=DEVICE, new_classes=new_classes,
+        **guard_options(*guard), **(tuning or {}),
+    )  # fmt: skip
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     path = save_result(result, parent)
     model = load_model(path, device=DEVICE)
@@ -137,6 +138,11 @@ def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=
     return model, record
 
 
+def tuning_options(args) -> dict:
+    """The fine-tune options given on the command line (the rest keep ``finetune``'s defaults)."""
+    return {name: value for name, value in (("lr", args.lr), ("context_fraction", args.context_fraction)) if value is not None}
+
+
 # --- scenarios ------------------------------------------------------------------------------
 def corrections(volume, reference, parent, baseline, *, guard, annotate_on, args) -> dict:
     brain = reference > 0
@@ -150,7 +156,8 @@ def corrections(volume, reference, parent, baseline, *, guard, annotate_on, args
         sparse, strokes = draw_strokes(current[annotate_on], reference, sparse, budget=per_round)
         free = sparse == 0
         before = {mode: dice_table(labels, reference, free) for mode, labels in current.items()}
-        model, record = finetune_version(model, volume, sparse, steps=args.steps, seed=args.seed + r, guard=guard)
+        model, record = finetune_version(model, volume, sparse, steps=args.steps, seed=args.seed + r, guard=guard,
+                                         tuning=tuning_options(args))  # fmt: skip
         current = segment_both(volume, model)
         history.append(current)
         after = {mode: dice_table(labels, reference, free) for mode, labels in current.items()}
@@ -212,7 +219,8 @@ def new_class(volume, reference, parent, baseline, *, guard, args) -> dict:
     if args.new_class_strokes == "only-new":  # an annotator who paints the new structure alone
         sparse[sparse != len(CLASSES) + 2] = 0
     annotated = int((sparse > 0).sum())
-    model, record = finetune_version(parent, volume, sparse, steps=args.steps, seed=args.seed, guard=guard, new_classes=[NEW_CLASS])
+    model, record = finetune_version(parent, volume, sparse, steps=args.steps, seed=args.seed, guard=guard, new_classes=[NEW_CLASS],
+                                     tuning=tuning_options(args))  # fmt: skip
     truth = reference.copy()
     truth[ventricles] = len(CLASSES) + 1
     other = np.ones(reference.shape, bool)
@@ -243,6 +251,8 @@ def main() -> None:
     parser.add_argument("--model", default=MODEL, help="the parent bundle (name or path)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps per fine-tune")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: finetune's)")
+    parser.add_argument("--context-fraction", type=float, help="share of windows drawn away from the strokes (default: finetune's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, default=0.0045, help="annotated fraction of brain voxels over all rounds")
     parser.add_argument("--guards", nargs="+", type=parse_guard, default=DEFAULT_GUARDS,
@@ -280,7 +290,8 @@ def main() -> None:
             "model": args.model,
             "threads": torch.get_num_threads(),
             "device": DEVICE if DEVICE == "cpu" else f"{DEVICE} ({torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})",
-            "settings": {"rounds": args.rounds, "steps": args.steps, "seed": args.seed, "budget": args.budget, "quick": args.quick},
+            "settings": {"rounds": args.rounds, "steps": args.steps, "seed": args.seed, "budget": args.budget, "quick": args.quick,
+                         **tuning_options(args)},
             "brain_voxels": int((reference > 0).sum()),
             "parent_dice": {mode: dice_table(labels, reference, np.ones(reference.shape, bool)) for mode, labels in baseline.items()},
         }  # fmt: skip

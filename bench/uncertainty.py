@@ -11,7 +11,7 @@ to the finest decoder level as a cheaper variant):
 - ``auroc_total`` (also aleatoric and epistemic): area under the ROC curve of the per-voxel
   uncertainty as a detector of "this voxel is misclassified" (labels = arg-max of the mean
   probabilities), inside the reference brain mask dilated by 3 voxels; computed from rank
-  statistics (Mann-Whitney U, ties averaged). Target >= 0.80. Samples go through the
+  statistics (Mann-Whitney U, ties averaged). Target >= 0.85. Samples go through the
   bundle's post-processing (what users see; labels = ``segment``'s); the same figures for
   the network's own samples are under ``network_only``.
 - ``ece``: expected calibration error of the mean probabilities in the same mask, 15
