@@ -10,11 +10,13 @@ noise of its own so that no two files are the same. It times, on the same cases 
 - ``shell_loop``: ``for f in cases; do medseg segment $f -o ...; done`` (one process per
   case: Python, torch and the model are loaded every time; torch uses every core);
 - ``workers_1``: ``run_cohort`` on a local cluster of 1 worker using every core;
+- ``workers_1_thread_1``: 1 worker with a single thread (one core of the machine idle):
+  how the throughput scales with workers alone, apart from how well torch uses threads;
 - ``workers_2``: the same with 2 workers, the cores split between them.
 
 Each cohort time includes starting and stopping its cluster. Prints JSON: seconds, cases
 per minute, model loads (must equal the workers), the speed-ups (targets: 2 workers >= 1.7x
-one worker, and >= 2x the shell loop), the per-case cost in core-seconds from which
+one worker, and >= 2x the shell loop; against one worker of one thread and of every core), the per-case cost in core-seconds from which
 the README's estimate for 100,000 scans is computed, and per configuration the median
 time of a whole case, of its ``segment()`` and of its network (from the reports), which
 tell the work from what surrounds it.
@@ -84,12 +86,12 @@ def report_timings(out: Path) -> dict:
     }
 
 
-def time_cohort(cases: list[Path], out: Path, model: str, workers: int, cores: int) -> dict:
-    """``run_cohort`` on a fresh local cluster of ``workers`` processes sharing ``cores``."""
+def time_cohort(cases: list[Path], out: Path, model: str, workers: int, threads: int) -> dict:
+    """``run_cohort`` on a fresh local cluster of ``workers`` processes of ``threads`` threads each."""
     from napari_medseg.batch import run_cohort
     from napari_medseg.batch.cluster import ClusterOptions
 
-    options = ClusterOptions(workers=workers, threads_per_worker=max(1, cores // workers), dashboard_address=":0")
+    options = ClusterOptions(workers=workers, threads_per_worker=threads, dashboard_address=":0")
     started = time.perf_counter()
     table = run_cohort(cases, out, model=model, cluster=options, retries=0)
     seconds = time.perf_counter() - started
@@ -101,6 +103,7 @@ def time_cohort(cases: list[Path], out: Path, model: str, workers: int, cores: i
         "done": int((table.status == "done").sum()),
         "model_loads": run["model_loads"],
         "workers": run["workers"],
+        "threads_per_worker": threads,
         "median_case_seconds": round(float(case_seconds.median()), 3),
         **report_timings(out),
     }
@@ -126,7 +129,8 @@ def main(argv=None) -> int:
         shape = list(read_volume(cases[0]).shape)
         loop = time_shell_loop(cases, work / "loop", args.model)
         one = time_cohort(cases, work / "workers_1", args.model, 1, cores)
-        two = time_cohort(cases, work / "workers_2", args.model, 2, cores)
+        single = time_cohort(cases, work / "workers_1_thread_1", args.model, 1, 1)
+        two = time_cohort(cases, work / "workers_2", args.model, 2, max(1, cores // 2))
     per_case_core_s = two["seconds"] * min(cores, 2) / args.cases
     result = {
         "cases": args.cases,
@@ -136,10 +140,12 @@ def main(argv=None) -> int:
         "cores": cores,
         "shell_loop": loop,
         "workers_1": one,
+        "workers_1_thread_1": single,
         "workers_2": two,
         "speedup_2_workers_vs_1": round(two["cases_per_minute"] / one["cases_per_minute"], 2),
+        "speedup_2_workers_vs_1_single_thread": round(two["cases_per_minute"] / single["cases_per_minute"], 2),
         "speedup_2_workers_vs_shell_loop": round(two["cases_per_minute"] / loop["cases_per_minute"], 2),
-        "loads_equal_workers": one["model_loads"] == one["workers"] and two["model_loads"] == two["workers"],
+        "loads_equal_workers": all(run["model_loads"] == run["workers"] for run in (one, single, two)),
         "core_seconds_per_case": round(per_case_core_s, 2),
     }
     print(json.dumps(result, indent=2))
