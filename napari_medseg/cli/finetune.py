@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from ..training.options import DEFAULT_STEPS
+from ..training.options import DEFAULT_STEPS, STROKE_LOSSES
 from ..types import GRID_TOLERANCE
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ def add_parser(subparsers) -> None:
         help="the segmentation that was corrected, one per --image (default: the parent's own segmentation)",
     )  # fmt: skip
     parser.add_argument("--l2sp-weight", type=float, default=0.01)
+    parser.add_argument("--stroke-loss", default="ce", choices=list(STROKE_LOSSES),
+                        help="loss on the painted voxels: cross-entropy (default) or with a soft Dice term")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-save-on-stop", action="store_true", help="write nothing when stopped early")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -103,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         options = FinetuneOptions(
             steps=args.steps, lr=args.lr, batch_size=args.batch, new_classes=args.new_class, device=args.device,
             precision=args.precision, forgetting=args.forgetting, distill_weight=args.distill_weight,
-            l2sp_weight=args.l2sp_weight, distill_target=args.distill_target, seed=args.seed,
+            l2sp_weight=args.l2sp_weight, distill_target=args.distill_target, stroke_loss=args.stroke_loss,
+            seed=args.seed,
         )  # fmt: skip
         volumes, sparse = read_pairs(args.image, args.labels)
         require_annotations(sparse, args.labels)

@@ -39,7 +39,7 @@ from .forgetting import (
     reference_loss,
 )
 from .heads import grow_head
-from .losses import segmentation_loss
+from .losses import partial_cross_entropy, segmentation_loss
 from .options import FinetuneOptions
 from .records import FinetuneProgress, FinetuneResult
 from .sampling import PatchSampler, augment_batch, default_patch, flip_dim, prepare_case, prepare_external_case
@@ -211,7 +211,7 @@ class FinetuneRun:
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_logits = self.teacher(batch.image)
-        supervised = supervised_loss(outputs, batch, self.weights)
+        supervised = supervised_loss(outputs, batch, self.weights, dice=options.stroke_loss == "ce+dice")
         guard = self._guard(outputs[0], batch, teacher_logits)
         loss = supervised + guard
         self.optimizer.zero_grad(set_to_none=True)
@@ -292,12 +292,14 @@ class FinetuneRun:
         return record
 
 
-def supervised_loss(outputs: Sequence[torch.Tensor], batch, weights: torch.Tensor | None) -> torch.Tensor:
-    """Partial CE + Dice on the annotated voxels; deep-supervision outputs weighted 1/2^i."""
+def supervised_loss(outputs: Sequence[torch.Tensor], batch, weights: torch.Tensor | None, *, dice: bool = False) -> torch.Tensor:
+    """Partial CE (+ partial soft Dice with ``dice``) on the annotated voxels; deep-supervision
+    outputs weighted 1/2^i."""
+    loss = segmentation_loss if dice else partial_cross_entropy
     total = None
     norm = 0.0
     for i, logits in enumerate(outputs):
-        term = segmentation_loss(logits.float(), batch.target, batch.annotated, weights) / 2**i
+        term = loss(logits.float(), batch.target, batch.annotated, weights) / 2**i
         total = term if total is None else total + term
         norm += 1 / 2**i
     return total / norm

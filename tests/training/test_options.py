@@ -35,6 +35,7 @@ def test_defaults_are_valid_and_frozen():
         ("warmup_steps", 0, r"warmup_steps 0 must be a positive int"),
         ("context_fraction", 1.5, r"context_fraction 1.5 must be in \[0, 1\]"),
         ("patch", (0, 16), r"patch \(0, 16\) must be positive sizes"),
+        ("stroke_loss", "dice", r"stroke_loss 'dice' must be one of \('ce', 'ce\+dice'\)"),
     ],
 )
 def test_bad_values_are_refused_when_made(option, value, message):
@@ -71,3 +72,25 @@ def test_the_scheduler_warms_up_then_decays_to_a_tenth():
     assert factors[:3] == pytest.approx([0.1, 0.2, 0.3]) and factors[9] == 1.0
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
     assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_the_stroke_loss_is_cross_entropy_unless_dice_is_asked_for():
+    from types import SimpleNamespace
+
+    import torch
+
+    from napari_medseg.training.finetune_run import supervised_loss
+    from napari_medseg.training.losses import partial_cross_entropy, partial_soft_dice
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 6, 6, generator=generator)
+    batch = SimpleNamespace(target=torch.randint(0, 3, (2, 6, 6), generator=generator),
+                            annotated=torch.rand(2, 6, 6, generator=generator) > 0.7)  # fmt: skip
+    ce = partial_cross_entropy(logits, batch.target, batch.annotated)
+    dice = partial_soft_dice(logits, batch.target, batch.annotated)
+    assert FinetuneOptions().stroke_loss == "ce" and FinetuneOptions().record()["stroke_loss"] == "ce"
+    torch.testing.assert_close(supervised_loss([logits], batch, None), ce)
+    torch.testing.assert_close(supervised_loss([logits], batch, None, dice=True), ce + dice)
+    # deep supervision: the coarser output weighs half
+    torch.testing.assert_close(supervised_loss([logits, logits * 0], batch, None),
+                               (ce + partial_cross_entropy(logits * 0, batch.target, batch.annotated) / 2) / 1.5)  # fmt: skip
