@@ -16,8 +16,8 @@ noise of its own so that no two files are the same. It times, on the same cases 
 
 Each cohort time includes starting and stopping its cluster. Prints JSON: seconds, cases
 per minute, model loads (must equal the workers), the speed-ups (targets: 2 workers >= 1.7x
-one worker, and >= 2x the shell loop; against one worker of one thread and of every core), the per-case cost in core-seconds from which
-the README's estimate for 100,000 scans is computed, and per configuration the median
+one worker, against one worker of one thread and of every core, and >= 2x the shell loop),
+the per-case cost in core-seconds from which the README's estimate for 100,000 scans is computed, and per configuration the median
 time of a whole case, of its ``segment()`` and of its network (from the reports), which
 tell the work from what surrounds it.
 """

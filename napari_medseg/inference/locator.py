@@ -35,6 +35,7 @@ from scipy import ndimage
 from ..io.limits import release_heap
 from ..types import Geometry
 from .device import autocast_dtype
+from ..postprocess.brain_mask import ZERO_BACKGROUND_FRACTION
 from ..postprocess.morphology import largest_component
 from .engine import predict_windows
 
@@ -194,18 +195,17 @@ def locate_brain(
     return mask, details
 
 
-#: A scan looks brain-extracted when at least this share of the grid is exactly zero ...
-EXTRACTED_ZERO_FRACTION = 0.2
-#: ... and its non-zero voxels outside the grown brain are at most this share of it: a
-#: whole head has skull, scalp and face there (0.7 to 4.6 times the grown brain on three
-#: real heads), a brain extraction only what it kept beyond the locator's coarse edge
-#: (0.07 on a real skull-stripped T1).
+#: A scan looks brain-extracted when ``ZERO_BACKGROUND_FRACTION`` of the grid is exactly zero
+#: (the post-processing's rule) and its non-zero voxels outside the grown brain are at most
+#: this share of it: a whole head has skull, scalp and face there (0.7 to 4.6 times the
+#: grown brain on three real heads), a brain extraction only what it kept beyond the
+#: locator's coarse edge (0.07 on a real skull-stripped T1).
 EXTRACTED_OUTSIDE_FRACTION = 0.25
 
 
 def looks_brain_extracted(image: np.ndarray, mask: np.ndarray, slab: int = 16) -> bool:
     """Whether the (z, y, x) ``image`` looks brain-extracted around the (z, y, x) bool brain
-    ``mask``: ``EXTRACTED_ZERO_FRACTION`` of it exactly zero and its non-zero voxels outside
+    ``mask``: ``ZERO_BACKGROUND_FRACTION`` of it exactly zero and its non-zero voxels outside
     ``mask`` at most ``EXTRACTED_OUTSIDE_FRACTION`` of ``mask``'s volume (counted ``slab``
     slices at a time, without a whole-grid temporary)."""
     zeros = outside = 0
@@ -214,7 +214,7 @@ def looks_brain_extracted(image: np.ndarray, mask: np.ndarray, slab: int = 16) -
         zeros += nonzero.size - int(np.count_nonzero(nonzero))
         outside += int(np.count_nonzero(nonzero & ~mask[start : start + slab]))
     inside = int(np.count_nonzero(mask))
-    return inside > 0 and zeros >= EXTRACTED_ZERO_FRACTION * image.size and outside <= EXTRACTED_OUTSIDE_FRACTION * inside
+    return inside > 0 and zeros >= ZERO_BACKGROUND_FRACTION * image.size and outside <= EXTRACTED_OUTSIDE_FRACTION * inside
 
 
 def _add_extracted_region(mask: np.ndarray, image: np.ndarray, reach: np.ndarray, slab: int = 16) -> None:

@@ -24,6 +24,10 @@ from .morphology import ball, fill_holes, foreground_mask, largest_component, op
 
 logger = logging.getLogger(__name__)
 
+#: A scan can be brain-extracted only when at least this share of its grid is exactly zero
+#: (also the locator's first test, :func:`~napari_medseg.inference.locator.looks_brain_extracted`).
+ZERO_BACKGROUND_FRACTION = 0.2
+
 
 def brain_mask(
     image: np.ndarray,
@@ -45,7 +49,7 @@ def brain_mask(
         closing_voxels: radius of the morphological closing of the network's mask.
         stripped_support_fraction: the scan counts as brain-extracted when the network's
             foreground covers at least this fraction of the non-zero region and at least
-            20% of the volume is exactly zero.
+            ``ZERO_BACKGROUND_FRACTION`` of the volume is exactly zero.
         opening_mm: radius of the opening that cuts thin bridges to non-brain tissue.
         allowed_region: for whole-head scans only, called with the network's tissue
             probability (z, y, x); returns where the brain may be (e.g. a registered
@@ -53,7 +57,7 @@ def brain_mask(
     """
     foreground = foreground_mask(probabilities)
     support = image != 0
-    if (~support).mean() >= 0.2 and support.any():
+    if (~support).mean() >= ZERO_BACKGROUND_FRACTION and support.any():
         support = largest_component(support)
         if (foreground & support).sum() >= stripped_support_fraction * support.sum():
             return support, True

@@ -66,7 +66,8 @@ class FinetuneOptions:
         context_fraction: share of windows drawn at random rather than on a stroke (where
             only the forgetting guard acts). Half: with the network deciding every label,
             two rounds of corrections on a scan it never saw moved mean Dice by +0.028,
-            +0.010 and +0.001 (three seeds) against -0.021, +0.005 and +0.018 with a quarter.
+            +0.010 and +0.001 (three seeds, with the Dice term on the strokes) against
+            -0.021, +0.005 and +0.018 with a quarter.
         augment: light bias-field / gamma / noise / left-right flip augmentation.
         class_weights: cross-entropy weight per class (old and new classes).
         stroke_loss: one of :data:`STROKE_LOSSES`. Cross-entropy alone by default: a soft
