@@ -4,15 +4,13 @@ to float64 rounding of the sums), with slab-sized working arrays."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from napari_medseg.uncertainty import ood
 from napari_medseg.uncertainty.decompose import entropy
-from tests._paths import REPO_ROOT
+from tests.fresh_peak import fresh_figures
 
 # The means are sums over slabs instead of one float64 sum: equal to about 1e-15 here;
 # a threshold decision can change only for a score within this of the threshold.
@@ -73,10 +71,6 @@ print(tracemalloc.get_traced_memory()[1], p.nbytes)
 
 
 def test_scoring_holds_slabs_not_volumes():
-    # Measured in a fresh interpreter: tracemalloc counts every thread's allocations, and a
-    # test session's background threads (thread pools, writers) would count into the peak.
-    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
-    peak, nbytes = (int(v) for v in done.stdout.split())
+    peak, nbytes = fresh_figures(_PEAK_SCRIPT)  # a fresh interpreter: see tests/fresh_peak.py
     assert nbytes == 4 << 20  # 4 MiB of probabilities
     assert peak < nbytes / 5, f"peak {peak} bytes for probabilities of {nbytes}"
