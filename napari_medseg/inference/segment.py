@@ -114,7 +114,9 @@ def segment(
     prepared = prepare_for_model(volume, config)
     timings["preprocess"] = time.perf_counter() - start
 
-    located = _locate(model, prepared, torch_device, timings)
+    # Found before the network, which then runs only on the slices or windows holding some
+    # of the brain (outside it every label is background anyway).
+    located = find_brain(model, prepared.image, prepared.geometry, torch_device, timings)
     mark = time.perf_counter()
     out = None if allocate_model is None else allocate_model((len(config.class_names), *prepared.image.shape))
     probabilities = predict_probabilities(model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size,
@@ -149,17 +151,6 @@ def segment(
         precision=precision_name(amp),
         postprocess=record,
     )
-
-
-def _locate(model: torch.nn.Module, prepared: Prepared, device: torch.device, timings: dict[str, float]):
-    """The brain the model's locator finds on the model grid, ``(mask, details)``, or None
-    without a locator; found before the network, which then runs only on the slices or
-    windows holding some of it (outside it every label is background anyway)."""
-    mark = time.perf_counter()
-    located = find_brain(model, prepared.image, prepared.geometry, device)
-    release_heap()  # what the locator freed (its network, its labelling)
-    timings["locator"] = time.perf_counter() - mark
-    return located
 
 
 def _postprocess(

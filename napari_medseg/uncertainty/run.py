@@ -205,7 +205,8 @@ def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: Pos
              timings: dict[str, float], *, device, amp, batch_size, progress, should_stop):  # fmt: skip
     """Mean probabilities (K, z, y, x) and mean entropy (z, y, x) of the (post-processed)
     samples on the model grid, the OOD assessment, and whether they were post-processed."""
-    brain = _locate_brain(sampler.models[0], prepared, device, timings)
+    located = find_brain(sampler.models[0], prepared.image, prepared.geometry, device, timings)
+    brain = None if located is None else located[0]
     fit = None
     if settings.sample_dependent:
         # The tissue posterior depends on each sample (network prior weight > 0): decide
@@ -232,16 +233,6 @@ def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: Pos
     del plain
     timings["postprocess"] = time.perf_counter() - mark
     return mean, mean_entropy, ood, bool(settings) or brain is not None
-
-
-def _locate_brain(model: nn.Module, prepared: Prepared, device: torch.device, timings: dict[str, float]):
-    """The model's brain locator mask on the model grid (timed), or None without a locator."""
-    mark = time.perf_counter()
-    located = find_brain(model, prepared.image, prepared.geometry, device)
-    if located is None:
-        return None
-    timings["locator"] = time.perf_counter() - mark
-    return located[0]
 
 
 def _assess(volume: Volume, config, prepared: Prepared, plain: np.ndarray, network_moments) -> OODResult:
