@@ -114,8 +114,6 @@ def segment(
     prepared = prepare_for_model(volume, config)
     timings["preprocess"] = time.perf_counter() - start
 
-    # Found before the network, which then runs only on the slices or windows holding some
-    # of the brain (outside it every label is background anyway).
     located = find_brain(model, prepared.image, prepared.geometry, torch_device, timings)
     mark = time.perf_counter()
     out = None if allocate_model is None else allocate_model((len(config.class_names), *prepared.image.shape))
