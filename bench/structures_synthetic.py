@@ -27,16 +27,16 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 MAPS = REPO.parent / "shared" / "data" / "synthseg-label-maps"
-SLAB_PATCH = (176, 208)
-OFFSETS_MM = (-4.0, -2.0, 0.0, 2.0, 4.0)
 
 
-def synthetic_stacks(maps, batches: int, batch: int, seed: int, t1_fraction: float):
-    """``batches`` (image (B, 5, H, W), structures (B, H, W)) pairs from the label ``maps``."""
+def synthetic_stacks(maps, config, batches: int, batch: int, seed: int, t1_fraction: float):
+    """``batches`` (image (B, C, H, W), structures (B, H, W)) pairs from the label ``maps``,
+    in the input the bundle ``config`` was trained on (its patch and slice offsets)."""
     from napari_medseg.training.label_synth import LabelSynthesizer, SynthSettings
 
     synthesizer = LabelSynthesizer(maps, SynthSettings(p_t1_contrast=t1_fraction), seed=seed)
-    return [synthesizer.slabs(batch, patch=SLAB_PATCH, offsets_mm=OFFSETS_MM, target="structures") for _ in range(batches)]
+    patch, offsets = tuple(config.patch_size), tuple(config.extra["context_offsets_mm"])
+    return [synthesizer.slabs(batch, patch=patch, offsets_mm=offsets, target="structures") for _ in range(batches)]
 
 
 def pooled_dice(counts: np.ndarray) -> np.ndarray:
@@ -78,7 +78,8 @@ def main() -> None:
     results: dict = {"batches": args.batches, "stacks_per_contrast": args.batches * 8, "seed": args.seed, "models": {}}
     contrasts = {"t1_like": 1.0, "any_contrast": 0.0}
     maps = load_label_maps(MAPS)
-    stacks = {key: synthetic_stacks(maps, args.batches, 8, args.seed, fraction) for key, fraction in contrasts.items()}
+    config = load_model(args.models[0], device="cpu").config  # every model is scored on the same stacks
+    stacks = {key: synthetic_stacks(maps, config, args.batches, 8, args.seed, fraction) for key, fraction in contrasts.items()}
     del maps
     for name in args.models:
         model = load_model(name, device="cpu").eval()
