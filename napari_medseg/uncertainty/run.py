@@ -22,7 +22,7 @@ from torch import nn
 from ..control import ProgressCallback, StopCheck
 from ..inference.device import autocast_dtype, precision_name, select_device
 from ..inference.engine import predict_probabilities
-from ..inference.locator import find_brain
+from ..inference.locator import LocatorSettings, find_brain
 from ..postprocess import PostprocessFit, PostprocessSettings, fit_postprocess
 from ..preprocess import Prepared, prepare_for_model, restore
 from ..types import Volume
@@ -56,6 +56,9 @@ class UncertaintyResult:
             "postprocess", "restore", "total").
         device, precision: where and how the networks ran.
         postprocessed: whether the samples went through the bundle's post-processing.
+        locator: what the model's brain locator found (its bundle, brain and mask volume in
+            mL, whether the scan looked brain-extracted; see
+            :func:`~napari_medseg.inference.locator.locate_brain`), or None without one.
     """
 
     total: np.ndarray
@@ -70,6 +73,7 @@ class UncertaintyResult:
     device: str = "cpu"
     precision: str = "fp32"
     postprocessed: bool = False
+    locator: dict[str, Any] | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -87,6 +91,7 @@ class UncertaintyResult:
             "timings": dict(self.timings),
             "device": self.device,
             "precision": self.precision,
+            **({"locator": self.locator} if self.locator is not None else {}),
         }
 
 
@@ -186,7 +191,7 @@ def estimate_uncertainty(
 
     settings = PostprocessSettings.from_config(config, postprocessing)
     run = dict(device=torch_device, amp=amp, batch_size=batch_size, progress=progress, should_stop=should_stop)
-    mean, mean_entropy, ood, postprocessed = _moments(volume, sampler, prepared, settings, timings, **run)
+    mean, mean_entropy, ood, postprocessed, located = _moments(volume, sampler, prepared, settings, timings, **run)
     mark = time.perf_counter()
     mean_probabilities = restore(mean, prepared)
     del mean
@@ -197,16 +202,19 @@ def estimate_uncertainty(
     return UncertaintyResult(
         total=total, aleatoric=aleatoric, epistemic=epistemic, mean_probabilities=mean_probabilities, method=method,
         samples=sampler.n_samples, ood=ood, class_names=tuple(config.class_names), timings=timings,
-        device=str(torch_device), precision=precision_name(amp), postprocessed=postprocessed,
+        device=str(torch_device), precision=precision_name(amp), postprocessed=postprocessed, locator=located,
     )  # fmt: skip
 
 
 def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: PostprocessSettings,
              timings: dict[str, float], *, device, amp, batch_size, progress, should_stop):  # fmt: skip
     """Mean probabilities (K, z, y, x) and mean entropy (z, y, x) of the (post-processed)
-    samples on the model grid, the OOD assessment, and whether they were post-processed."""
+    samples on the model grid, the OOD assessment, whether they were post-processed, and
+    what the locator found (None without one)."""
     located = find_brain(sampler.models[0], prepared.image, prepared.geometry, device, timings)
-    brain = None if located is None else located[0]
+    brain, found = (None, None) if located is None else located
+    if found is not None:
+        found = {"bundle": LocatorSettings.from_config(sampler.config).bundle, **found}
     fit = None
     if settings.sample_dependent:
         # The tissue posterior depends on each sample (network prior weight > 0): decide
@@ -232,7 +240,7 @@ def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: Pos
         mean, mean_entropy = _postprocess_moments(fit, prepared.image, mean, mean_entropy)
     del plain
     timings["postprocess"] = time.perf_counter() - mark
-    return mean, mean_entropy, ood, bool(settings) or brain is not None
+    return mean, mean_entropy, ood, bool(settings) or brain is not None, found
 
 
 def _assess(volume: Volume, config, prepared: Prepared, plain: np.ndarray, network_moments) -> OODResult:

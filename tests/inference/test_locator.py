@@ -143,6 +143,16 @@ def test_segment_labels_nothing_outside_the_located_brain(tmp_path):
     assert not any(key.startswith("_medseg") for key in model.state_dict())
     assert locator_of(model) is locator_of(model)
 
+    # an uncertainty run reports the same findings as the segmentation it describes
+    from napari_medseg.uncertainty import estimate_uncertainty
+
+    estimate = estimate_uncertainty(volume, model, method="mc-dropout", samples=2, device="cpu", postprocessing=False)
+    reported = estimate.report()["locator"]
+    assert reported["bundle"] == str(locator_path)
+    for key in ("brain_ml", "mask_ml", "brain_extracted", "margin_mm"):
+        assert reported[key] == applied[key], key
+    assert (estimate.labels[outside] == 0).all()
+
 
 def test_a_locator_that_is_not_a_3d_brain_model_is_refused_by_name(tmp_path):
     torch.manual_seed(0)
