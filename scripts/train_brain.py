@@ -213,8 +213,6 @@ def train(args: argparse.Namespace) -> Path:
     model = build_model(config)
     initialised = initialise_from(model, args.init_from) if args.init_from else None
     model = model.to(device)
-    if config.spatial_dims == 2 and device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     clock = TrainingClock(args.steps, args.max_minutes)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: clock.lr_factor())

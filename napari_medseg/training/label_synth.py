@@ -230,22 +230,24 @@ class LabelSynthesizer:
         image, labels = image.clone(), labels.clone()
         strip = self._bernoulli(batch, s.p_skull_strip)
         if strip.any():
+            stripped = torch.nonzero(strip).flatten()
+            sub_labels, sub_brain = labels[stripped], brain[stripped]
             # Extraction tools differ in where they cut: some keep the CSF around the
             # brain, others (HD-BET, many pipelines) cut near the pial surface, so the
             # cortex itself is the outermost layer. Both, grown or shrunk a little.
             if bool(self._bernoulli(1, s.p_strip_at_pial_surface)):
-                parenchyma = (brain & (labels != _OUTER_CSF)).float()[:, None]
-                mask = -F.max_pool3d(-F.max_pool3d(parenchyma, (3, 7, 7), 1, (1, 3, 3)), (3, 7, 7), 1, (1, 3, 3))
+                parenchyma = (sub_brain & (sub_labels != _OUTER_CSF)).float()[:, None]
+                mask = -_box_max(-_box_max(parenchyma, (3, 7, 7)), (3, 7, 7))
             else:
-                mask = brain.float()[:, None]
+                mask = sub_brain.float()[:, None]
             radius = int(torch.randint(-2, 3, (1,), generator=self.generator))
             if radius > 0:
-                mask = F.max_pool3d(mask, 2 * radius + 1, 1, radius)
+                mask = _box_max(mask, (2 * radius + 1,) * 3)
             elif radius < 0:
-                mask = -F.max_pool3d(-mask, 1 - 2 * radius, 1, -radius)
-            removed = (mask[:, 0] == 0) & strip.view(-1, *([1] * (image.ndim - 1)))
-            image[removed] = 0
-            labels[removed] = 0
+                mask = -_box_max(-mask, (1 - 2 * radius,) * 3)
+            removed = mask[:, 0] == 0
+            image[stripped] = image[stripped].masked_fill(removed, 0)
+            labels[stripped] = sub_labels.masked_fill(removed, 0)
         cut = self._bernoulli(batch, s.p_field_of_view_cut)
         for b in torch.nonzero(cut).flatten().tolist():
             axis = cut_axes[int(torch.randint(len(cut_axes), (1,), generator=self.generator))]
@@ -269,6 +271,19 @@ class LabelSynthesizer:
         noise = self._uniform((batch,) + (1,) * (image.ndim - 1), 0, s.max_noise)
         image = rician_noise(image, noise, self.generator)
         return normalize_torch(image)
+
+
+def _box_max(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Maximum of (B, 1, D, H, W) ``x`` over a centred box of odd ``size`` (voxels per axis),
+    same shape out. A box maximum is separable: three 1D passes give exactly
+    ``F.max_pool3d(x, size, 1, size // 2)`` at a fraction of its cost (17 instead of 147
+    comparisons per voxel for a 3 x 7 x 7 box)."""
+    for axis, width in enumerate(size):
+        if width > 1:
+            kernel, padding = [1, 1, 1], [0, 0, 0]
+            kernel[axis], padding[axis] = width, width // 2
+            x = F.max_pool3d(x, tuple(kernel), 1, tuple(padding))
+    return x
 
 
 def _check_target(target: str) -> None:

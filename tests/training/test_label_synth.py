@@ -122,3 +122,13 @@ def test_structure_centred_samples_find_small_structures():
         hippocampus = (labels == index[17]) | (labels == index[53])  # either side: some are mirrored
         counts.append(int(hippocampus.flatten(1).any(dim=1).sum()))
     assert counts[0] == 0 and counts[1] >= 3, counts
+
+
+@pytest.mark.parametrize("size", [(3, 7, 7), (5, 5, 5), (1, 3, 1)])
+def test_box_max_is_the_full_box_max_pool(size):
+    from napari_medseg.training.label_synth import _box_max
+
+    x = torch.rand((2, 1, 5, 23, 19), generator=torch.Generator().manual_seed(1))
+    expected = torch.nn.functional.max_pool3d(x, size, 1, tuple(s // 2 for s in size))
+    assert torch.equal(_box_max(x, size), expected)
+    assert torch.equal(-_box_max(-x, size), -torch.nn.functional.max_pool3d(-x, size, 1, tuple(s // 2 for s in size)))
