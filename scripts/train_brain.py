@@ -4,7 +4,7 @@
     python scripts/train_brain.py --task tissue --arch unet --out resources/models/brain-tissue-unet
     python scripts/train_brain.py --task tissue --arch transunet --out resources/models/brain-tissue-transunet
     python scripts/train_brain.py --task structures --arch unet --init-from resources/models/brain-tissue-unet \
-        --lr 1e-3 --out resources/models/brain-structures
+        --steps 4500 --max-minutes 86 --out resources/models/brain-structures
 
 Data: ``--maps`` (default ``../shared/data/synthseg-label-maps`` beside the checkout): the
 label maps of 20 real heads from the public repository BBillot/SynthSeg,
