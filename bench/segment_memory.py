@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from baseline_tree import baseline_worktree
+
 REPO = Path(__file__).resolve().parents[1]
 # The last commit before the probabilities were predicted into preallocated arrays,
 # restored class by class and streamed to disk when they do not fit.
@@ -208,14 +210,6 @@ def run_child(tree: Path, args, labels_out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def baseline_tree(revision: str, parent: Path) -> Path:
-    """A detached worktree of ``revision`` under ``parent``."""
-    tree = parent / "baseline"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), revision],
-                   check=True, capture_output=True)  # fmt: skip
-    return tree
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=3, default=(600, 512, 512), help="z y x voxels")
@@ -234,11 +228,8 @@ def main() -> None:
         scratch = Path(scratch)
         results["current"] = run_child(REPO, args, scratch / "current.npy")
         if not args.no_baseline:
-            tree = baseline_tree(args.baseline, scratch)
-            try:
+            with baseline_worktree(args.baseline, scratch) as tree:
                 results["baseline"] = {"revision": args.baseline, **run_child(tree, args, scratch / "baseline.npy")}
-            finally:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
             same = np.load(scratch / "current.npy") == np.load(scratch / "baseline.npy")
             results["label_agreement_with_baseline"] = float(same.mean())
     print(json.dumps(results, indent=2))

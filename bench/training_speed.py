@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from baseline_tree import baseline_worktree
+
 REPO = Path(__file__).resolve().parents[1]
 MAPS = REPO.parent / "shared" / "data" / "synthseg-label-maps"
 
@@ -50,29 +52,23 @@ def main() -> None:
     if not MAPS.is_dir():
         raise SystemExit(f"label maps not found: {MAPS}")
     results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        baseline = Path(scratch) / "baseline"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(baseline), args.baseline],
-                       check=True, capture_output=True)  # fmt: skip
-        try:
-            for task in args.tasks:
-                speeds: dict[str, list[float]] = {"current": [], "baseline": []}
-                for repeat in range(args.repeats):
-                    for name, tree in (("current", REPO), ("baseline", baseline)):
-                        out = Path(scratch) / f"{task}-{name}-{repeat}"
-                        speeds[name].append(steps_per_minute(tree, task, args.minutes, out))
-                current, before = statistics.median(speeds["current"]), statistics.median(speeds["baseline"])
-                results.append({
-                    "task": task,
-                    "minutes_per_run": args.minutes,
-                    "steps_per_minute": round(current, 1),
-                    "baseline": args.baseline,
-                    "baseline_steps_per_minute": round(before, 1),
-                    "ratio_to_baseline": round(current / before, 2),
-                    "runs": {name: [round(v, 1) for v in values] for name, values in speeds.items()},
-                })  # fmt: skip
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline)], capture_output=True)
+    with tempfile.TemporaryDirectory() as scratch, baseline_worktree(args.baseline, Path(scratch)) as baseline:
+        for task in args.tasks:
+            speeds: dict[str, list[float]] = {"current": [], "baseline": []}
+            for repeat in range(args.repeats):
+                for name, tree in (("current", REPO), ("baseline", baseline)):
+                    out = Path(scratch) / f"{task}-{name}-{repeat}"
+                    speeds[name].append(steps_per_minute(tree, task, args.minutes, out))
+            current, before = statistics.median(speeds["current"]), statistics.median(speeds["baseline"])
+            results.append({
+                "task": task,
+                "minutes_per_run": args.minutes,
+                "steps_per_minute": round(current, 1),
+                "baseline": args.baseline,
+                "baseline_steps_per_minute": round(before, 1),
+                "ratio_to_baseline": round(current / before, 2),
+                "runs": {name: [round(v, 1) for v in values] for name, values in speeds.items()},
+            })  # fmt: skip
     print(json.dumps(results, indent=2))
 
 

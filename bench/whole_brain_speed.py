@@ -28,6 +28,7 @@ issue's target for ``brain-structures`` is ``cli_seconds`` <= 15 on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -36,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from baseline_tree import baseline_worktree
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -147,23 +150,17 @@ def main() -> None:
     if missing:
         sys.exit(f"scans not found: {missing}")
     results = []
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         trees: dict[str, Path | None] = {"current": None}
         if args.baseline:
-            trees["baseline"] = Path(scratch) / "baseline"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(trees["baseline"]), args.baseline],
-                           check=True, capture_output=True)  # fmt: skip
-        try:
-            for model_name in args.models:
-                for scan_name, scan in SCANS.items():
-                    row = {"model": model_name, "scan": scan_name, **cli_seconds(model_name, scan, args.repeats, trees)}
-                    done = subprocess.run([sys.executable, __file__, "--figures", model_name, str(scan)],
-                                          capture_output=True, text=True, check=True)  # fmt: skip
-                    row.update(json.loads(done.stdout.strip().splitlines()[-1]))
-                    results.append(row)
-        finally:
-            if args.baseline:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees["baseline"])], capture_output=True)
+            trees["baseline"] = stack.enter_context(baseline_worktree(args.baseline, Path(scratch)))
+        for model_name in args.models:
+            for scan_name, scan in SCANS.items():
+                row = {"model": model_name, "scan": scan_name, **cli_seconds(model_name, scan, args.repeats, trees)}
+                done = subprocess.run([sys.executable, __file__, "--figures", model_name, str(scan)],
+                                      capture_output=True, text=True, check=True)  # fmt: skip
+                row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+                results.append(row)
     baseline = {row["scan"]: row["cli_seconds"] for row in results if row["model"] == args.models[-1]}
     for row in results:
         row["cli_ratio_to_" + args.models[-1]] = round(row["cli_seconds"] / baseline[row["scan"]], 2)
