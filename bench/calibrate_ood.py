@@ -134,9 +134,10 @@ def check_decision(model, config, device, amp) -> dict:
         for name, volume in volumes:
             prepared = prepare_for_model(volume, config)
             located = find_brain(model, prepared.image, prepared.geometry, device)  # as segment() runs the network
-            probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp,
-                                                  within=None if located is None else located[0])  # fmt: skip
-            result = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume)
+            brain = None if located is None else located[0]
+            probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp, within=brain)
+            result = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume,
+                                within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
             del probabilities
             signals = {key: value["value"] for key, value in result.as_dict()["signals"].items()}
             entry = {"must_flag": kind == "ct", "flag": result.flag, "flagged_by": result.flagged_by, "signals": signals}

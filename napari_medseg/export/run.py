@@ -78,6 +78,7 @@ def run_segmentation(
         ResultSetError: a file could not be written (named); nothing of this run is kept.
     """
     from ..inference import segment
+    from ..uncertainty.ood_first_use import ood_inspector
 
     targets = _check_request(model, uncertainty, gradcam, figure, [model, *ensemble], samples)
     names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
@@ -86,12 +87,14 @@ def run_segmentation(
     budget = probability_budget(volume) if memory_budget is None else memory_budget
     options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
                    progress=progress, should_stop=should_stop)  # fmt: skip
+    found: dict[str, Any] = {}
     with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
         result = segment(
-            volume, model, **options, inspect=_ood_inspector(volume, model, extra),
+            volume, model, **options, inspect=ood_inspector(model, volume, found),
             allocate=lambda shape: classes_last(probability_array((shape[-1], *shape[:-1]), budget, results.staging)),
             allocate_model=lambda shape: probability_array(shape, budget, results.staging, "model-probabilities.f32"),
         )  # fmt: skip
+        extra["ood"] = found["ood"].as_dict()  # an external model's first scans calibrate its threshold
         _write_segmentation(results, names, result, volume, model)
         _write_maps(results, names, volume, model, extra, maps if figure else None, options, uncertainty=uncertainty,
                     samples=samples, ensemble=ensemble, targets=targets, gradcam_method=gradcam_method)  # fmt: skip
@@ -123,19 +126,6 @@ def _check_request(model: Any, uncertainty: str, gradcam: Sequence[str | int], f
         require_matplotlib()
     names = model.config.class_names
     return [(target, names[class_index(names, target)]) for target in gradcam]
-
-
-def _ood_inspector(volume: Volume, model: Any, extra: dict[str, Any]):
-    """``segment``'s ``inspect``: scores the network's own prediction on the scan's voxels
-    into ``extra["ood"]`` (an external model's first scans calibrate its threshold,
-    :mod:`~napari_medseg.uncertainty.ood_first_use`)."""
-    from ..uncertainty.ood_first_use import assess_model_ood
-
-    def inspect(probabilities, prepared) -> None:
-        ood = assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing, scan=volume)
-        extra["ood"] = ood.as_dict()
-
-    return inspect
 
 
 def _write_maps(results, names, volume: Volume, model: Any, extra: dict[str, Any], keep, options: dict[str, Any], *,

@@ -36,7 +36,7 @@ def segment_external(
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
     allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
-    inspect: Callable[[np.ndarray, Any], None] | None = None,
+    inspect: Callable[[np.ndarray, Any, None], None] | None = None,
 ):
     """:func:`~napari_medseg.inference.segment.segment` for a model with ``predict_volume``
     (:class:`~napari_medseg.models.external.nnunet_model.NnUNetModel`,
@@ -44,8 +44,8 @@ def segment_external(
     volume's array, spacing and geometry, and its probabilities already lie on ``volume``'s
     grid, so the geometry is the volume's own. Runs in float32 (nnU-Net uses autocast only on
     CUDA; nnU-Net with every fold and mirroring); no post-processing.
-    ``inspect(probabilities (K, z, y, x), ScanGrid)`` sees the prediction as ``segment``'s
-    callback does (the OOD decision).
+    ``inspect(probabilities (K, z, y, x), ScanGrid, None)`` sees the prediction as
+    ``segment``'s callback does (the OOD decision; no locator, so no brain).
 
     Returns:
         A :class:`~napari_medseg.inference.segment.Segmentation`.
@@ -61,7 +61,7 @@ def segment_external(
         model.train(was_training)
     network = time.perf_counter() - start
     if inspect is not None:
-        inspect(probabilities, ScanGrid(volume.geometry))
+        inspect(probabilities, ScanGrid(volume.geometry), None)
     shape = (*volume.shape, probabilities.shape[0])
     if allocate is None:  # already class-major on the scan's grid: a view, no copy
         restored = classes_last(np.ascontiguousarray(probabilities, dtype=np.float32))

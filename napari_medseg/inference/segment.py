@@ -79,15 +79,16 @@ def segment(
     postprocessing: bool = True,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
-    inspect: Callable[[np.ndarray, Any], None] | None = None,
+    inspect: Callable[[np.ndarray, Any, np.ndarray | None], None] | None = None,
     allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
     allocate_model: Callable[[tuple[int, ...]], np.ndarray] | None = None,
 ) -> Segmentation:
     """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
 
-    ``inspect(probabilities, prepared)``, if given, sees the network's own (K, z, y, x)
-    probabilities on the model grid before post-processing (used for the OOD score); it
-    must not keep them: post-processing then rewrites that array in place.
+    ``inspect(probabilities, prepared, brain)``, if given, sees the network's own
+    (K, z, y, x) probabilities on the model grid before post-processing, and the brain
+    the model's locator found there ((z, y, x) bool, None without a locator); used for the
+    OOD assessment. It must not keep them: post-processing then rewrites that array in place.
     ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
     (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
     ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.
@@ -123,7 +124,7 @@ def segment(
     timings["network"] = time.perf_counter() - mark
 
     if inspect is not None:
-        inspect(probabilities, prepared)
+        inspect(probabilities, prepared, None if located is None else located[0])
         release_heap()  # what the score freed, before the post-processing's arrays come
     mark = time.perf_counter()
     record = _postprocess(model, prepared, probabilities, postprocessing, located)

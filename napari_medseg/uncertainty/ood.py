@@ -140,6 +140,7 @@ def ood_score(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     channel_axis: int = 0,
     epistemic: np.ndarray | None = None,
+    within: np.ndarray | None = None,
 ) -> dict[str, float | None]:
     """The OOD signals of one plain prediction.
 
@@ -148,12 +149,15 @@ def ood_score(
             ``channel_axis=0`` or (z, y, x, K) with ``channel_axis=-1``; not post-processed.
         spacing: voxel size in mm (for the volume in mL).
         epistemic: optional (z, y, x) mutual-information map on the same grid.
+        within: optional (z, y, x) bool region on the same grid (the brain a model's
+            locator found): ``class_ml`` counts only its voxels, as the labels users see
+            do; the other signals read the whole prediction.
 
     Returns:
         ``{"foreground_entropy", "foreground_fraction", "foreground_ml",
         "foreground_epistemic", "class_ml"}``: the epistemic mean is None without
         ``epistemic``; ``class_ml`` is the volume in mL of each class's arg-max voxels
-        (a list of K, background first).
+        (inside ``within`` when given; a list of K, background first).
 
     The volume is visited in slabs along its first spatial axis (about
     ``SLAB_VOXELS`` voxels each), so the working arrays (the argmax, the float64
@@ -171,12 +175,16 @@ def ood_score(
         epistemic = np.asarray(epistemic)
         if epistemic.shape != spatial_shape:
             raise ValueError(f"epistemic of shape {epistemic.shape} must match {spatial_shape}")
+    if within is not None and np.shape(within) != spatial_shape:
+        raise ValueError(f"within of shape {np.shape(within)} must match {spatial_shape}")
     count, entropy_sum, mi_sum = 0, 0.0, 0.0
     per_class = np.zeros(k, dtype=np.int64)
     for region in _slabs(spatial_shape):
         block = p[region[:axis] + (slice(None),) + region[axis:]]
         winner = np.argmax(block, axis=axis)
-        per_class += np.bincount(winner.reshape(-1), minlength=k)[:k]
+        counted = winner if within is None else winner[np.asarray(within[region], dtype=bool)]
+        per_class += np.bincount(counted.reshape(-1), minlength=k)[:k]
+        del counted
         foreground = winner != 0
         del winner  # int64: gone before the entropy's float64 work on the slab
         n = int(foreground.sum())
@@ -226,6 +234,7 @@ def assess_ood(
     channel_axis: int = 0,
     epistemic: np.ndarray | None = None,
     scan: Any = None,
+    within: np.ndarray | None = None,
 ) -> OODResult:
     """The OOD decision: :func:`ood_score` against the threshold of the model's ``config``,
     and the tests of :mod:`.ood_signals` (stated modality, Hounsfield air, brain volume).
@@ -238,8 +247,10 @@ def assess_ood(
         spacing: the model grid's voxel size in mm.
         scan: the :class:`~napari_medseg.types.Volume` as read (its ``modality`` and raw
             intensities); without it the modality and intensity tests do not run.
+        within: (z, y, x) bool on the same grid, the brain the model's locator found: the
+            brain-volume test counts only its voxels (see :func:`ood_score`).
     """
-    signals = ood_score(probabilities, spacing=spacing, channel_axis=channel_axis, epistemic=epistemic)
+    signals = ood_score(probabilities, spacing=spacing, channel_axis=channel_axis, epistemic=epistemic, within=within)
     threshold = ood_threshold(config)
     score = float(signals[MAIN_SCORE])
     names = tuple(getattr(config, "class_names", ()))

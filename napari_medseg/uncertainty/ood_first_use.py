@@ -39,7 +39,7 @@ from .ood_signals import calibrating_signal, decide, score_signal
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["assess_model_ood", "calibrate_external", "scan_key"]
+__all__ = ["assess_model_ood", "calibrate_external", "ood_inspector", "scan_key"]
 
 
 def assess_model_ood(
@@ -49,6 +49,7 @@ def assess_model_ood(
     spacing: Sequence[float],
     scan: Volume | None = None,
     channel_axis: int = 0,
+    within: np.ndarray | None = None,
 ) -> OODResult:
     """:func:`~.ood.assess_ood` of a plain prediction with ``model.config``; for an external
     model without a threshold yet, the scan's score is recorded on first use (see the module
@@ -60,8 +61,11 @@ def assess_model_ood(
         spacing: its grid's voxel size in mm.
         scan: the scan as read (its modality, raw intensities and, to count it once, its
             source file or voxels).
+        within: the brain the model's locator found, (z, y, x) bool on the same grid:
+            the brain-volume test counts only its voxels.
     """
-    result = assess_ood(probabilities, model.config, spacing=spacing, channel_axis=channel_axis, scan=scan)
+    result = assess_ood(probabilities, model.config, spacing=spacing, channel_axis=channel_axis, scan=scan,
+                        within=within)  # fmt: skip
     store = getattr(model, "ood_store", None)
     if store is None or result.threshold is not None:
         return result
@@ -82,6 +86,19 @@ def assess_model_ood(
     seen = len(state["scans"])
     signals = _replace_score(result, calibrating_signal(result.score, seen, FIRST_USE_SCANS, why_not))
     return replace(result, signals=signals, calibrating=f"{seen} of {FIRST_USE_SCANS} scans seen")
+
+
+def ood_inspector(model: Any, scan: Volume, found: dict[str, Any]) -> Callable[..., None]:
+    """``segment``'s ``inspect`` callback: :func:`assess_model_ood` of the network's own
+    prediction on the scan's part of the model grid goes to ``found["ood"]``; the
+    brain-volume test counts the voxels inside the brain the model's locator found, when
+    it has one."""
+
+    def inspect(probabilities: np.ndarray, prepared: Any, brain: np.ndarray | None = None) -> None:
+        found["ood"] = assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing,
+                                        scan=scan, within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
+
+    return inspect
 
 
 def calibrate_external(
@@ -124,7 +141,7 @@ def calibrate_external(
         volume = item if isinstance(item, Volume) else read_volume(item)
         seen: dict[str, OODResult] = {}
 
-        def inspect(probabilities, prepared, volume=volume, seen=seen) -> None:
+        def inspect(probabilities, prepared, brain=None, volume=volume, seen=seen) -> None:
             seen["ood"] = assess_ood(prepared.scan_part(probabilities), bare, spacing=prepared.geometry.spacing, scan=volume)
 
         segment(volume, model, device=device, inspect=inspect)

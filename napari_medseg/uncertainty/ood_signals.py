@@ -21,7 +21,8 @@ decision takes the first of these tests that flags (:func:`decide`), and reports
 ``"brain_volume"``
     For bundles with ``config.extra["expected_volume_ml"]`` (each class's volume range in
     the anatomies the model was trained on): the plain prediction's volume over those
-    classes, on the model grid, outside [sum of the lows / :data:`VOLUME_FACTOR`, sum of
+    classes, on the model grid and inside the brain the model's locator found when it
+    has one (as the labels users see), outside [sum of the lows / :data:`VOLUME_FACTOR`, sum of
     the highs * :data:`VOLUME_FACTOR`]. A brain model that finds 40 mL or 6 L of brain is
     not looking at a whole brain. The factor leaves room for real heads outside the
     training anatomies (and for the network's own errors); a scan that covers only part

@@ -233,7 +233,7 @@ def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: Pos
     timings["sampling"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    ood = _assess(volume, sampler.config, prepared, plain, None if fit is not None else (mean, mean_entropy))
+    ood = _assess(volume, sampler.config, prepared, plain, None if fit is not None else (mean, mean_entropy), brain)
     if fit is None and (settings or brain is not None):
         # A fixed mask and a prior-free mixture treat every sample alike: exact on the moments.
         fit = fit_postprocess(prepared.image, plain, settings, geometry=prepared.geometry, brain=brain)
@@ -243,17 +243,19 @@ def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: Pos
     return mean, mean_entropy, ood, bool(settings) or brain is not None, found
 
 
-def _assess(volume: Volume, config, prepared: Prepared, plain: np.ndarray, network_moments) -> OODResult:
+def _assess(volume: Volume, config, prepared: Prepared, plain: np.ndarray, network_moments,
+            brain: np.ndarray | None) -> OODResult:  # fmt: skip
     """The OOD assessment of the plain prediction on the scan's voxels (not the air around
     it); ``network_moments`` (mean, mean entropy) of the network's own samples, when they
-    were not post-processed, let it see the epistemic part too."""
+    were not post-processed, let it see the epistemic part too; the brain-volume test
+    counts the voxels inside ``brain`` (the locator's mask) when there is one."""
     epistemic = None
     if network_moments is not None:
         mean, mean_entropy = network_moments
         _, _, epistemic = split_entropy(entropy(mean, axis=0), mean_entropy)
         epistemic = prepared.scan_part(epistemic)
     return assess_ood(prepared.scan_part(plain), config, spacing=prepared.geometry.spacing, scan=volume,
-                      epistemic=epistemic)  # fmt: skip
+                      epistemic=epistemic, within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
 
 
 def _accumulate(

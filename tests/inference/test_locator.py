@@ -11,6 +11,7 @@ from napari_medseg.inference import segment
 from napari_medseg.inference.locator import LocatorSettings, locate_brain, locator_of
 from napari_medseg.models import build_model, save_bundle
 from napari_medseg.types import Geometry, Volume
+from napari_medseg.uncertainty.ood_first_use import ood_inspector
 from tests.tiny_models import tiny_config
 
 
@@ -126,10 +127,12 @@ def test_segment_labels_nothing_outside_the_located_brain(tmp_path):
     config = tiny_config()
     data = config.to_dict()
     data["extra"]["locator"] = {"bundle": str(locator_path), "threshold": 0.5, "margin_mm": 2.0}
+    data["extra"]["expected_volume_ml"] = {name: [0.0, 1e6] for name in data["class_names"][1:]}
     model = build_model(ModelConfig.from_dict(data)).eval()
     volume = Volume(_scene((40, 40, 40)) * 100, Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
 
-    result = segment(volume, model, device="cpu", postprocessing=False)
+    found = {}
+    result = segment(volume, model, device="cpu", postprocessing=False, inspect=ood_inspector(model, volume, found))
     applied = result.postprocess["applied"]["locator"]
     assert applied["margin_mm"] == 2.0 and applied["spacing_mm"] == [4.0, 4.0, 4.0]
     # the same mask computed directly: nothing outside it is labelled
@@ -139,6 +142,9 @@ def test_segment_labels_nothing_outside_the_located_brain(tmp_path):
     mask, _ = locate_brain(locator_of(model), prepared.image, prepared.geometry, LocatorSettings.from_config(model.config))
     outside = prepared.reorientation.invert(~mask[None], channel_axis=0)[0]
     assert (result.labels[outside] == 0).all()
+    # the OOD brain-volume test reads the labels users see, not the network's tissue outside the brain
+    brain_ml = found["ood"].as_dict()["signals"]["brain_volume"]["value"]
+    assert brain_ml == pytest.approx(np.count_nonzero(result.labels) / 1000, abs=0.01)
     # the locator is held beside the model, never inside its parameters or state
     assert not any(key.startswith("_medseg") for key in model.state_dict())
     assert locator_of(model) is locator_of(model)

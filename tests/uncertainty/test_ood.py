@@ -53,6 +53,24 @@ def test_no_foreground_scores_maximal_and_epistemic_is_averaged_on_foreground():
         ood_score(q, epistemic=epistemic[:1])
 
 
+def test_class_volumes_count_only_the_located_brain_and_the_score_reads_everything():
+    """A whole head: the network's tissue on scalp slices lies outside the locator's brain
+    mask; the brain-volume test reads what the labels keep, the score the whole prediction."""
+    p = _probabilities(0.7)  # 60 foreground voxels of class 1 in z 0-1
+    within = np.zeros(p.shape[1:], dtype=bool)
+    within[0, :3] = True  # 15 of them, plus background elsewhere
+    within[3] = True
+    whole, inside = ood_score(p, spacing=(2.0, 1.0, 1.0)), ood_score(p, spacing=(2.0, 1.0, 1.0), within=within)
+    assert whole["class_ml"] == pytest.approx([60 * 2 / 1000, 60 * 2 / 1000, 0.0])
+    assert inside["class_ml"] == pytest.approx([30 * 2 / 1000, 15 * 2 / 1000, 0.0])
+    for name in (MAIN_SCORE, "foreground_fraction", "foreground_ml"):
+        assert inside[name] == whole[name]
+    last_axis = ood_score(np.moveaxis(p, 0, -1), spacing=(2.0, 1.0, 1.0), channel_axis=-1, within=within)
+    assert last_axis["class_ml"] == pytest.approx(inside["class_ml"])
+    with pytest.raises(ValueError, match="within of shape"):
+        ood_score(p, within=within[:1])
+
+
 def test_calibration_rule_and_record():
     scores = [0.10, 0.12, 0.11, 0.13, 0.09]
     threshold = calibrate_ood(scores)

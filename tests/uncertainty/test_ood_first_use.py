@@ -18,7 +18,7 @@ from napari_medseg.models.external import open_model  # noqa: E402
 from napari_medseg.models.external.ood_store import FIRST_USE_SCANS, store_file  # noqa: E402
 from napari_medseg.types import Volume  # noqa: E402
 from napari_medseg.uncertainty.ood import calibrate_ood  # noqa: E402
-from napari_medseg.uncertainty.ood_first_use import assess_model_ood  # noqa: E402
+from napari_medseg.uncertainty.ood_first_use import ood_inspector  # noqa: E402
 from tests.models.external.monai_bundle import oblique_scan, write_bundle  # noqa: E402
 
 
@@ -35,12 +35,7 @@ def scan(seed: int, modality: str = "CT") -> Volume:
 def assess(model, volume: Volume):
     """What ``medseg segment``, ``medseg batch`` and the panel do: segment, assess the plain prediction."""
     found = {}
-
-    def inspect(probabilities, prepared) -> None:
-        found["ood"] = assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing,
-                                        scan=volume)  # fmt: skip
-
-    segment(volume, model, device="cpu", inspect=inspect)
+    segment(volume, model, device="cpu", inspect=ood_inspector(model, volume, found))
     return found["ood"]
 
 

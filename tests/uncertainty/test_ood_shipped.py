@@ -37,17 +37,23 @@ def shipped_model(request):
 
 
 def _assess(volume, model, *scans):
-    """The model's OOD decision on ``volume``: one network pass, assessed with ``volume``
-    as the scan and then with each of ``scans`` (the same voxels with other headers)."""
+    """The model's OOD decision on ``volume``, as ``segment`` makes it (the locator's brain,
+    when the model has one, then one network pass), assessed with ``volume`` as the scan
+    and then with each of ``scans`` (the same voxels with other headers)."""
     from napari_medseg.inference import autocast_dtype
     from napari_medseg.inference.engine import predict_probabilities
+    from napari_medseg.inference.locator import find_brain
     from napari_medseg.preprocess import prepare_for_model
 
     config = model.config
     prepared = prepare_for_model(volume, config)
     device = torch.device("cpu")
-    probabilities = prepared.scan_part(predict_probabilities(model, prepared.image, device=device, amp=autocast_dtype(device)))
-    results = [assess_ood(probabilities, config, spacing=prepared.geometry.spacing, scan=scan) for scan in (volume, *scans)]
+    located = find_brain(model, prepared.image, prepared.geometry, device)
+    brain = None if located is None else located[0]
+    probabilities = predict_probabilities(model, prepared.image, device=device, amp=autocast_dtype(device), within=brain)
+    probabilities, within = prepared.scan_part(probabilities), None if brain is None else prepared.scan_part(brain)
+    results = [assess_ood(probabilities, config, spacing=prepared.geometry.spacing, scan=scan, within=within)
+               for scan in (volume, *scans)]  # fmt: skip
     return results if scans else results[0]
 
 

@@ -80,17 +80,12 @@ def _segment_job(volume, model, device, postprocessing, progress=None, should_st
     (on the network's own prediction) are computed here too, so the GUI thread only draws.
     Returns (segmentation, volume table, OOD result)."""
     from ...inference import segment
-    from ...uncertainty.ood_first_use import assess_model_ood
+    from ...uncertainty.ood_first_use import ood_inspector
     from ..warmup import warm_imports
     from .quantify import quantify_table
 
     warm_imports(("pandas",))  # napari's first Labels layer needs it: import here, not on the GUI thread
     found = {}
-
-    def inspect(probabilities, prepared) -> None:
-        found["ood"] = assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing,
-                                        scan=volume)  # fmt: skip
-
     result = segment(volume, model, device=device, postprocessing=postprocessing, progress=progress,
-                     should_stop=should_stop, inspect=inspect)  # fmt: skip
+                     should_stop=should_stop, inspect=ood_inspector(model, volume, found))  # fmt: skip
     return result, quantify_table(result.labels, volume.geometry, list(result.class_names)), found["ood"]
