@@ -94,7 +94,7 @@ def ood_inspector(model: Any, scan: Volume, found: dict[str, Any]) -> Callable[.
     brain-volume test counts the voxels inside the brain the model's locator found, when
     it has one."""
 
-    def inspect(probabilities: np.ndarray, prepared: Any, brain: np.ndarray | None = None) -> None:
+    def inspect(probabilities: np.ndarray, prepared: Any, brain: np.ndarray | None) -> None:
         found["ood"] = assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing,
                                         scan=scan, within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
 
@@ -141,8 +141,9 @@ def calibrate_external(
         volume = item if isinstance(item, Volume) else read_volume(item)
         seen: dict[str, OODResult] = {}
 
-        def inspect(probabilities, prepared, brain=None, volume=volume, seen=seen) -> None:
-            seen["ood"] = assess_ood(prepared.scan_part(probabilities), bare, spacing=prepared.geometry.spacing, scan=volume)
+        def inspect(probabilities, prepared, brain, volume=volume, seen=seen) -> None:
+            seen["ood"] = assess_ood(prepared.scan_part(probabilities), bare, spacing=prepared.geometry.spacing, scan=volume,
+                                     within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
 
         segment(volume, model, device=device, inspect=inspect)
         key, why_not = scan_key(volume), _why_not_counted(seen["ood"])
