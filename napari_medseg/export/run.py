@@ -14,6 +14,7 @@ import numpy as np
 from ..control import ProgressCallback, StopCheck
 from ..preprocess import classes_last
 from ..types import Volume
+from ..uncertainty.ood_first_use import ood_inspector  # numpy only, no torch
 from .result_set import ResultSet
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,6 @@ def run_segmentation(
         ResultSetError: a file could not be written (named); nothing of this run is kept.
     """
     from ..inference import segment
-    from ..uncertainty.ood_first_use import ood_inspector
 
     targets = _check_request(model, uncertainty, gradcam, figure, [model, *ensemble], samples)
     names = output_names(stem, uncertainty, [name for _, name in targets], dicom_seg=dicom_seg, figure=figure)
@@ -87,14 +87,12 @@ def run_segmentation(
     budget = probability_budget(volume) if memory_budget is None else memory_budget
     options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
                    progress=progress, should_stop=should_stop)  # fmt: skip
-    found: dict[str, Any] = {}
     with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
         result = segment(
-            volume, model, **options, inspect=ood_inspector(model, volume, found),
+            volume, model, **options, inspect=ood_inspector(model, volume, lambda ood: extra.update(ood=ood.as_dict())),
             allocate=lambda shape: classes_last(probability_array((shape[-1], *shape[:-1]), budget, results.staging)),
             allocate_model=lambda shape: probability_array(shape, budget, results.staging, "model-probabilities.f32"),
         )  # fmt: skip
-        extra["ood"] = found["ood"].as_dict()  # an external model's first scans calibrate its threshold
         _write_segmentation(results, names, result, volume, model)
         _write_maps(results, names, volume, model, extra, maps if figure else None, options, uncertainty=uncertainty,
                     samples=samples, ensemble=ensemble, targets=targets, gradcam_method=gradcam_method)  # fmt: skip

@@ -85,10 +85,9 @@ def segment(
 ) -> Segmentation:
     """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
 
-    ``inspect(probabilities, prepared, brain)``, if given, sees the network's own
-    (K, z, y, x) probabilities on the model grid before post-processing, and the brain
-    the model's locator found there ((z, y, x) bool, None without a locator); used for the
-    OOD assessment. It must not keep them: post-processing then rewrites that array in place.
+    ``inspect(probabilities, prepared, brain)``, if given, sees the network's (K, z, y, x)
+    probabilities on the model grid before post-processing and the locator's brain mask (or
+    None), for the OOD assessment; it must not keep them: post-processing rewrites them in place.
     ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
     (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
     ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.

@@ -88,15 +88,14 @@ def assess_model_ood(
     return replace(result, signals=signals, calibrating=f"{seen} of {FIRST_USE_SCANS} scans seen")
 
 
-def ood_inspector(model: Any, scan: Volume, found: dict[str, Any]) -> Callable[..., None]:
+def ood_inspector(model: Any, scan: Volume, keep: Callable[[OODResult], None]) -> Callable[..., None]:
     """``segment``'s ``inspect`` callback: :func:`assess_model_ood` of the network's own
-    prediction on the scan's part of the model grid goes to ``found["ood"]``; the
-    brain-volume test counts the voxels inside the brain the model's locator found, when
-    it has one."""
+    prediction on the scan's part of the model grid, handed to ``keep``; the brain-volume
+    test counts the voxels inside the brain the model's locator found, when it has one."""
 
     def inspect(probabilities: np.ndarray, prepared: Any, brain: np.ndarray | None) -> None:
-        found["ood"] = assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing,
-                                        scan=scan, within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
+        keep(assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing, scan=scan,
+                              within=None if brain is None else prepared.scan_part(brain)))  # fmt: skip
 
     return inspect
 

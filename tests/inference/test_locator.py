@@ -132,7 +132,8 @@ def test_segment_labels_nothing_outside_the_located_brain(tmp_path):
     volume = Volume(_scene((40, 40, 40)) * 100, Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
 
     found = {}
-    result = segment(volume, model, device="cpu", postprocessing=False, inspect=ood_inspector(model, volume, found))
+    inspect = ood_inspector(model, volume, lambda ood: found.update(ood=ood))
+    result = segment(volume, model, device="cpu", postprocessing=False, inspect=inspect)
     applied = result.postprocess["applied"]["locator"]
     assert applied["margin_mm"] == 2.0 and applied["spacing_mm"] == [4.0, 4.0, 4.0]
     # the same mask computed directly: nothing outside it is labelled

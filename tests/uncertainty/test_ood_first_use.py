@@ -35,7 +35,7 @@ def scan(seed: int, modality: str = "CT") -> Volume:
 def assess(model, volume: Volume):
     """What ``medseg segment``, ``medseg batch`` and the panel do: segment, assess the plain prediction."""
     found = {}
-    segment(volume, model, device="cpu", inspect=ood_inspector(model, volume, found))
+    segment(volume, model, device="cpu", inspect=ood_inspector(model, volume, lambda ood: found.update(ood=ood)))
     return found["ood"]
 
 

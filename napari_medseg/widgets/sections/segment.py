@@ -87,5 +87,5 @@ def _segment_job(volume, model, device, postprocessing, progress=None, should_st
     warm_imports(("pandas",))  # napari's first Labels layer needs it: import here, not on the GUI thread
     found = {}
     result = segment(volume, model, device=device, postprocessing=postprocessing, progress=progress,
-                     should_stop=should_stop, inspect=ood_inspector(model, volume, found))  # fmt: skip
+                     should_stop=should_stop, inspect=ood_inspector(model, volume, lambda ood: found.update(ood=ood)))  # fmt: skip
     return result, quantify_table(result.labels, volume.geometry, list(result.class_names)), found["ood"]
