@@ -137,7 +137,7 @@ def check_decision(model, config, device, amp) -> dict:
             brain = None if located is None else located[0]
             probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp, within=brain)
             result = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume,
-                                within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
+                                within=prepared.scan_part(brain))  # fmt: skip
             del probabilities
             signals = {key: value["value"] for key, value in result.as_dict()["signals"].items()}
             entry = {"must_flag": kind == "ct", "flag": result.flag, "flagged_by": result.flagged_by, "signals": signals}

@@ -24,8 +24,8 @@ class ScanGrid:
 
     geometry: Geometry
 
-    def scan_part(self, probabilities: np.ndarray) -> np.ndarray:
-        return probabilities
+    def scan_part(self, array: np.ndarray | None) -> np.ndarray | None:
+        return array
 
 
 def segment_external(

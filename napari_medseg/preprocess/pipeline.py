@@ -57,10 +57,11 @@ class Prepared:
         """Whether the grid has air added around the scan."""
         return any(b or a for b, a in self.pad)
 
-    def scan_part(self, array: np.ndarray) -> np.ndarray:
+    def scan_part(self, array: np.ndarray | None) -> np.ndarray | None:
         """The scan's region of a (..., z, y, x) array on the model grid (a view): what is
-        scored or mapped back, without the air added around the scan."""
-        return array[(..., *self.unpadded)]
+        scored or mapped back, without the air added around the scan; None stays None (an
+        optional map such as a locator's brain mask)."""
+        return None if array is None else array[(..., *self.unpadded)]
 
     def to_model_grid(self, array: np.ndarray, *, linear: bool) -> np.ndarray:
         """A (z, y, x) array on the input grid (labels, a region) -> the model grid, mapped

@@ -95,7 +95,7 @@ def ood_inspector(model: Any, scan: Volume, keep: Callable[[OODResult], None]) -
 
     def inspect(probabilities: np.ndarray, prepared: Any, brain: np.ndarray | None) -> None:
         keep(assess_model_ood(prepared.scan_part(probabilities), model, spacing=prepared.geometry.spacing, scan=scan,
-                              within=None if brain is None else prepared.scan_part(brain)))  # fmt: skip
+                              within=prepared.scan_part(brain)))  # fmt: skip
 
     return inspect
 
@@ -142,7 +142,7 @@ def calibrate_external(
 
         def inspect(probabilities, prepared, brain, volume=volume, seen=seen) -> None:
             seen["ood"] = assess_ood(prepared.scan_part(probabilities), bare, spacing=prepared.geometry.spacing, scan=volume,
-                                     within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
+                                     within=prepared.scan_part(brain))  # fmt: skip
 
         segment(volume, model, device=device, inspect=inspect)
         key, why_not = scan_key(volume), _why_not_counted(seen["ood"])

@@ -255,7 +255,7 @@ def _assess(volume: Volume, config, prepared: Prepared, plain: np.ndarray, netwo
         _, _, epistemic = split_entropy(entropy(mean, axis=0), mean_entropy)
         epistemic = prepared.scan_part(epistemic)
     return assess_ood(prepared.scan_part(plain), config, spacing=prepared.geometry.spacing, scan=volume,
-                      epistemic=epistemic, within=None if brain is None else prepared.scan_part(brain))  # fmt: skip
+                      epistemic=epistemic, within=prepared.scan_part(brain))  # fmt: skip
 
 
 def _accumulate(

@@ -51,7 +51,7 @@ def _assess(volume, model, *scans):
     located = find_brain(model, prepared.image, prepared.geometry, device)
     brain = None if located is None else located[0]
     probabilities = predict_probabilities(model, prepared.image, device=device, amp=autocast_dtype(device), within=brain)
-    probabilities, within = prepared.scan_part(probabilities), None if brain is None else prepared.scan_part(brain)
+    probabilities, within = prepared.scan_part(probabilities), prepared.scan_part(brain)
     results = [assess_ood(probabilities, config, spacing=prepared.geometry.spacing, scan=scan, within=within)
                for scan in (volume, *scans)]  # fmt: skip
     return results if scans else results[0]
