@@ -93,16 +93,27 @@ logger = logging.getLogger("train_brain")
 class TrainingClock:
     """Progress of a run bounded by steps and by wall time: the learning rate follows the
     larger of the two fractions, so a run cut by ``max_minutes`` on a slow or busy machine
-    still ends its schedule (warm-up, cosine decay) instead of stopping at a high rate."""
+    still ends its schedule (warm-up, cosine decay) instead of stopping at a high rate.
+
+    With ``cycles`` > 1 the schedule restarts (warm restarts, as in SGDR): cycle i takes a
+    share of the run proportional to ``CYCLE_LENGTH ** i`` and peaks at ``CYCLE_PEAK ** i``
+    of the learning rate, each with its own warm-up and cosine decay.
+    """
 
     WARMUP = 0.025
     FLOOR = 0.02
+    CYCLE_LENGTH = 0.8
+    CYCLE_PEAK = 0.5
 
-    def __init__(self, steps: int, max_minutes: float) -> None:
+    def __init__(self, steps: int, max_minutes: float, cycles: int = 1) -> None:
+        if cycles < 1:
+            raise ValueError(f"cycles {cycles!r} must be at least 1")
         self.steps = max(1, steps)
         self.seconds = max(1.0, max_minutes * 60)
         self.started = time.time()
         self.fraction = 0.0
+        lengths = [self.CYCLE_LENGTH**i for i in range(cycles)]
+        self.cycle_ends = [sum(lengths[: i + 1]) / sum(lengths) for i in range(cycles)]
 
     def start(self) -> float:
         self.started = time.time()
@@ -116,10 +127,26 @@ class TrainingClock:
 
     def lr_factor(self) -> float:
         """Multiplier of the peak learning rate at the current fraction."""
-        if self.fraction < self.WARMUP:
-            return 0.05 + 0.95 * self.fraction / self.WARMUP
-        decay = (self.fraction - self.WARMUP) / (1 - self.WARMUP)
-        return self.FLOOR + (1 - self.FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, decay)))
+        cycle = next(i for i, end in enumerate(self.cycle_ends) if self.fraction <= end or i == len(self.cycle_ends) - 1)
+        begin = self.cycle_ends[cycle - 1] if cycle else 0.0
+        within = (self.fraction - begin) / (self.cycle_ends[cycle] - begin)
+        return self.CYCLE_PEAK**cycle * self.cosine_factor(within)
+
+    @classmethod
+    def cosine_factor(cls, fraction: float) -> float:
+        """Linear warm-up over the first ``WARMUP``, then cosine down to ``FLOOR``."""
+        if fraction < cls.WARMUP:
+            return 0.05 + 0.95 * fraction / cls.WARMUP
+        decay = (fraction - cls.WARMUP) / (1 - cls.WARMUP)
+        return cls.FLOOR + (1 - cls.FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, decay)))
+
+    def describe(self) -> str:
+        """The schedule in words, for ``meta.json``."""
+        plain = "linear warm-up (first 2.5%) then cosine to 2% of lr, over the larger of steps/planned_steps and minutes/max_minutes"
+        if len(self.cycle_ends) == 1:
+            return plain
+        ends = ", ".join(f"{end:.3f}" for end in self.cycle_ends)
+        return f"{len(self.cycle_ends)} cycles ending at fractions {ends}, peak lr halved at each restart; each: {plain}"
 
 
 class SyntheticBatches(IterableDataset):
@@ -214,7 +241,7 @@ def train(args: argparse.Namespace) -> Path:
     initialised = initialise_from(model, args.init_from) if args.init_from else None
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    clock = TrainingClock(args.steps, args.max_minutes)
+    clock = TrainingClock(args.steps, args.max_minutes, args.cycles)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: clock.lr_factor())
     loader = DataLoader(
         SyntheticBatches(args.maps, args.task, args.batch, args.seed, synth_settings(args)),
@@ -251,7 +278,7 @@ def train(args: argparse.Namespace) -> Path:
             "task": args.task,
             "steps": step,
             "planned_steps": args.steps,
-            "schedule": "linear warm-up (first 2.5%) then cosine to 2% of lr, over the larger of steps/planned_steps and minutes/max_minutes",
+            "schedule": clock.describe(),
             "max_minutes": args.max_minutes,
             "batch": args.batch,
             "minutes": round(minutes, 1),
@@ -345,6 +372,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu"], default="auto")
     parser.add_argument("--max-minutes", type=float, default=90.0)
     parser.add_argument("--t1-fraction", type=float, default=None, help="share of T1-like synthetic contrasts")
+    parser.add_argument("--cycles", type=int, default=1, help="learning-rate cycles (warm restarts, peak halved at each)")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--init-from", help="start from this bundle's weights (same architecture); see initialise_from")
     args = parser.parse_args()

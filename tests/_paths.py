@@ -14,7 +14,16 @@ ARTIFACTS = Path(os.environ.get("MEDSEG_TEST_ARTIFACTS", REPO_ROOT / "test-artif
 
 def bench_module(name: str) -> ModuleType:
     """The script ``bench/<name>.py`` imported as a module (``bench/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "bench" / f"{name}.py")
+    return _script(REPO_ROOT / "bench" / f"{name}.py")
+
+
+def scripts_module(name: str) -> ModuleType:
+    """The script ``scripts/<name>.py`` imported as a module."""
+    return _script(REPO_ROOT / "scripts" / f"{name}.py")
+
+
+def _script(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
