@@ -29,6 +29,7 @@ bounds the wall time. The command, data and machine are recorded in ``meta.json`
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import logging
 import math
@@ -127,7 +128,7 @@ class TrainingClock:
 
     def lr_factor(self) -> float:
         """Multiplier of the peak learning rate at the current fraction."""
-        cycle = next(i for i, end in enumerate(self.cycle_ends) if self.fraction <= end or i == len(self.cycle_ends) - 1)
+        cycle = min(bisect.bisect_left(self.cycle_ends, self.fraction), len(self.cycle_ends) - 1)
         begin = self.cycle_ends[cycle - 1] if cycle else 0.0
         within = (self.fraction - begin) / (self.cycle_ends[cycle] - begin)
         return self.CYCLE_PEAK**cycle * self.cosine_factor(within)
@@ -146,7 +147,7 @@ class TrainingClock:
         if len(self.cycle_ends) == 1:
             return plain
         ends = ", ".join(f"{end:.3f}" for end in self.cycle_ends)
-        return f"{len(self.cycle_ends)} cycles ending at fractions {ends}, peak lr halved at each restart; each: {plain}"
+        return f"{len(self.cycle_ends)} cycles ending at fractions {ends}, peak lr times {self.CYCLE_PEAK} at each restart; each: {plain}"
 
 
 class SyntheticBatches(IterableDataset):
