@@ -133,8 +133,7 @@ def check_decision(model, config, device, amp) -> dict:
     for kind, volumes in (("mr", mr_volumes()), ("ct", ct_volumes())):
         for name, volume in volumes:
             prepared = prepare_for_model(volume, config)
-            located = find_brain(model, prepared.image, prepared.geometry, device)  # as segment() runs the network
-            brain = None if located is None else located[0]
+            brain, _ = find_brain(model, prepared.image, prepared.geometry, device)  # as segment() runs the network
             probabilities = predict_probabilities(model, prepared.image, device=device, amp=amp, within=brain)
             result = assess_ood(prepared.scan_part(probabilities), config, spacing=prepared.geometry.spacing, scan=volume,
                                 within=prepared.scan_part(brain))  # fmt: skip

@@ -99,15 +99,15 @@ def find_brain(
     geometry: Geometry,
     device: torch.device | None = None,
     timings: dict[str, float] | None = None,
-) -> tuple[np.ndarray, dict[str, Any]] | None:
+) -> tuple[np.ndarray, dict[str, Any]] | tuple[None, None]:
     """The brain mask (z, y, x) bool on the model grid ``geometry`` of ``image`` and what was
-    found (see :func:`locate_brain`), or None when ``model`` has no locator.
+    found (see :func:`locate_brain`), or (None, None) when ``model`` has no locator.
 
     Its seconds go to ``timings["locator"]`` when given; the heap the locator's network and
     labelling freed goes back to the system before the labelling network runs."""
     locator = locator_of(model)
     if locator is None:
-        return None
+        return None, None
     mark = time.perf_counter()
     located = locate_brain(locator, image, geometry, LocatorSettings.from_config(model.config), device=device)
     release_heap()

@@ -114,20 +114,20 @@ def segment(
     prepared = prepare_for_model(volume, config)
     timings["preprocess"] = time.perf_counter() - start
 
-    located = find_brain(model, prepared.image, prepared.geometry, torch_device, timings)
+    brain, found = find_brain(model, prepared.image, prepared.geometry, torch_device, timings)
     mark = time.perf_counter()
     out = None if allocate_model is None else allocate_model((len(config.class_names), *prepared.image.shape))
     probabilities = predict_probabilities(model, prepared.image, device=torch_device, amp=amp, batch_size=batch_size,
                                           progress=progress, should_stop=should_stop, out=out,
-                                          within=None if located is None else located[0])  # fmt: skip
+                                          within=brain)  # fmt: skip
     timings["network"] = time.perf_counter() - mark
 
     if inspect is not None:
-        inspect(probabilities, prepared, None if located is None else located[0])
+        inspect(probabilities, prepared, brain)
         release_heap()  # what the score freed, before the post-processing's arrays come
     mark = time.perf_counter()
-    record = _postprocess(model, prepared, probabilities, postprocessing, located)
-    del located  # the brain mask: applied
+    record = _postprocess(model, prepared, probabilities, postprocessing, brain, found)
+    del brain  # applied
     timings["postprocess"] = time.perf_counter() - mark
     prepared.drop_image()  # not needed to map back: its memory goes before the input grid's arrays come
     release_heap()  # and the post-processing's freed blocks with it
@@ -152,18 +152,17 @@ def segment(
 
 
 def _postprocess(
-    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, enabled: bool, located
+    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, enabled: bool, brain, found
 ) -> dict[str, Any]:
-    """The brain the model's locator found (``located``: (mask, details) or None; always
+    """The brain the model's locator found (``brain`` mask and ``found`` details, or None; always
     applied: it is part of the model) and the bundle's post-processing (when ``enabled``),
     applied in place to the (K, z, y, x) model-grid ``probabilities``; returns the record
     of both for :attr:`Segmentation.postprocess`."""
     settings = PostprocessSettings.from_config(model.config, enabled)
     record = settings.to_dict()
     details: dict[str, Any] = {}
-    brain = None
-    if located is not None:
-        brain, details["locator"] = located
+    if found is not None:
+        details["locator"] = found
         record["locator"] = LocatorSettings.from_config(model.config).to_dict()
     if settings or brain is not None:
         fit = fit_postprocess(prepared.image, probabilities, settings, geometry=prepared.geometry, brain=brain)

@@ -211,8 +211,7 @@ def _moments(volume: Volume, sampler: Sampler, prepared: Prepared, settings: Pos
     """Mean probabilities (K, z, y, x) and mean entropy (z, y, x) of the (post-processed)
     samples on the model grid, the OOD assessment, whether they were post-processed, and
     what the locator found (None without one)."""
-    located = find_brain(sampler.models[0], prepared.image, prepared.geometry, device, timings)
-    brain, found = (None, None) if located is None else located
+    brain, found = find_brain(sampler.models[0], prepared.image, prepared.geometry, device, timings)
     if found is not None:
         found = {"bundle": LocatorSettings.from_config(sampler.config).bundle, **found}
     fit = None

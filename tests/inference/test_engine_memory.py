@@ -43,10 +43,10 @@ def _whole_volume_segment(volume: Volume, model) -> tuple[np.ndarray, np.ndarray
     prepared = prepare_for_model(volume, config)
     with torch.inference_mode():
         probabilities = predict_probabilities(model, prepared.image, device=torch.device("cpu"), amp=None)
-    located = find_brain(model, prepared.image, prepared.geometry, torch.device("cpu"))
+    brain, _ = find_brain(model, prepared.image, prepared.geometry, torch.device("cpu"))
     probabilities = postprocess(
         prepared.image, probabilities, PostprocessSettings.from_config(config), geometry=prepared.geometry,
-        brain=None if located is None else located[0],
+        brain=brain,
     )  # fmt: skip
     restored = restore(probabilities, prepared)
     return np.argmax(restored, axis=-1).astype(np.uint8), restored

@@ -48,8 +48,7 @@ def _assess(volume, model, *scans):
     config = model.config
     prepared = prepare_for_model(volume, config)
     device = torch.device("cpu")
-    located = find_brain(model, prepared.image, prepared.geometry, device)
-    brain = None if located is None else located[0]
+    brain, _ = find_brain(model, prepared.image, prepared.geometry, device)
     probabilities = predict_probabilities(model, prepared.image, device=device, amp=autocast_dtype(device), within=brain)
     probabilities, within = prepared.scan_part(probabilities), prepared.scan_part(brain)
     results = [assess_ood(probabilities, config, spacing=prepared.geometry.spacing, scan=scan, within=within)
