@@ -79,11 +79,11 @@ def dicom_seg_problem(meta: dict[str, Any]) -> str | None:
 
     Cheap (one header): for deciding before a long run whether a SEG will be written.
     """
-    import pydicom
-
     files = dicom_source_files(meta)
     if not files:
         return f"it was not read from DICOM (format {meta.get('format', 'unknown')})"
+    import pydicom  # here: half a second of imports that a NIfTI input never needs
+
     try:
         header = pydicom.dcmread(files[0], stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds

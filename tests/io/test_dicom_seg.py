@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import highdicom as hd
 import numpy as np
@@ -165,3 +167,13 @@ def test_class_names_get_snomed_codes(name, category, kind, modifier):
     assert codes.category.scheme_designator == "SCT" and codes.category.meaning == category
     assert codes.type.meaning.lower() == kind.lower()
     assert (codes.modifier.meaning if codes.modifier else None) == modifier
+
+
+def test_a_scan_not_read_from_dicom_is_answered_without_loading_pydicom():
+    """Asked for every NIfTI that ``medseg segment`` reads: half a second of imports it never needs."""
+    code = (
+        "import sys; from napari_medseg.io.dicom_seg import dicom_seg_problem;"
+        "print(dicom_seg_problem({'format': 'nifti'})); print('pydicom' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["it was not read from DICOM (format nifti)", "False"]
