@@ -8,6 +8,7 @@ import torch
 
 from ..control import ProgressCallback, StopCheck
 from ..io.limits import release_heap, release_pages
+from .device import channels_last, nhwc
 from .tiling import Blend, restrict_tiles, slice_tiles, traverse, window_tiles
 
 
@@ -32,12 +33,14 @@ def predict_probabilities(
     only on the slices or windows that hold some of it, and every voxel there gets what it
     would get from the whole run; the rest is certain background (1 for class 0).
 
-    The model runs in eval mode on ``device``; its training flag is restored after, and
+    The model runs in eval mode on ``device`` (a 2D one in channels-last memory,
+    :func:`~napari_medseg.inference.device.channels_last`); its training flag and layout are restored after, and
     the C heap's freed blocks are handed back (:func:`~napari_medseg.io.limits.release_heap`)."""
     was_training = model.training
     model.eval().to(device)
     try:
-        return _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out, within)
+        with channels_last(model):
+            return _predict(model, image, device, amp, batch_size, overlap, progress, should_stop, out, within)
     finally:
         model.train(was_training)
         release_heap()  # the activations: freed, but kept by the C heap until trimmed
@@ -75,14 +78,28 @@ def slice_batch(slice_shape: tuple[int, ...]) -> int:
     return int(max(1, min(8, SLICE_BATCH_PIXELS // max(1, int(np.prod(slice_shape))))))
 
 
-def _softmax_batch(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None):
+#: Probabilities below this are set to 0: 2^-24 is float32's resolution at 1 (half its
+#: epsilon), so no sum with a class's probability sees them and no arg-max changes (the
+#: largest of K is at least 1/K). What the softmax leaves there is noise in the low bits:
+#: a 33-class map of a 1 mm brain, 93% of whose values lie below 1e-6, took 2.7 times the
+#: disk and twice the time to compress with it.
+PROBABILITY_FLOOR = 2.0**-24
+
+
+def _softmax_batch(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, classes_first: bool = False):
     """Per-batch function for :func:`~napari_medseg.inference.tiling.traverse`: the model's
-    softmax probabilities (B, K, *S) as a float32 numpy array."""
+    softmax probabilities (B, K, *S) as a float32 numpy array, (K, B, *S) with
+    ``classes_first`` (transposed by torch's threads, for a class-major output), values
+    below :data:`PROBABILITY_FLOOR` set to 0."""
 
     def run(inputs: torch.Tensor, regions) -> np.ndarray:
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(inputs.to(device))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            logits = model(nhwc(inputs.to(device)))
+        probabilities = torch.softmax(logits.float(), dim=1)
+        probabilities.masked_fill_(probabilities < PROBABILITY_FLOOR, 0.0)
+        if classes_first:
+            probabilities = probabilities.transpose(0, 1).contiguous()
+        return probabilities.cpu().numpy()
 
     return run
 
@@ -118,9 +135,9 @@ def predict_slices(
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     tiles = restrict_tiles(slice_tiles(volume.shape[0], batch_size, offsets), within)
     blend = Blend(volume.shape, None, out if out is not None or tiles.batches else _empty(model, volume.shape))
-    batches = traverse(volume, tiles, _softmax_batch(model, device, amp), progress=progress, should_stop=should_stop)
-    for (slab,), probabilities in batches:
-        values = probabilities.transpose(1, 0, 2, 3)
+    batches = traverse(volume, tiles, _softmax_batch(model, device, amp, classes_first=True), progress=progress,
+                       should_stop=should_stop)  # fmt: skip
+    for (slab,), values in batches:
         if out is not None and (out.shape != (values.shape[0], *volume.shape) or out.dtype != np.float32):
             raise ValueError(f"output array {out.shape} {out.dtype} must be {(values.shape[0], *volume.shape)} float32")
         blend.add(slab, values)

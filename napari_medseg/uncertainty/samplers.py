@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..control import ProgressCallback, StopCheck
+from ..inference.device import channels_last, nhwc
 from ..inference.tiling import Tiles, restrict_tiles, slice_tiles, traverse, window_tiles
 from ..models.seeded_random import SeededRandom
 
@@ -173,9 +174,9 @@ class Sampler:
         def run_batch(inputs: torch.Tensor, regions) -> SampleBatch:
             with torch.inference_mode(), self.private_rng(device):
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    return self.sample_batch(inputs.to(device))
+                    return self.sample_batch(nhwc(inputs.to(device)))
 
-        with preserved_modes(*self.models):
+        with preserved_modes(*self.models), channels_last(*self.models):
             for regions, out in traverse(volume, tiles, run_batch, progress=progress, should_stop=should_stop):
                 if tiles.offsets is not None:  # (S, B, K, H, W) -> (S, K, B, H, W): slices become the region's z axis
                     yield Chunk(regions[0], None, out.probabilities.transpose(1, 2), out.plain.transpose(0, 1))
