@@ -51,14 +51,18 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PI
 
 # torch first, the CPU build (pip finds it through its configuration: a wheel folder or
 # PyTorch's CPU index); then uv (pinned and hashed) installs the lock and the project. No
-# resolution at install time (--no-deps); `pip check` proves the set is complete.
+# resolution at install time (--no-deps); `pip check` proves the set is complete. Bytecode
+# is compiled at install, as pip does (uv does not unless asked): where Python may not write
+# it (read-only environments, PYTHONDONTWRITEBYTECODE) every `medseg` run would compile
+# about 300 modules again, half a second each time.
 $(STAMP): pyproject.toml $(LOCK) $(UV_LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --no-deps torch==$(TORCH_VERSION) $(QUIET_PIP)
 	@$(PY) -c "from importlib.metadata import version; v = version('torch'); '+cpu' in v or print(f'warning: torch {v} is not the CPU build (several GB); give pip the CPU wheel index or folder', flush=True)"
 	$(PIP) install -q --no-deps --require-hashes -r $(UV_LOCK) $(QUIET_PIP)
-	$(UV) pip install -q --python $(PY) --no-deps --require-hashes -r $(LOCK)
+	$(UV) pip install -q --python $(PY) --no-deps --require-hashes --compile-bytecode -r $(LOCK)
 	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
+	$(PY) -m compileall -q -j 0 napari_medseg
 	$(UV) pip check -q --python $(PY) || { echo "$(LOCK) does not match pyproject.toml: run 'make lock'" >&2; exit 1; }
 	touch $(STAMP)
 
