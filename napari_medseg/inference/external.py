@@ -50,7 +50,8 @@ def segment_external(
     Returns:
         A :class:`~napari_medseg.inference.segment.Segmentation`.
     """
-    from .segment import Segmentation, argmax_labels
+    from ..preprocess import argmax_labels
+    from .segment import Segmentation
 
     start = time.perf_counter()
     was_training = model.training

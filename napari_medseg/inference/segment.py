@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ..postprocess import PostprocessSettings, apply_in_slabs, fit_postprocess
-from ..io.limits import release_heap, release_pages
-from ..preprocess import Prepared, empty_probabilities, prepare_for_model, restore_into
+from ..io.limits import release_heap
+from ..preprocess import Prepared, argmax_labels, empty_probabilities, prepare_for_model, restore_into
 from ..types import Volume
 from ..control import ProgressCallback, StopCheck
 from .device import autocast_dtype, precision_name, select_device
@@ -44,29 +44,6 @@ class Segmentation:
     device: str = "cpu"
     precision: str = "fp32"
     postprocess: dict[str, Any] = field(default_factory=dict)
-
-
-def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
-    """(z, y, x) uint8 class indices of (z, y, x, K) probabilities: ``numpy.argmax`` over
-    K (the first class on ties), ``slab`` slices at a time.
-
-    A running maximum over the classes, one class's slab at a time: it reads class-major
-    storage (:func:`~napari_medseg.preprocess.classes_last`) in contiguous blocks and never
-    holds an int64 volume; a memmap's pages are released as it goes.
-    """
-    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8)
-    for start in range(0, labels.shape[0], slab):
-        block = probabilities[start : start + slab]
-        best = np.array(block[..., 0], dtype=np.float32)
-        winner = labels[start : start + slab]
-        winner[...] = 0
-        for k in range(1, block.shape[-1]):
-            value = block[..., k]
-            better = value > best
-            np.copyto(best, value, where=better)
-            winner[better] = k
-        release_pages(probabilities)
-    return labels
 
 
 def segment(

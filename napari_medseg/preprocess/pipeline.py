@@ -236,6 +236,30 @@ def empty_probabilities(shape: tuple[int, ...]) -> np.ndarray:
     return classes_last(np.empty((shape[-1], *shape[:-1]), dtype=np.float32))
 
 
+def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
+    """(z, y, x) class indices of (z, y, x, K) probabilities: ``numpy.argmax`` over K (the
+    first class on ties), ``slab`` slices at a time; uint8 (uint16 beyond 256 classes).
+
+    A running maximum over the classes, one class's slab at a time: it reads class-major
+    storage (:func:`classes_last`) in contiguous blocks, where ``numpy.argmax`` strides
+    across every class for each voxel, and never holds an int64 volume; a memmap's pages
+    are released as it goes.
+    """
+    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8 if probabilities.shape[-1] <= 256 else np.uint16)
+    for start in range(0, labels.shape[0], slab):
+        block = probabilities[start : start + slab]
+        best = np.array(block[..., 0], dtype=np.float32)
+        winner = labels[start : start + slab]
+        winner[...] = 0
+        for k in range(1, block.shape[-1]):
+            value = block[..., k]
+            better = value > best
+            np.copyto(best, value, where=better)
+            winner[better] = k
+        release_pages(probabilities)
+    return labels
+
+
 def restore(probabilities: np.ndarray, prepared: Prepared) -> np.ndarray:
     """(K, z, y, x) probabilities on the model grid -> (z, y, x, K) float32 on the input
     grid, stored class-major (:func:`classes_last`)."""

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from ..io.limits import release_pages
+from ..preprocess import argmax_labels
 from .decompose import entropy
 from .ood_signals import (
     OODSignal,
@@ -181,12 +182,12 @@ def ood_score(
     per_class = np.zeros(k, dtype=np.int64)
     for region in _slabs(spatial_shape):
         block = p[region[:axis] + (slice(None),) + region[axis:]]
-        winner = np.argmax(block, axis=axis)
+        winner = argmax_labels(np.moveaxis(block, axis, -1))  # class-major storage read class by class
         counted = winner if within is None else winner[np.asarray(within[region], dtype=bool)]
         per_class += np.bincount(counted.reshape(-1), minlength=k)[:k]
         del counted
         foreground = winner != 0
-        del winner  # int64: gone before the entropy's float64 work on the slab
+        del winner
         n = int(foreground.sum())
         if n:
             count += n

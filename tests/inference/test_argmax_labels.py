@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg.inference.segment import argmax_labels
-from napari_medseg.preprocess import classes_last
+from napari_medseg.preprocess import argmax_labels, classes_last
 
 
 def _probabilities(shape=(7, 5, 6), k=5, seed=0) -> np.ndarray:

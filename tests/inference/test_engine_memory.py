@@ -12,9 +12,8 @@ import torch
 from napari_medseg.inference import segment
 from napari_medseg.inference.engine import predict_probabilities
 from napari_medseg.inference.locator import find_brain
-from napari_medseg.inference.segment import argmax_labels
 from napari_medseg.postprocess import PostprocessSettings, postprocess
-from napari_medseg.preprocess import prepare_for_model, restore
+from napari_medseg.preprocess import argmax_labels, prepare_for_model, restore
 from napari_medseg.types import Geometry, Volume
 from tests.tiny_models import tiny_model
 
