@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -138,12 +140,25 @@ def predict_slices(
     blend = Blend(volume.shape, None, out if out is not None or tiles.batches else _empty(model, volume.shape))
     batches = traverse(volume, tiles, _softmax_batch(model, device, amp, classes_first=True), progress=progress,
                        should_stop=should_stop)  # fmt: skip
-    for (slab,), values in batches:
-        if out is not None and (out.shape != (values.shape[0], *volume.shape) or out.dtype != np.float32):
-            raise ValueError(f"output array {out.shape} {out.dtype} must be {(values.shape[0], *volume.shape)} float32")
-        blend.add(slab, values)
-        release_pages(blend.out)
+    # Each batch is stored by a second thread while the network computes the next: writing
+    # 33 classes into a disk-backed array waits on page faults and the disk, not on the CPU.
+    # At most two batches are held.
+    with ThreadPoolExecutor(1, "store") as storer:
+        stored = None
+        for (slab,), values in batches:
+            if out is not None and (out.shape != (values.shape[0], *volume.shape) or out.dtype != np.float32):
+                raise ValueError(f"output array {out.shape} {out.dtype} must be {(values.shape[0], *volume.shape)} float32")
+            if stored is not None:
+                stored.result()
+            stored = storer.submit(_store, blend, slab, values)
+        if stored is not None:
+            stored.result()
     return blend.result(untouched_background=within is not None)
+
+
+def _store(blend: Blend, slab: slice, values: np.ndarray) -> None:
+    blend.add(slab, values)
+    release_pages(blend.out)
 
 
 @torch.inference_mode()
