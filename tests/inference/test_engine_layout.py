@@ -3,12 +3,14 @@ as it was), and the probability floor."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from napari_medseg.control import Cancelled
-from napari_medseg.inference.engine import PROBABILITY_FLOOR, predict_probabilities
+from napari_medseg.inference.engine import PROBABILITY_FLOOR, predict_probabilities, predict_slices
 from napari_medseg.inference.tiling import context_stack
 from tests.tiny_models import tiny_model
 
@@ -63,3 +65,11 @@ def test_probabilities_below_the_floor_are_zero_and_the_labels_unchanged():
     assert not ((probabilities > 0) & (probabilities < PROBABILITY_FLOOR)).any()
     np.testing.assert_array_equal(probabilities.argmax(axis=0), exact.argmax(axis=0))
     np.testing.assert_allclose(probabilities, exact, atol=1e-4)  # large logits: the layouts' sums differ a little
+
+
+def test_an_output_array_of_the_wrong_shape_is_refused_by_name_and_nothing_is_left_running():
+    model = tiny_model()
+    wrong = np.zeros((4, 6, 19, 22), np.float32)
+    with pytest.raises(ValueError, match=r"output array \(4, 6, 19, 22\) float32 must be \(4, 6, 19, 23\) float32"):
+        predict_slices(model, _image(), offsets=(-2, 0, 2), batch_size=4, out=wrong)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("store")]
