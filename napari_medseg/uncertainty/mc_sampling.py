@@ -12,6 +12,7 @@ from torch import nn
 from ..models import dropout_modules
 from ..models.blocks import ConvBlock
 from ..models.unet import EncoderDecoder, UNetDecoder
+from .dropout_masks import ReusedMasks
 from .samplers import SampleBatch, Sampler, preserved_modes, softmax
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class MCDropoutSampler(Sampler):
     is its block's, the block's first convolution runs once as well. The dropout masks are drawn in
     the same order as S full passes, so every path agrees exactly with full forward passes
     for the same seed. Otherwise each sample is a full forward pass.
+
+    Masks: each sample draws one pool per switched-on module and activation shape at its
+    first batch and reuses it, rolled by random offsets, for the later batches of the run
+    (:mod:`.dropout_masks`: the random numbers had been most of the sampling time).
     """
 
     method = "mc-dropout"
@@ -96,6 +101,7 @@ class MCDropoutSampler(Sampler):
         if p is None and all(module.p == 0 for module in modules):
             logger.warning("dropout probability is 0 at %s: MC-dropout samples will be identical", self.sites)
         self.p = p
+        self._masks = ReusedMasks()
         self.decoder_only = self._decoder_only(model, modules)
         self.shared_levels = self._shared_levels(model, modules) if self.decoder_only else 0
         self.split_first_level = bool(self.shared_levels) and self._only_block_dropout(
@@ -136,9 +142,7 @@ class MCDropoutSampler(Sampler):
         model = self.model
         if not self.decoder_only:
             plain = softmax(model(x))
-            with mc_dropout(model, self.sites, self.p):
-                samples = [softmax(model(x)) for _ in range(self.n_samples)]
-            return SampleBatch(torch.stack(samples), plain)
+            return SampleBatch(self._samples(lambda: model(x)), plain)
         features = model.encode(x)
         if self.shared_levels:
             decoder, start = model.decoder, self.shared_levels
@@ -170,6 +174,18 @@ class MCDropoutSampler(Sampler):
                 return model.decode(features)
 
         plain = softmax(decode())
-        with mc_dropout(model, self.sites, self.p):
-            samples = [softmax(decode()) for _ in range(self.n_samples)]
-        return SampleBatch(torch.stack(samples), plain)
+        return SampleBatch(self._samples(decode), plain)
+
+    def _samples(self, forward) -> torch.Tensor:
+        """(S, B, K, *patch): ``forward()`` S times with dropout on at the sites, sample i
+        applying the run's masks of sample i (:class:`~.dropout_masks.ReusedMasks`)."""
+        samples = []
+        with mc_dropout(self.model, self.sites, self.p) as modules, self._masks.installed(modules):
+            for i in range(self.n_samples):
+                self._masks.sample = i
+                samples.append(softmax(forward()))
+        return torch.stack(samples)
+
+    def reset(self) -> None:
+        super().reset()
+        self._masks.clear()
