@@ -20,7 +20,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["ReusedMasks"]
+__all__ = ["POOL_BYTES", "ReusedMasks"]
+
+#: Bytes the pools of one run may hold (one byte per element): 10 samples of the finest
+#: decoder level of a 2D batch take about 60 MB; beyond this (large 3D windows) masks are
+#: drawn fresh for every batch, as without pools.
+POOL_BYTES = 256 << 20
 
 
 class ReusedMasks:
@@ -35,10 +40,11 @@ class ReusedMasks:
     def __init__(self) -> None:
         self.sample = 0
         self._pools: dict[tuple[int, int, tuple[int, ...]], torch.Tensor] = {}
+        self._bytes = 0
 
     def clear(self) -> None:
         self._pools.clear()
-        self.sample = 0
+        self.sample, self._bytes = 0, 0
 
     @contextmanager
     def installed(self, modules: Sequence[nn.Module]) -> Iterator[None]:
@@ -66,12 +72,15 @@ class ReusedMasks:
 
     def mask(self, module_id: int, shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
         """(shape) bool keep-mask of the current sample for one module: the pool itself the
-        first time, then the pool rolled by a random offset along every axis."""
+        first time, then the pool rolled by a random offset along every axis (a fresh mask
+        each time once the pools hold :data:`POOL_BYTES`)."""
         key = (module_id, self.sample, shape)
         pool = self._pools.get(key)
         if pool is None:
             pool = torch.rand(shape, device=device) >= p
-            self._pools[key] = pool
+            if self._bytes + pool.numel() <= POOL_BYTES:
+                self._pools[key] = pool
+                self._bytes += pool.numel()
             return pool
         shifts = [int(torch.randint(n, ())) if n > 1 else 0 for n in shape]
         return torch.roll(pool, shifts, dims=tuple(range(len(shape))))

@@ -67,3 +67,15 @@ def test_the_module_is_itself_again_after_and_in_eval_mode_untouched():
         with store.installed([module]):
             raise RuntimeError("boom")
     assert "forward" not in module.__dict__
+
+
+def test_beyond_the_pool_budget_masks_are_drawn_fresh(monkeypatch):
+    from napari_medseg.uncertainty import dropout_masks
+
+    monkeypatch.setattr(dropout_masks, "POOL_BYTES", 100)
+    torch.manual_seed(3)
+    module = nn.Dropout(0.5).train()
+    store = ReusedMasks()
+    x = torch.ones(1, 1, 16, 16)  # 256 elements: over the budget
+    first, second = _apply(store, module, x, 0), _apply(store, module, x, 0)
+    assert not store._pools and not torch.equal(first, second)
