@@ -35,9 +35,10 @@ def predict_probabilities(
     only on the slices or windows that hold some of it, and every voxel there gets what it
     would get from the whole run; the rest is certain background (1 for class 0).
 
-    The model runs in eval mode on ``device`` (a 2D one in channels-last memory,
-    :func:`~napari_medseg.inference.device.channels_last`); its training flag and layout are restored after, and
-    the C heap's freed blocks are handed back (:func:`~napari_medseg.io.limits.release_heap`)."""
+    The model runs in eval mode on ``device``, a 2D one in channels-last memory
+    (:func:`~napari_medseg.inference.device.channels_last`); its training flag and layout
+    are restored after, and the C heap's freed blocks are handed back
+    (:func:`~napari_medseg.io.limits.release_heap`)."""
     was_training = model.training
     model.eval().to(device)
     try:
