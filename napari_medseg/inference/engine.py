@@ -89,21 +89,32 @@ def slice_batch(slice_shape: tuple[int, ...]) -> int:
 PROBABILITY_FLOOR = 2.0**-24
 
 
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Logits (B, K, *S) -> float32 softmax probabilities over K, (B, K, *S) (stored
+    classes-last), values at or below :data:`PROBABILITY_FLOOR` set to 0.
+
+    The softmax runs along a contiguous last axis, one voxel's K logits at a time, so each
+    value comes out the same whatever the number of threads: over a strided class axis
+    torch splits the work by thread and the vectorised and scalar paths met different
+    voxels, which changed the 1 and 2-thread results of one small scan by 3e-8 (and so the
+    bytes a cohort worker writes against ``medseg segment``'s).
+    """
+    last = logits.movedim(1, -1)
+    probabilities = torch.softmax(last if last.is_contiguous() else last.contiguous(), dim=-1, dtype=torch.float32)
+    torch.nn.functional.threshold_(probabilities, PROBABILITY_FLOOR, 0.0)
+    return probabilities.movedim(-1, 1)
+
+
 def _softmax_batch(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, classes_first: bool = False):
     """Per-batch function for :func:`~napari_medseg.inference.tiling.traverse`: the model's
-    softmax probabilities (B, K, *S) as a float32 numpy array, (K, B, *S) with
-    ``classes_first`` (transposed by torch's threads, for a class-major output), values
-    at or below :data:`PROBABILITY_FLOOR` set to 0."""
+    :func:`class_probabilities`, a (B, K, *S) float32 numpy array, or with ``classes_first``
+    the tensor itself (its class-major copy is made where it is stored)."""
 
-    def run(inputs: torch.Tensor, regions) -> np.ndarray:
+    def run(inputs: torch.Tensor, regions) -> np.ndarray | torch.Tensor:
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(nhwc(inputs.to(device)))
-        if classes_first:  # converted and transposed in one copy, then the softmax over the first axis
-            logits = torch.empty((logits.shape[1], logits.shape[0], *logits.shape[2:]), dtype=torch.float32,
-                                 device=logits.device).copy_(logits.transpose(0, 1))  # fmt: skip
-        probabilities = torch.softmax(logits.float(), dim=0 if classes_first else 1)
-        torch.nn.functional.threshold_(probabilities, PROBABILITY_FLOOR, 0.0)
-        return probabilities.cpu().numpy()
+        probabilities = class_probabilities(logits)
+        return probabilities if classes_first else probabilities.contiguous().cpu().numpy()
 
     return run
 
@@ -146,19 +157,21 @@ def predict_slices(
     # At most two batches are held.
     with ThreadPoolExecutor(1, "store") as storer:
         stored = None
-        for (slab,), values in batches:
-            if out is not None and (out.shape != (values.shape[0], *volume.shape) or out.dtype != np.float32):
-                raise ValueError(f"output array {out.shape} {out.dtype} must be {(values.shape[0], *volume.shape)} float32")
+        for (slab,), probabilities in batches:
+            classes = probabilities.shape[1]
+            if out is not None and (out.shape != (classes, *volume.shape) or out.dtype != np.float32):
+                raise ValueError(f"output array {out.shape} {out.dtype} must be {(classes, *volume.shape)} float32")
             if stored is not None:
                 stored.result()
-            stored = storer.submit(_store, blend, slab, values)
+            stored = storer.submit(_store, blend, slab, probabilities)
         if stored is not None:
             stored.result()
     return blend.result(untouched_background=within is not None)
 
 
-def _store(blend: Blend, slab: slice, values: np.ndarray) -> None:
-    blend.add(slab, values)
+def _store(blend: Blend, slab: slice, probabilities: torch.Tensor) -> None:
+    """One batch's (B, K, H, W) probabilities into ``blend`` as (K, B, H, W), class-major."""
+    blend.add(slab, probabilities.transpose(0, 1).contiguous().cpu().numpy())
     release_pages(blend.out)
 
 

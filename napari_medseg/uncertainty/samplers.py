@@ -34,6 +34,7 @@ from torch import nn
 
 from ..control import ProgressCallback, StopCheck
 from ..inference.device import channels_last, nhwc
+from ..inference.engine import class_probabilities
 from ..inference.tiling import Tiles, restrict_tiles, slice_tiles, traverse, window_tiles
 from ..models.seeded_random import SeededRandom
 
@@ -88,10 +89,11 @@ class Chunk:
 
 
 def softmax(logits: torch.Tensor | tuple) -> torch.Tensor:
-    """Logits (B, K, *S) -> float32 probabilities over K."""
+    """Logits (B, K, *S) -> float32 probabilities over K, as plain inference computes them
+    (:func:`~napari_medseg.inference.engine.class_probabilities`)."""
     if isinstance(logits, tuple):  # deep supervision in training mode: the first is the output
         logits = logits[0]
-    return torch.softmax(logits.float(), dim=1)
+    return class_probabilities(logits)
 
 
 class Sampler:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from napari_medseg.control import Cancelled
-from napari_medseg.inference.engine import PROBABILITY_FLOOR, predict_probabilities, predict_slices
+from napari_medseg.inference.engine import PROBABILITY_FLOOR, class_probabilities, predict_probabilities, predict_slices
 from napari_medseg.inference.tiling import context_stack
 from tests.tiny_models import tiny_model
 
@@ -73,3 +73,19 @@ def test_an_output_array_of_the_wrong_shape_is_refused_by_name_and_nothing_is_le
     with pytest.raises(ValueError, match=r"output array \(4, 6, 19, 22\) float32 must be \(4, 6, 19, 23\) float32"):
         predict_slices(model, _image(), offsets=(-2, 0, 2), batch_size=4, out=wrong)
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("store")]
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 37, 41), (4, 4, 18, 22)])
+def test_probabilities_do_not_depend_on_the_number_of_threads(shape):
+    """A cohort worker runs one thread, ``medseg segment`` all of them: the same bytes."""
+    logits = (torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 8).bfloat16()
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results += [class_probabilities(logits), class_probabilities(logits.contiguous(memory_format=torch.channels_last))]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(results[0], other) for other in results[1:])
+    np.testing.assert_allclose(results[0].sum(dim=1).numpy(), 1.0, atol=1e-5)
