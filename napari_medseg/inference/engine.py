@@ -105,16 +105,14 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return probabilities.movedim(-1, 1)
 
 
-def _softmax_batch(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, classes_first: bool = False):
+def _softmax_batch(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None):
     """Per-batch function for :func:`~napari_medseg.inference.tiling.traverse`: the model's
-    :func:`class_probabilities`, a (B, K, *S) float32 numpy array, or with ``classes_first``
-    the tensor itself (its class-major copy is made where it is stored)."""
+    :func:`class_probabilities`, a (B, K, *S) tensor on ``device``."""
 
-    def run(inputs: torch.Tensor, regions) -> np.ndarray | torch.Tensor:
+    def run(inputs: torch.Tensor, regions) -> torch.Tensor:
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(nhwc(inputs.to(device)))
-        probabilities = class_probabilities(logits)
-        return probabilities if classes_first else probabilities.contiguous().cpu().numpy()
+        return class_probabilities(logits)
 
     return run
 
@@ -150,8 +148,7 @@ def predict_slices(
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     tiles = restrict_tiles(slice_tiles(volume.shape[0], batch_size, offsets), within)
     blend = Blend(volume.shape, None, out if out is not None or tiles.batches else _empty(model, volume.shape))
-    batches = traverse(volume, tiles, _softmax_batch(model, device, amp, classes_first=True), progress=progress,
-                       should_stop=should_stop)  # fmt: skip
+    batches = traverse(volume, tiles, _softmax_batch(model, device, amp), progress=progress, should_stop=should_stop)
     # Each batch is stored by a second thread while the network computes the next: writing
     # 33 classes into a disk-backed array waits on page faults and the disk, not on the CPU.
     # At most two batches are held.
@@ -217,7 +214,7 @@ def predict_windows(
     blend = Blend(volume.shape, tiles.weight, None if tiles.batches else _empty(model, volume.shape))
     batches = traverse(volume, tiles, _softmax_batch(model, device, amp), progress=progress, should_stop=should_stop)
     for regions, probabilities in batches:
-        for region, window in zip(regions, probabilities):
+        for region, window in zip(regions, probabilities.contiguous().cpu().numpy()):
             blend.add(region, window)
     return blend.result(untouched_background=within is not None)
 

@@ -37,7 +37,7 @@ from ..io.limits import release_heap
 from ..types import Geometry
 from .device import autocast_dtype
 from ..postprocess.brain_mask import ZERO_BACKGROUND_FRACTION
-from ..postprocess.morphology import largest_component
+from ..postprocess.morphology import largest_component, near
 from .engine import predict_windows
 
 logger = logging.getLogger(__name__)
@@ -305,23 +305,10 @@ def _grow(mask: np.ndarray, margin_mm: float, spacing, slab: int = 32) -> np.nda
         low, high = max(0, start - pad[0]), min(inside.shape[0], start + slab + pad[0])
         part = inside[low:high]
         if part.any():
-            grown[start : start + slab] = _near(part, margin_mm, spacing)[start - low : start - low + slab]
+            grown[start : start + slab] = near(part, spacing, margin_mm)[start - low : start - low + slab]
     out = np.zeros_like(mask)
     out[box] = grown
     return out
-
-
-def _near(mask: np.ndarray, margin_mm: float, spacing) -> np.ndarray:
-    """(z, y, x) bool: the voxels at most ``margin_mm`` from the (z, y, x) bool ``mask`` (in
-    it or outside), by SimpleITK's Maurer distance transform: exact Euclidean distances
-    like ``ndimage.distance_transform_edt``'s, on every core, about 7 times as fast on two."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(mask).view(np.uint8))
-    image.SetSpacing([float(s) for s in spacing[::-1]])
-    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                            useImageSpacing=True, backgroundValue=0)  # fmt: skip
-    return sitk.GetArrayViewFromImage(distance) <= margin_mm
 
 
 def _extent(mask: np.ndarray) -> list[tuple[int, int]]:

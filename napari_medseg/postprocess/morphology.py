@@ -1,6 +1,6 @@
 """Morphology on boolean (z, y, x) masks, in mm where a size is physical: the largest
-connected piece, opening by a ball, and Euclidean distance thresholds that hold one slab
-of working arrays at a time."""
+connected piece, opening by a ball, Euclidean distance thresholds that hold one slab
+of working arrays at a time, and the voxels near a mask."""
 
 from __future__ import annotations
 
@@ -85,6 +85,26 @@ def distance_threshold(
         distance = np.sqrt(np.add.reduce(offsets, axis=0))
         out[start : start + slab] = distance > threshold_mm if beyond else distance <= threshold_mm
     return out
+
+
+def near(mask: np.ndarray, spacing: tuple[float, ...], margin_mm: float) -> np.ndarray:
+    """(z, y, x) bool: the voxels at most ``margin_mm`` from the (z, y, x) bool ``mask``, its
+    own included: ``distance_threshold(~mask, spacing, margin_mm, beyond=False)``, from
+    SimpleITK's Maurer transform (exact Euclidean distances, on every core: about 7 times as
+    fast on two, one float32 volume held).
+
+    Its distances are float32: a voxel exactly at the margin in real numbers (3 x 0.7 mm
+    against 2.1 mm) may fall on the other side of it than in scipy's float64 arithmetic,
+    which :func:`distance_threshold` reproduces bit for bit for the fitted post-processing.
+    The brain locator's growth by a margin needs no more than this.
+    """
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(mask).view(np.uint8))
+    image.SetSpacing([float(s) for s in spacing[::-1]])
+    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True, backgroundValue=0)  # fmt: skip
+    return sitk.GetArrayViewFromImage(distance) <= margin_mm
 
 
 def foreground_mask(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:

@@ -180,7 +180,8 @@ def test_a_locator_that_is_not_a_3d_brain_model_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize("spacing, margin", [((1.7, 0.8, 1.1), 3.5), ((1.0, 1.0, 1.0), 3.0), ((1.0, 1.0, 1.0), 10.0)])
 def test_growing_by_slabs_is_one_distance_transform_of_the_box(slab, spacing, margin):
     """SimpleITK's transform, slab by slab, against scipy's over the whole box: the same
-    voxels, including those exactly at the margin (3 mm is (2, 2, 1) voxels away at 1 mm)."""
+    voxels, including those exactly at the margin (3 mm is (2, 2, 1) voxels away at 1 mm;
+    whole-voxel distances are exact in float32, see ``morphology.near``)."""
     from scipy import ndimage
 
     from napari_medseg.inference.locator import _grow

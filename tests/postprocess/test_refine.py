@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_medseg.postprocess.mixture import em_refine, every_nth_index
-from napari_medseg.postprocess.morphology import distance_threshold, foreground_mask, largest_component, opening
+from napari_medseg.postprocess.morphology import distance_threshold, foreground_mask, largest_component, near, opening
 
 
 def test_largest_component_drops_islands_and_fills_holes():
@@ -122,6 +122,13 @@ def test_distance_threshold_is_scipys_comparison_bit_for_bit(slab, spacing):
             within = distance_threshold(mask, spacing, threshold, beyond=False, slab=slab)
             np.testing.assert_array_equal(beyond, distances > threshold, err_msg=f"mask {seed}")
             np.testing.assert_array_equal(within, distances <= threshold, err_msg=f"mask {seed}")
+
+
+@pytest.mark.parametrize("spacing, margin", [((1.0, 1.0, 1.0), 2.0), ((1.5, 1.0, 1.0), 3.0), ((1.7, 0.8, 1.1), 3.5)])
+def test_near_is_the_distance_threshold_of_the_outside(spacing, margin):
+    for seed in range(3):
+        mask = _blobs(seed=seed)
+        np.testing.assert_array_equal(near(mask, spacing, margin), distance_threshold(~mask, spacing, margin, beyond=False))
 
 
 def test_opening_is_unchanged_by_the_slabbed_distances():
