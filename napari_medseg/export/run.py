@@ -183,11 +183,12 @@ def probability_budget(volume: Volume) -> int:
 
 
 def probability_array(shape: tuple[int, ...], budget: int, folder: Path, name: str = "probabilities.f32") -> np.ndarray:
-    """An empty float32 array of ``shape``: in memory when it fits in ``budget`` bytes,
-    else a ``numpy.memmap`` on a new file ``name`` in ``folder``."""
+    """A zero-filled float32 array of ``shape``: in memory when it fits in ``budget`` bytes
+    (``numpy.zeros``: pages are zeroed when first touched), else a ``numpy.memmap`` on a new
+    file ``name`` in ``folder`` (its reserved blocks read as zeros)."""
     n_bytes = int(np.prod(shape, dtype=np.int64)) * 4
     if n_bytes <= budget:
-        return np.empty(shape, np.float32)
+        return np.zeros(shape, np.float32)
     path = Path(folder) / name
     logger.info("probabilities (%s) go to %s: %d bytes exceed the memory budget %d", shape, path, n_bytes, budget)
     try:

@@ -139,8 +139,9 @@ def predict_slices(
         image: (Z, H, W) float32, already normalised.
         offsets: slice offsets stacked as channels (e.g. (-4, -2, 0, 2, 4)).
         batch_size: slices per forward pass.
-        out: optional (K, Z, H, W) float32 array to write into, e.g. a disk-backed
-            ``numpy.memmap`` (its pages are written out and released after each batch).
+        out: optional zero-filled (K, Z, H, W) float32 array to write into, e.g. a
+            disk-backed ``numpy.memmap`` on a new file (its pages are written out and
+            released after each batch); slices left out stay zero but for class 0.
 
     Returns:
         (K, Z, H, W) float32 probabilities (``out`` when given).

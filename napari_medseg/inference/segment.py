@@ -68,7 +68,8 @@ def segment(
     ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
     (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
     ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.
-    ``allocate_model(shape)`` does the same for the (K, z, y, x) model-grid probabilities.
+    ``allocate_model(shape)`` returns a zero-filled one for the (K, z, y, x) model-grid
+    probabilities (slices without brain are not written but for their class 0).
 
     Memory beyond the input: the model-grid image (until the post-processing is done) and
     the (K, ...) float32 model-grid probabilities (or ``allocate_model``'s array), the

@@ -150,9 +150,11 @@ def traverse(
 class Blend:
     """Per-tile outputs put back together into a ``(*lead, z, y, x)`` float32 array.
 
-    2D slabs (``weight`` None) are written once, in place (``out`` may be a disk-backed
-    memmap); 3D windows are accumulated with their Gaussian weights and normalised by
-    :meth:`result`.
+    2D slabs (``weight`` None) are written once, in place (``out``, zero-filled, may be a
+    disk-backed memmap); 3D windows are accumulated with their Gaussian weights and
+    normalised by :meth:`result`. Voxels no tile reached are still zero in every class
+    when :meth:`result` makes them background: it writes their first class only (on a whole
+    head, 33 classes of the slices without brain are about 1 GB).
     """
 
     def __init__(self, shape: Sequence[int], weight: np.ndarray | None, out: np.ndarray | None = None) -> None:
@@ -187,13 +189,11 @@ class Blend:
             self.out /= self.norm
             if untouched.any():
                 self.out[0][untouched] = 1.0
-                self.out[1:, untouched] = 0.0
             return self.out
         for i, z in enumerate(np.flatnonzero(~self.slices_written)):
             if not untouched_background:
                 raise ValueError(f"slice {z} was never written")
             self.out[0, z] = 1.0
-            self.out[1:, z] = 0.0
             if i % 16 == 15:  # a disk-backed array's written pages leave memory as the network's do
                 release_pages(self.out)
         release_pages(self.out)

@@ -77,3 +77,22 @@ def test_a_stop_request_ends_the_walk_before_the_next_batch():
 def test_bad_tilings_are_refused_by_name(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_voxels_no_tile_reached_are_certain_background(dims, tmp_path):
+    shape = (6, 4, 4)
+    if dims == 2:  # into a disk-backed array on a new file, as a run over the memory budget writes
+        out = np.memmap(tmp_path / "p.f32", np.float32, "w+", shape=(3, *shape))
+        blend = Blend(shape, None, out)
+        blend.add((slice(2, 4),), np.full((3, 2, 4, 4), 1 / 3, np.float32))
+    else:
+        blend = Blend(shape, window_tiles(shape, (2, 4, 4), 0.0, 1).weight)
+        blend.add((slice(2, 4), slice(0, 4), slice(0, 4)), np.full((3, 2, 4, 4), 1 / 3, np.float32))
+    with pytest.raises(ValueError, match="never written|reached by no window"):
+        blend.result()
+    result = np.asarray(blend.result(untouched_background=True))
+    reached = np.zeros(shape, bool)
+    reached[2:4] = True
+    np.testing.assert_allclose(result[:, reached], 1 / 3, rtol=1e-6)
+    assert (result[0, ~reached] == 1).all() and (result[1:, ~reached] == 0).all()
