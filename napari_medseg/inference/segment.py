@@ -12,7 +12,7 @@ import torch
 
 from ..postprocess import PostprocessSettings, apply_in_slabs, fit_postprocess
 from ..io.limits import release_heap
-from ..preprocess import Prepared, argmax_labels, empty_probabilities, prepare_for_model, restore_into
+from ..preprocess import Prepared, argmax_labels, prepare_for_model, restore_into, zero_probabilities
 from ..types import Volume
 from ..control import ProgressCallback, StopCheck
 from .device import autocast_dtype, precision_name, select_device
@@ -65,9 +65,10 @@ def segment(
     ``inspect(probabilities, prepared, brain)``, if given, sees the network's (K, z, y, x)
     probabilities on the model grid before post-processing and the locator's brain mask (or
     None), for the OOD assessment; it must not keep them: post-processing rewrites them in place.
-    ``allocate(shape)``, if given, returns the zeroed or empty float32 array of ``shape``
+    ``allocate(shape)``, if given, returns the zero-filled float32 array of ``shape``
     (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
-    ``numpy.memmap`` when they would not fit in memory; by default ``numpy.empty``.
+    ``numpy.memmap`` on a new file when they would not fit in memory; by default
+    :func:`~napari_medseg.preprocess.zero_probabilities`.
     ``allocate_model(shape)`` returns a zero-filled one for the (K, z, y, x) model-grid
     probabilities (slices without brain are not written but for their class 0).
 
@@ -112,7 +113,7 @@ def segment(
 
     mark = time.perf_counter()
     shape = (*prepared.input_shape, probabilities.shape[0])
-    restored = restore_into(probabilities, prepared, empty_probabilities(shape) if allocate is None else allocate(shape))
+    restored = restore_into(probabilities, prepared, zero_probabilities(shape) if allocate is None else allocate(shape))
     del probabilities
     labels = argmax_labels(restored)
     timings["restore"] = time.perf_counter() - mark

@@ -129,8 +129,32 @@ def postprocess(
 
 def apply_in_slabs(fit: PostprocessFit, image: np.ndarray, probabilities: np.ndarray, slab: int = 16) -> None:
     """:meth:`PostprocessFit.apply` to ``slab`` model-grid slices at a time, written back into
-    ``probabilities`` (K, z, y, x): its working arrays stay slab-sized, not volume-sized."""
+    ``probabilities`` (K, z, y, x): its working arrays stay slab-sized, not volume-sized.
+
+    A mask alone (the brain locator's, no mixture) is applied in place, and only where it
+    changes a value: the slices the network never ran on (already certain background,
+    their classes beyond the first still the zeros of a fresh array) are read, not
+    rewritten.
+    """
+    if fit.mask is None and not fit.em:
+        return
     for start in range(0, image.shape[0], slab):
         region = (slice(start, start + slab), slice(None), slice(None))
-        probabilities[(slice(None), *region)] = fit.apply(image[region], probabilities[(slice(None), *region)], region)
+        block = probabilities[(slice(None), *region)]
+        if fit.mask is not None and not fit.em:
+            _background_outside(fit.mask[region], block)
+        else:
+            block[...] = fit.apply(image[region], block, region)
         release_pages(probabilities)
+
+
+def _background_outside(inside: np.ndarray, block: np.ndarray) -> None:
+    """Make the voxels of (K, *S) ``block`` outside the (*S) bool ``inside`` certain
+    background, in place: class 0 is set to 1 and the others to 0 where they differ."""
+    outside = ~inside
+    if not outside.any():
+        return
+    for k, values in enumerate(block):
+        wrong = outside & (values != (1.0 if k == 0 else 0.0))
+        if wrong.any():
+            values[wrong] = 1.0 if k == 0 else 0.0

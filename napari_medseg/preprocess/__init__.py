@@ -2,7 +2,7 @@
 
 from .intensity import normalize_intensity
 from .orientation import Reorientation, orientation_code, reorient
-from .pipeline import Prepared, argmax_labels, classes_last, empty_probabilities, prepare, prepare_for_model, restore, restore_into
+from .pipeline import Prepared, argmax_labels, classes_last, prepare, prepare_for_model, restore, restore_into, zero_probabilities
 
-__all__ = ["Prepared", "Reorientation", "argmax_labels", "classes_last", "empty_probabilities", "normalize_intensity", "orientation_code", "prepare", "prepare_for_model", "reorient",
-           "restore", "restore_into"]
+__all__ = ["Prepared", "Reorientation", "argmax_labels", "classes_last", "normalize_intensity", "orientation_code", "prepare", "prepare_for_model",
+           "reorient", "restore", "restore_into", "zero_probabilities"]

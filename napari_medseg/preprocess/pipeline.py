@@ -230,10 +230,10 @@ def classes_last(array: np.ndarray) -> np.ndarray:
     return np.moveaxis(array, 0, -1)
 
 
-def empty_probabilities(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised float32 (z, y, x, K) array of ``shape``, stored class-major
-    (:func:`classes_last`)."""
-    return classes_last(np.empty((shape[-1], *shape[:-1]), dtype=np.float32))
+def zero_probabilities(shape: tuple[int, ...]) -> np.ndarray:
+    """A zero-filled float32 (z, y, x, K) array of ``shape``, stored class-major
+    (:func:`classes_last`); its pages are zeroed when first touched."""
+    return classes_last(np.zeros((shape[-1], *shape[:-1]), dtype=np.float32))
 
 
 def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
@@ -263,54 +263,78 @@ def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
 def restore(probabilities: np.ndarray, prepared: Prepared) -> np.ndarray:
     """(K, z, y, x) probabilities on the model grid -> (z, y, x, K) float32 on the input
     grid, stored class-major (:func:`classes_last`)."""
-    out = empty_probabilities((*prepared.input_shape, probabilities.shape[0]))
+    out = zero_probabilities((*prepared.input_shape, probabilities.shape[0]))
     return restore_into(probabilities, prepared, out)
 
 
 def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray, *, slab: int = 16) -> np.ndarray:
-    """Map (K, z, y, x) model-grid probabilities into ``out``, (z, y, x, K) float32 on the input grid.
+    """Map (K, z, y, x) model-grid probabilities into ``out``, (z, y, x, K) float32 on the
+    input grid and zero-filled (:func:`zero_probabilities`, or a ``numpy.memmap`` on a new
+    file).
 
-    One class at a time, written straight into ``out`` (``out`` and ``probabilities`` may be
-    disk-backed memmaps, whose pages are written out and released after each slab; ``out``
-    is best class-major, :func:`empty_probabilities`, so that each class's pages are
-    written once rather than once per class): beyond
-    ``out`` this holds one class on each grid, never a second K-class volume. After a
-    resampling the classes are clipped at 0 and renormalised to sum to 1, ``slab`` input
-    slices at a time. Returns ``out``.
+    One class at a time: its model-grid volume is copied into memory (a disk-backed model
+    grid is read once, in order, however the scan is oriented), mapped back and written
+    into ``out`` ``slab`` input slices at a time, skipping the slabs where the class is zero
+    (a whole head's 32 structures lie in the slabs that hold brain). ``out`` and
+    ``probabilities`` may be disk-backed memmaps, whose pages are released as they are
+    done; ``out`` is best class-major so that each class's pages are written once rather
+    than once per class. Beyond ``out`` this holds one class on each grid, never a second
+    K-class volume. After a resampling the classes are clipped at 0 and renormalised to sum
+    to 1. Returns ``out``.
     """
-    from ..io.sitk_images import image_from_array
-
     k = probabilities.shape[0]
     expected = (*prepared.input_shape, k)
     if out.shape != expected or out.dtype != np.float32:
         raise ValueError(f"output array {out.shape} {out.dtype} must be {expected} float32")
     for c in range(k):
-        image = None
-        if prepared.resampled:
-            source = image_from_array(np.ascontiguousarray(prepared.scan_part(probabilities[c])), prepared.unpadded_geometry())
-            release_pages(probabilities)  # copied: a disk-backed model grid's pages go before the resampling
-            image = resample_sitk(source, prepared.canonical_geometry, prepared.canonical_shape, linear=True)
-            del source
-            values = prepared.reorientation.invert(_array_view(image))  # input layout, a view
-        else:
-            values = prepared.reorientation.invert(prepared.scan_part(probabilities[c]))
+        values, owner = _class_on_input_grid(probabilities, prepared, c)
         for start in range(0, out.shape[0], slab):
-            # Released slab by slab: an ``out`` that interleaves the classes has all of its
-            # pages dirtied by each class.
+            part = values[start : start + slab]
+            if not part.any():  # ``out`` is zero there already
+                continue
             target = out[start : start + slab, ..., c]
-            if image is not None:
-                np.maximum(values[start : start + slab], 0, out=target)
+            if prepared.resampled:
+                np.maximum(part, 0, out=target)
             else:
-                target[...] = values[start : start + slab]
+                target[...] = part
             release_pages(out)
-            release_pages(probabilities)  # a disk-backed model grid: its class was read
-        del image, values
+        del values, owner
     if prepared.resampled:
-        for start in range(0, out.shape[0], slab):
-            block = out[start : start + slab]
-            block /= np.maximum(block.sum(axis=-1, keepdims=True), 1e-6)
-            release_pages(out)
+        _renormalise(out, slab)
     return out
+
+
+def _class_on_input_grid(probabilities: np.ndarray, prepared: Prepared, c: int):
+    """Class ``c`` of (K, z, y, x) model-grid ``probabilities`` on the input grid: (z, y, x)
+    float32 in the input's layout, a view valid while the returned owner (the resampled
+    SimpleITK image, or None) lives."""
+    from ..io.sitk_images import image_from_array
+
+    part = np.array(prepared.scan_part(probabilities[c]), dtype=np.float32, order="C")
+    release_pages(probabilities)  # copied: a disk-backed model grid's pages go now
+    if not prepared.resampled:
+        return prepared.reorientation.invert(part), None
+    source = image_from_array(part, prepared.unpadded_geometry())
+    del part
+    image = resample_sitk(source, prepared.canonical_geometry, prepared.canonical_shape, linear=True)
+    return prepared.reorientation.invert(_array_view(image)), image
+
+
+def _renormalise(out: np.ndarray, slab: int) -> None:
+    """Divide (z, y, x, K) ``out`` by its sum over the classes (at least 1e-6), ``slab``
+    slices at a time, class by class: the sum adds the classes in order, as numpy sums
+    over a class-major axis, and zero stretches of a class are not rewritten."""
+    for start in range(0, out.shape[0], slab):
+        block = out[start : start + slab]
+        total = np.array(block[..., 0], dtype=np.float32)
+        for c in range(1, block.shape[-1]):
+            total += block[..., c]
+        np.maximum(total, 1e-6, out=total)
+        for c in range(block.shape[-1]):
+            target = block[..., c]
+            if target.any():
+                target /= total
+        release_pages(out)
 
 
 def resample_array(

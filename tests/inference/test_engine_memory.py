@@ -21,6 +21,7 @@ SHIPPED_POSTPROCESS = {
     "brain_mask": {"closing_voxels": 3, "opening_mm": 5.0, "stripped_support_fraction": 0.6},
     "em_refine": {"iterations": 30, "prior_weight": 0.0},
 }
+MASK_ONLY = {"brain_mask": SHIPPED_POSTPROCESS["brain_mask"]}  # as a locator's brain: applied in place
 PERMUTED = np.array([[0, 0, 1], [0, -1, 0], [1, 0, 0]], dtype=float)
 
 
@@ -58,6 +59,8 @@ def _whole_volume_segment(volume: Volume, model) -> tuple[np.ndarray, np.ndarray
         pytest.param((1.0, 1.0, 1.0), PERMUTED, SHIPPED_POSTPROCESS, 0, id="permuted-postprocessed"),
         pytest.param((1.2, 0.8, 0.9), PERMUTED, None, 0, id="permuted-resampled-plain"),
         pytest.param((1.2, 0.8, 0.9), PERMUTED, SHIPPED_POSTPROCESS, 12, id="permuted-resampled-slice-margin"),
+        pytest.param((1.0, 1.0, 1.0), PERMUTED, MASK_ONLY, 0, id="permuted-mask-only"),
+        pytest.param((1.2, 0.8, 0.9), None, MASK_ONLY, 12, id="resampled-mask-only-slice-margin"),
     ],
 )
 def test_results_equal_the_whole_volume_path(spacing, direction, postprocess_dict, margin, tmp_path):

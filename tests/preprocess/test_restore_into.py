@@ -104,6 +104,24 @@ def test_restored_probabilities_are_class_major(geometry, tmp_path):
     np.testing.assert_array_equal(np.asarray(disk), expected)
 
 
+@pytest.mark.parametrize("geometry", CASES)
+def test_classes_zero_over_much_of_the_grid_restore_as_the_whole_volume_path(geometry, tmp_path):
+    """Certain background outside a central box, as after the brain locator: the slabs a
+    class does not reach are left unwritten in the zero-filled output, with the same values."""
+    prepared, probabilities, _ = _restore_case(geometry)
+    outside = np.ones(probabilities.shape[1:], bool)
+    outside[4:9, 5:12, 6:14] = False
+    probabilities[0][outside] = 1.0
+    probabilities[1:, outside] = 0.0
+    probabilities[3, :6] = 0.0  # a class absent from whole slabs inside the box too
+    probabilities /= probabilities.sum(axis=0, keepdims=True)
+    expected = _whole_volume_restore(probabilities, prepared)
+    np.testing.assert_array_equal(restore(probabilities, prepared), expected)
+    disk = classes_last(np.memmap(tmp_path / "p.f32", dtype=np.float32, mode="w+", shape=(4, *expected.shape[:3])))
+    np.testing.assert_array_equal(np.asarray(restore_into(probabilities, prepared, disk, slab=2)), expected)
+    assert not expected[:2, ..., 1:].any() or not expected[-2:, ..., 1:].any()  # whole slabs were skipped
+
+
 def test_restore_into_refuses_a_wrong_array():
     volume = Volume(_ct(), Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
     prepared = prepare(volume, orientation="LPS", spacing=(1.0, 1.0, 1.0))
