@@ -65,12 +65,10 @@ def segment(
     ``inspect(probabilities, prepared, brain)``, if given, sees the network's (K, z, y, x)
     probabilities on the model grid before post-processing and the locator's brain mask (or
     None), for the OOD assessment; it must not keep them: post-processing rewrites them in place.
-    ``allocate(shape)``, if given, returns the zero-filled float32 array of ``shape``
-    (z, y, x, K) that receives the probabilities on the input grid, e.g. a disk-backed
-    ``numpy.memmap`` on a new file when they would not fit in memory; by default
-    :func:`~napari_medseg.preprocess.zero_probabilities`.
-    ``allocate_model(shape)`` returns a zero-filled one for the (K, z, y, x) model-grid
-    probabilities (slices without brain are not written but for their class 0).
+    ``allocate(shape)``, if given, returns a zero-filled float32 (z, y, x, K) array for the
+    input-grid probabilities (default :func:`~napari_medseg.preprocess.zero_probabilities`;
+    e.g. a ``numpy.memmap`` on a new file when they would not fit in memory), and
+    ``allocate_model(shape)`` one for the (K, z, y, x) model-grid probabilities.
 
     Memory beyond the input: the model-grid image (until the post-processing is done) and
     the (K, ...) float32 model-grid probabilities (or ``allocate_model``'s array), the
