@@ -2,10 +2,9 @@
 
 ``prepare`` maps a :class:`Volume` into the model's canonical orientation (exact axis
 permutation and flips) and, when its spacing differs from the model's by more than
-``SPACING_TOLERANCE``, resamples it (linear) to the model's spacing. ``restore`` maps
-per-class probabilities back onto the input's own grid: linear resampling when a
-resampling happened, otherwise the exact inverse permutation, so labels agree voxel for
-voxel with the model's output.
+``SPACING_TOLERANCE``, resamples it (linear) to the model's spacing;
+:mod:`~napari_medseg.preprocess.input_grid` maps per-class probabilities back onto the
+input's own grid.
 
 A 2D (slice-wise) model may ask for air around each slice (its config's
 ``slice_margin_mm``): where the scan's foreground comes nearer an in-plane edge than that,
@@ -21,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.limits import release_pages
 from ..types import Geometry, Volume
 from .intensity import FOREGROUND_FRACTION, normalize_intensity
 from .orientation import Reorientation, reorient
@@ -217,124 +215,6 @@ def _grid(shape, spacing) -> str:
 
 def _fmt(values) -> str:
     return "x".join(f"{float(v):g}" for v in values)
-
-
-def classes_last(array: np.ndarray) -> np.ndarray:
-    """The (z, y, x, K) view of class-major (K, z, y, x) storage, without a copy.
-
-    Probabilities on the input grid are kept this way: each class's volume is contiguous,
-    so mapping one class back, writing NIfTI (which stores channel after channel) and
-    showing one class as a layer each touch one block of memory, not every K-th value.
-    A disk-backed ``numpy.memmap`` stays one (its view keeps the mapping).
-    """
-    return np.moveaxis(array, 0, -1)
-
-
-def zero_probabilities(shape: tuple[int, ...]) -> np.ndarray:
-    """A zero-filled float32 (z, y, x, K) array of ``shape``, stored class-major
-    (:func:`classes_last`); its pages are zeroed when first touched."""
-    return classes_last(np.zeros((shape[-1], *shape[:-1]), dtype=np.float32))
-
-
-def argmax_labels(probabilities: np.ndarray, slab: int = 16) -> np.ndarray:
-    """(z, y, x) class indices of (z, y, x, K) probabilities: ``numpy.argmax`` over K (the
-    first class on ties), ``slab`` slices at a time; uint8 (uint16 beyond 256 classes).
-
-    A running maximum over the classes, one class's slab at a time: it reads class-major
-    storage (:func:`classes_last`) in contiguous blocks, where ``numpy.argmax`` strides
-    across every class for each voxel, and never holds an int64 volume; a memmap's pages
-    are released as it goes.
-    """
-    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8 if probabilities.shape[-1] <= 256 else np.uint16)
-    for start in range(0, labels.shape[0], slab):
-        block = probabilities[start : start + slab]
-        best = np.array(block[..., 0], dtype=np.float32)
-        winner = labels[start : start + slab]
-        winner[...] = 0
-        for k in range(1, block.shape[-1]):
-            value = block[..., k]
-            better = value > best
-            np.copyto(best, value, where=better)
-            winner[better] = k
-        release_pages(probabilities)
-    return labels
-
-
-def restore(probabilities: np.ndarray, prepared: Prepared) -> np.ndarray:
-    """(K, z, y, x) probabilities on the model grid -> (z, y, x, K) float32 on the input
-    grid, stored class-major (:func:`classes_last`)."""
-    out = zero_probabilities((*prepared.input_shape, probabilities.shape[0]))
-    return restore_into(probabilities, prepared, out)
-
-
-def restore_into(probabilities: np.ndarray, prepared: Prepared, out: np.ndarray, *, slab: int = 16) -> np.ndarray:
-    """Map (K, z, y, x) model-grid probabilities into ``out``, (z, y, x, K) float32 on the
-    input grid and zero-filled (:func:`zero_probabilities`, or a ``numpy.memmap`` on a new
-    file).
-
-    One class at a time: its model-grid volume is copied into memory (a disk-backed model
-    grid is read once, in order, however the scan is oriented), mapped back and written
-    into ``out`` ``slab`` input slices at a time, skipping the slabs where the class is zero
-    (a whole head's 32 structures lie in the slabs that hold brain). ``out`` and
-    ``probabilities`` may be disk-backed memmaps, whose pages are released as they are
-    done; ``out`` is best class-major so that each class's pages are written once rather
-    than once per class. Beyond ``out`` this holds one class on each grid, never a second
-    K-class volume. After a resampling the classes are clipped at 0 and renormalised to sum
-    to 1. Returns ``out``.
-    """
-    k = probabilities.shape[0]
-    expected = (*prepared.input_shape, k)
-    if out.shape != expected or out.dtype != np.float32:
-        raise ValueError(f"output array {out.shape} {out.dtype} must be {expected} float32")
-    for c in range(k):
-        values, owner = _class_on_input_grid(probabilities, prepared, c)
-        for start in range(0, out.shape[0], slab):
-            part = values[start : start + slab]
-            if not part.any():  # ``out`` is zero there already
-                continue
-            target = out[start : start + slab, ..., c]
-            if prepared.resampled:
-                np.maximum(part, 0, out=target)
-            else:
-                target[...] = part
-            release_pages(out)
-        del values, owner
-    if prepared.resampled:
-        _renormalise(out, slab)
-    return out
-
-
-def _class_on_input_grid(probabilities: np.ndarray, prepared: Prepared, c: int):
-    """Class ``c`` of (K, z, y, x) model-grid ``probabilities`` on the input grid: (z, y, x)
-    float32 in the input's layout, a view valid while the returned owner (the resampled
-    SimpleITK image, or None) lives."""
-    from ..io.sitk_images import image_from_array
-
-    part = np.array(prepared.scan_part(probabilities[c]), dtype=np.float32, order="C")
-    release_pages(probabilities)  # copied: a disk-backed model grid's pages go now
-    if not prepared.resampled:
-        return prepared.reorientation.invert(part), None
-    source = image_from_array(part, prepared.unpadded_geometry())
-    del part
-    image = resample_sitk(source, prepared.canonical_geometry, prepared.canonical_shape, linear=True)
-    return prepared.reorientation.invert(_array_view(image)), image
-
-
-def _renormalise(out: np.ndarray, slab: int) -> None:
-    """Divide (z, y, x, K) ``out`` by its sum over the classes (at least 1e-6), ``slab``
-    slices at a time, class by class: the sum adds the classes in order, as numpy sums
-    over a class-major axis, and zero stretches of a class are not rewritten."""
-    for start in range(0, out.shape[0], slab):
-        block = out[start : start + slab]
-        total = np.array(block[..., 0], dtype=np.float32)
-        for c in range(1, block.shape[-1]):
-            total += block[..., c]
-        np.maximum(total, 1e-6, out=total)
-        for c in range(block.shape[-1]):
-            target = block[..., c]
-            if target.any():
-                target /= total
-        release_pages(out)
 
 
 def resample_array(
