@@ -206,7 +206,9 @@ def model_config(task: str, arch: str) -> ModelConfig:
         target_spacing=(1.0, 1.0, 1.0),
         normalization=NORMALIZATION,
         patch_size=SLAB_PATCH,
-        dropout_sites=("decoder",),
+        # The tissue U-Net samples MC dropout in its finest decoder level only: 10 samples
+        # cost 3-3.6x one pass instead of 7.8x, with the same error AUROC.
+        dropout_sites=("decoder.levels.3",) if (task, arch) == ("tissue", "unet") else ("decoder",),
         extra={
             "context_offsets_mm": list(CONTEXT_OFFSETS_MM), "locator": LOCATOR_USE, "slice_margin_mm": SLICE_MARGIN_MM,
             **extra,
