@@ -55,8 +55,7 @@ class PostprocessFit:
                 out = network_override(out, probabilities, mask, self.override)
             return out
         out = probabilities.copy()
-        out[0][~mask] = 1.0
-        out[1:, ~mask] = 0.0
+        _background_outside(mask, out)
         return out
 
 
