@@ -86,6 +86,10 @@ LOCATOR_USE = {"bundle": "brain-locator", "threshold": 0.5, "margin_mm": 3.0}
 #: Air (mm) the 2.5D networks see around each slice's foreground at inference: their
 #: training slabs show the head with air around it, a cropped scan does not.
 SLICE_MARGIN_MM = 32.0
+#: The per-scan refinement of a tissue or structure bundle: a Gaussian per tissue fitted to
+#: the scan's intensities with the network's probabilities as the prior (weight 1), only
+#: where the network found tissue (the network alone decides the brain's extent).
+REFINEMENT = {"iterations": 12, "prior_weight": 1.0, "keep_background": True}
 NORMALIZATION = {"method": "foreground-percentile", "foreground_fraction": FOREGROUND_FRACTION, "percentile": NORMALIZE_PERCENTILE}
 
 logger = logging.getLogger("train_brain")
@@ -189,11 +193,16 @@ def model_config(task: str, arch: str) -> ModelConfig:
             patch_size=LOCATOR_GRID,
         )
     if task == "tissue":
-        names, colors, extra = TISSUE_NAMES, TISSUE_COLORS, {}
+        names, colors = TISSUE_NAMES, TISSUE_COLORS
+        extra = {"postprocess": {"em_refine": REFINEMENT}}
     else:
         names = tuple(s[1] for s in STRUCTURES)
         colors = tuple(s[3] for s in STRUCTURES)
-        extra = {"label_values": [s[0] for s in STRUCTURES]}
+        groups = [int(g) for g in TISSUE_OF_STRUCTURE]  # one Gaussian per tissue, shared by its structures
+        extra = {
+            "label_values": [s[0] for s in STRUCTURES],
+            "postprocess": {"em_refine": {**REFINEMENT, "class_groups": groups}},
+        }
     return ModelConfig(
         architecture=arch,
         spatial_dims=2,

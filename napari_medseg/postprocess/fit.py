@@ -32,6 +32,8 @@ class PostprocessFit:
             region is each prediction's own foreground).
         override: the network's confidence above which its class replaces the
             mixture's, or None.
+        keep_background: the mixture works only where the network found tissue.
+        groups: (K,) int tissue group of each class, or None (see :func:`fit_mixture`).
     """
 
     mask: np.ndarray | None
@@ -39,6 +41,8 @@ class PostprocessFit:
     details: dict[str, Any]
     em: bool = False
     override: float | None = None
+    keep_background: bool = False
+    groups: np.ndarray | None = None
 
     def apply(self, image: np.ndarray, probabilities: np.ndarray, region: tuple[slice, ...] | None = None) -> np.ndarray:
         """Post-processed (K, *S) probabilities for the block ``region`` of the model grid
@@ -48,9 +52,9 @@ class PostprocessFit:
             return probabilities
         mask = np.ones(image.shape, bool) if self.mask is None else self.mask[region or ...]
         if self.em:
-            if self.mask is None:
-                mask = np.argmax(probabilities, axis=0) > 0
-            out = apply_mixture(self.mixture, image, probabilities, mask)
+            if self.mask is None or self.keep_background:
+                mask = mask & (np.argmax(probabilities, axis=0) > 0)
+            out = apply_mixture(self.mixture, image, probabilities, mask, self.groups)
             if self.override is not None and self.mixture is not None:
                 out = network_override(out, probabilities, mask, self.override)
             return out
@@ -93,15 +97,25 @@ def fit_postprocess(
         mask = largest_component(foreground_mask(probabilities))
     step = settings.mixture
     mixture = None
-    if step is not None:
-        region = mask if mask is not None else foreground_mask(probabilities)
-        mixture = fit_mixture(image, probabilities, region, iterations=step.iterations, prior_weight=step.prior_weight)
-        if mixture is not None:
-            details["mixture"] = {"means": np.round(mixture.means, 4).tolist(), "prior_weight": mixture.prior_weight}
-        if step.network_override is not None:
-            details["network_override"] = step.network_override
-    override = None if step is None else step.network_override
-    return PostprocessFit(mask=mask, mixture=mixture, details=details, em=step is not None, override=override)
+    if step is None:
+        return PostprocessFit(mask=mask, mixture=None, details=details)
+    groups = None if step.class_groups is None else np.asarray(step.class_groups, dtype=np.int64)
+    region = foreground_mask(probabilities) if mask is None or step.keep_background else mask
+    if mask is not None and step.keep_background:
+        region &= mask
+    mixture = fit_mixture(
+        image, probabilities, region, iterations=step.iterations, prior_weight=step.prior_weight, groups=groups
+    )
+    if mixture is not None:
+        details["mixture"] = {"means": np.round(mixture.means, 4).tolist(), "prior_weight": mixture.prior_weight}
+        if step.keep_background:
+            details["mixture"]["region"] = "where the network found tissue"
+    if step.network_override is not None:
+        details["network_override"] = step.network_override
+    return PostprocessFit(
+        mask=mask, mixture=mixture, details=details, em=True, override=step.network_override,
+        keep_background=step.keep_background, groups=groups,
+    )  # fmt: skip
 
 
 def postprocess(

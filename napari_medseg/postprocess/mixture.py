@@ -9,6 +9,12 @@ with mixing proportions pi_k fitted too (w = 0 is a plain Gaussian mixture). The
 decides where the brain is and roughly which tissue; the scan's own intensities sharpen
 the tissue boundaries.
 
+A model with more classes than tissues (the brain structures) gives each class a tissue
+group (``groups``): the mixture has one Gaussian per group, its prior the network's
+probabilities summed per group, and each group's posterior is shared among its classes
+in the network's proportions, so the intensities move the boundaries between tissues and
+the network alone decides between the structures of one tissue.
+
 Step 3, ``network_override`` (fine-tuned versions, see
 :mod:`napari_medseg.postprocess.finetuned`): where the network is confident and disagrees
 with the mixture, its own class wins.
@@ -63,6 +69,7 @@ def fit_mixture(
     prior_weight: float = 1.0,
     min_prior: float = 1e-3,
     max_voxels: int = 250_000,
+    groups: np.ndarray | None = None,
 ) -> TissueMixture | None:
     """Fit the per-scan tissue mixture inside ``mask`` by EM (None if the mask is empty).
 
@@ -75,13 +82,16 @@ def fit_mixture(
         max_voxels: EM runs on every n-th voxel of the mask (raster order) so that at
             most this many take part; nine parameters need no more, and a brain has
             millions of voxels.
+        groups: (K,) int tissue group of each class (0 for the background, groups
+            1..G), or None: each class is its own group.
     """
-    k = probabilities.shape[0]
-    if not mask.any() or k < 2:
+    if not mask.any() or probabilities.shape[0] < 2:
         return None
     index = every_nth_index(mask, max_voxels)
     values = image.reshape(-1)[index].astype(np.float64)
-    prior = probabilities.reshape(k, -1)[1:, index].astype(np.float64)
+    grouped = group_sums(probabilities.reshape(probabilities.shape[0], -1)[:, index], groups)
+    k = grouped.shape[0]
+    prior = grouped[1:].astype(np.float64)
     prior = np.maximum(prior / np.maximum(prior.sum(axis=0, keepdims=True), 1e-12), min_prior)
 
     # Start from intensity quantiles placed in the order of the network's class means, so
@@ -124,18 +134,43 @@ def every_nth_index(mask: np.ndarray, max_voxels: int, slab: int = 16) -> np.nda
     return np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
 
 
+def group_sums(probabilities: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """(G + 1, N) probabilities summed per group from (K, N) ``probabilities`` and (K,)
+    ``groups`` (see :func:`fit_mixture`); ``probabilities`` itself when ``groups`` is None."""
+    if groups is None:
+        return probabilities
+    members = np.arange(int(groups.max()) + 1)[:, None] == groups[None, :]
+    return members.astype(probabilities.dtype) @ probabilities
+
+
 def apply_mixture(
-    mixture: TissueMixture | None, image: np.ndarray, probabilities: np.ndarray, mask: np.ndarray
+    mixture: TissueMixture | None,
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    mask: np.ndarray,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Post-processed probabilities: inside ``mask`` the mixture's tissue posteriors
     (background 0), outside it background 1. Shapes as :func:`em_refine`; works on any
-    sub-block of the volume (``image`` (*S), ``probabilities`` (K, *S), ``mask`` (*S))."""
+    sub-block of the volume (``image`` (*S), ``probabilities`` (K, *S), ``mask`` (*S)).
+    With ``groups`` (:func:`fit_mixture`), each group's posterior is split among its
+    classes in the network's proportions (equally where the network gives the group 0)."""
     out = np.zeros(probabilities.shape, dtype=np.float32)
     out[0] = 1.0
     if mixture is None or not mask.any():
         return out
     out[0, mask] = 0.0
-    out[1:, mask] = mixture.posterior(image[mask], probabilities[1:, mask])
+    inside = probabilities[:, mask]
+    grouped = group_sums(inside, groups)
+    posterior = mixture.posterior(image[mask], grouped[1:])
+    if groups is None:
+        out[1:, mask] = posterior
+        return out
+    tissue = groups[1:]
+    group_total = grouped[tissue]
+    sizes = np.bincount(groups)[tissue][:, None]
+    share = np.where(group_total > 1e-12, inside[1:] / np.maximum(group_total, 1e-12), 1.0 / sizes)
+    out[1:, mask] = posterior[tissue - 1] * share
     return out
 
 
@@ -166,6 +201,7 @@ def em_refine(
     iterations: int = 12,
     prior_weight: float = 1.0,
     min_prior: float = 1e-3,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`fit_mixture` then :func:`apply_mixture` on the whole grid (arguments as there).
 
@@ -174,6 +210,6 @@ def em_refine(
         outside it all probability goes to background.
     """
     mixture = fit_mixture(
-        image, probabilities, mask, iterations=iterations, prior_weight=prior_weight, min_prior=min_prior
+        image, probabilities, mask, iterations=iterations, prior_weight=prior_weight, min_prior=min_prior, groups=groups
     )
-    return apply_mixture(mixture, image, probabilities, mask)
+    return apply_mixture(mixture, image, probabilities, mask, groups)

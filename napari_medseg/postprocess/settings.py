@@ -4,7 +4,8 @@ The bundle stores them as JSON::
 
     {"brain_mask": {"closing_voxels": 3, "opening_mm": 5.0, "atlas_margin_mm": 10.0},
      "largest_component": false,
-     "em_refine": {"iterations": 12, "prior_weight": 1.0, "network_override": 0.9}}
+     "em_refine": {"iterations": 12, "prior_weight": 1.0, "network_override": 0.9,
+                   "keep_background": true, "class_groups": [0, 1, 2, 3]}}
 
 Every key is optional; an absent or empty entry switches its step off. Unknown keys and
 values of the wrong type or out of range are refused with the value named, when the
@@ -91,27 +92,57 @@ class MixtureSettings:
         prior_weight: exponent w of the network's probabilities as a prior (0: none).
         network_override: the network's confidence above which its class replaces the
             mixture's (fine-tuned versions), or None.
+        keep_background: the voxels the network labels background stay background; the
+            mixture only re-decides between the tissues where the network found tissue.
+            False: every voxel of the brain mask gets a tissue.
+        class_groups: the tissue group of each class (0 for the background only, then
+            1..G), or None: one Gaussian per class (see :mod:`..mixture`).
     """
 
     iterations: int = 12
     prior_weight: float = 1.0
     network_override: float | None = None
+    keep_background: bool = False
+    class_groups: tuple[int, ...] | None = None
 
     @classmethod
     def from_dict(cls, raw: Any) -> MixtureSettings:
-        raw = _entry("em_refine", raw, ("iterations", "prior_weight", "network_override"))
+        keys = ("iterations", "prior_weight", "network_override", "keep_background", "class_groups")
+        raw = _entry("em_refine", raw, keys)
         override = raw.get("network_override")
+        keep = raw.get("keep_background", False)
+        if not isinstance(keep, bool):
+            raise ValueError(f"postprocess em_refine.keep_background {keep!r} must be true or false")
+        groups = raw.get("class_groups")
         return cls(
             iterations=_number("em_refine.iterations", raw.get("iterations", 12), 1, 1000, integer=True),
             prior_weight=_number("em_refine.prior_weight", raw.get("prior_weight", 1.0), 0, 10),
             network_override=None if override is None else _number("em_refine.network_override", override, 0, 1),
+            keep_background=keep,
+            class_groups=None if groups is None else _class_groups(groups),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"iterations": self.iterations, "prior_weight": self.prior_weight}
         if self.network_override is not None:
             out["network_override"] = self.network_override
+        if self.keep_background:
+            out["keep_background"] = True
+        if self.class_groups is not None:
+            out["class_groups"] = list(self.class_groups)
         return out
+
+
+def _class_groups(raw: Any) -> tuple[int, ...]:
+    where = f"postprocess em_refine.class_groups {raw!r}"
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(g, int) and not isinstance(g, bool) for g in raw):
+        raise ValueError(f"{where} must be a list of whole numbers")
+    groups = tuple(raw)
+    if len(groups) < 2 or groups[0] != 0 or 0 in groups[1:]:
+        raise ValueError(f"{where} must start with 0 (the background) and give every other class a group >= 1")
+    if set(groups[1:]) != set(range(1, max(groups) + 1)):
+        raise ValueError(f"{where} must use the groups 1..{max(groups)} each at least once")
+    return groups
 
 
 @dataclass(frozen=True)
@@ -136,7 +167,14 @@ class PostprocessSettings:
             ValueError: the bundle's entry is malformed (the bad key or value is named).
         """
         extra = getattr(config, "extra", None) or {}
-        return cls.from_dict(extra.get("postprocess") or {}) if enabled else cls()
+        settings = cls.from_dict(extra.get("postprocess") or {}) if enabled else cls()
+        groups = settings.mixture.class_groups if settings.mixture is not None else None
+        names = getattr(config, "class_names", None)
+        if groups is not None and names is not None and len(groups) != len(names):
+            raise ValueError(
+                f"postprocess em_refine.class_groups has {len(groups)} entries for {len(names)} classes {list(names)}"
+            )
+        return settings
 
     @classmethod
     def from_dict(cls, raw: Any) -> PostprocessSettings:
@@ -173,11 +211,13 @@ class PostprocessSettings:
     @property
     def sample_dependent(self) -> bool:
         """Whether the post-processing treats Monte Carlo samples differently: a mixture
-        that uses the network as a prior or lets it override, or one without a fixed mask."""
+        that uses the network as a prior or lets it override, or whose region is each
+        sample's own foreground (no fixed mask, or ``keep_background``)."""
         mixture = self.mixture
         if mixture is None:
             return False
-        return mixture.prior_weight > 0 or mixture.network_override is not None or not self.fixed_mask
+        own_region = mixture.keep_background or not self.fixed_mask
+        return mixture.prior_weight > 0 or mixture.network_override is not None or own_region
 
     def with_override(self, threshold: float) -> PostprocessSettings:
         """A copy whose mixture lets the network override it above ``threshold``."""

@@ -191,3 +191,58 @@ def test_fill_holes_by_labelling_is_scipys():
     for shape in [(9, 14, 11), (20, 7, 16), (1, 12, 12)]:
         mask = ndimage.binary_opening(rng.random(shape) > 0.45)
         np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+def test_grouped_mixture_moves_tissue_boundaries_and_leaves_structures_to_the_network():
+    rng = np.random.default_rng(1)
+    tissue = rng.integers(1, 3, size=(16, 16, 16))  # 1 dark, 2 bright
+    image = np.where(tissue == 1, 0.3, 0.8).astype(np.float32) + rng.normal(0, 0.04, tissue.shape).astype(np.float32)
+    left = np.arange(16)[None, None, :] < 8  # the dark tissue's two structures: left and right
+    probabilities = np.full((4, 16, 16, 16), 0.02, np.float32)
+    probabilities[1] = np.where((tissue == 1) & left, 0.5, 0.15)  # class 1: dark, left
+    probabilities[2] = np.where((tissue == 1) & ~left, 0.5, 0.15)  # class 2: dark, right
+    probabilities[3] = 0.3  # class 3: bright; the network cannot tell bright from dark
+    probabilities /= probabilities.sum(axis=0, keepdims=True)
+    groups = np.array([0, 1, 1, 2])
+    refined = em_refine(image, probabilities, np.ones(tissue.shape, bool), groups=groups)
+    np.testing.assert_allclose(refined.sum(axis=0), 1.0, atol=1e-5)
+    labels = refined.argmax(axis=0)
+    assert ((labels == 3) == (tissue == 2)).mean() > 0.99  # the intensities decide the tissue
+    dark = tissue == 1
+    assert (labels[dark & left] == 1).all() and (labels[dark & ~left] == 2).all()  # the network the side
+    shared = refined[2] > 1e-6  # within a group, the network's proportions
+    np.testing.assert_allclose(refined[1][shared] / refined[2][shared], (probabilities[1] / probabilities[2])[shared], rtol=1e-4)
+
+
+def test_grouped_mixture_splits_a_group_equally_where_the_network_gives_it_nothing():
+    from napari_medseg.postprocess.mixture import TissueMixture, apply_mixture
+
+    mixture = TissueMixture(np.array([0.2, 0.8]), np.array([0.01, 0.01]), np.array([0.5, 0.5]), 0.0, 1e-3)
+    probabilities = np.zeros((4, 1, 1, 2), np.float32)
+    probabilities[3] = 1.0  # all on the bright group's only class
+    image = np.array([[[0.2, 0.8]]], np.float32)  # the first voxel is dark
+    out = apply_mixture(mixture, image, probabilities, np.ones((1, 1, 2), bool), np.array([0, 1, 1, 2]))
+    np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-6)
+    assert out[1, 0, 0, 0] == pytest.approx(out[2, 0, 0, 0]) and out[1, 0, 0, 0] > 0.49
+    assert out[3, 0, 0, 1] > 0.99
+
+
+def test_keep_background_leaves_the_networks_background_inside_the_brain_mask():
+    from napari_medseg.postprocess import PostprocessSettings
+    from napari_medseg.postprocess.fit import postprocess
+    from napari_medseg.types import Geometry
+
+    rng = np.random.default_rng(2)
+    image = rng.choice([0.3, 0.8], size=(12, 12, 12)).astype(np.float32)
+    probabilities = np.zeros((4, 12, 12, 12), np.float32)
+    probabilities[1:3] = 0.5  # tissue 1 or 2, the network cannot tell which ...
+    probabilities[:, :, :, :3] = [[[[0.9]]], [[[0.05]]], [[[0.05]]], [[[0.0]]]]  # ... background on one side
+    brain = np.ones(image.shape, bool)  # a locator mask that covers everything
+    geometry = Geometry(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    for keep, background in ((True, 12 * 12 * 3), (False, 0)):
+        settings = PostprocessSettings.from_dict({"em_refine": {"prior_weight": 1.0, "keep_background": keep}})
+        labels = postprocess(image, probabilities, settings, geometry=geometry, brain=brain).argmax(axis=0)
+        assert (labels == 0).sum() == background
+        bright, tissue = image[:, :, 3:] > 0.5, labels[:, :, 3:]
+        assert len(np.unique(tissue[bright])) == len(np.unique(tissue[~bright])) == 1  # the intensities decide
+        assert tissue[bright][0] != tissue[~bright][0] and tissue.min() > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from napari_medseg.postprocess import BrainMaskSettings, MixtureSettings, PostprocessSettings
@@ -40,6 +42,11 @@ def test_defaults_are_filled_and_the_stored_form_round_trips():
         ({"brain_mask": [3]}, r"brain_mask \[3\] must be a mapping"),
         ({"largest_component": "yes"}, r"largest_component 'yes' must be true or false"),
         ({"em": {}}, r"settings has unknown keys \['em'\]"),
+        ({"em_refine": {"keep_background": 1}}, r"em_refine.keep_background 1 must be true or false"),
+        ({"em_refine": {"class_groups": [0, 1, 1.5]}}, r"class_groups \[0, 1, 1.5\] must be a list of whole numbers"),
+        ({"em_refine": {"class_groups": [1, 1, 2]}}, r"must start with 0 \(the background\)"),
+        ({"em_refine": {"class_groups": [0, 1, 0]}}, r"every other class a group >= 1"),
+        ({"em_refine": {"class_groups": [0, 1, 3]}}, r"must use the groups 1..3 each at least once"),
         ("keep", r"settings 'keep' must be a mapping"),
     ],
 )
@@ -48,12 +55,26 @@ def test_bad_values_are_refused_by_name(raw, message):
         PostprocessSettings.from_dict(raw)
 
 
+def test_tissue_groups_and_keep_background_round_trip_and_groups_must_cover_every_class():
+    raw = {"em_refine": {"prior_weight": 1.0, "keep_background": True, "class_groups": [0, 2, 1, 2]}}
+    settings = PostprocessSettings.from_dict(raw)
+    assert settings.mixture.keep_background and settings.mixture.class_groups == (0, 2, 1, 2)
+    assert PostprocessSettings.from_dict(settings.to_dict()) == settings
+    assert settings.to_dict()["em_refine"] == {"iterations": 12, **raw["em_refine"]}
+    assert PostprocessSettings.from_config(tiny_config(postprocess=raw)) == settings  # 4 classes
+    three_classes = SimpleNamespace(extra={"postprocess": raw}, class_names=("background", "a", "b"))
+    with pytest.raises(ValueError, match=r"class_groups has 4 entries for 3 classes"):
+        PostprocessSettings.from_config(three_classes)
+
+
 def test_samples_are_treated_alike_only_with_a_fixed_mask_and_a_prior_free_mixture():
     fixed = {"largest_component": True, "em_refine": {"prior_weight": 0.0}}
     assert not PostprocessSettings.from_dict(fixed).sample_dependent
     assert not PostprocessSettings.from_dict({"brain_mask": {"closing_voxels": 2}}).sample_dependent
     assert PostprocessSettings.from_dict({"em_refine": {"prior_weight": 0.0}}).sample_dependent  # own foreground
     assert PostprocessSettings.from_dict({**fixed, "em_refine": {"prior_weight": 0.5}}).sample_dependent
+    own_tissue = {"prior_weight": 0.0, "keep_background": True}  # each sample's foreground is its region
+    assert PostprocessSettings.from_dict({**fixed, "em_refine": own_tissue}).sample_dependent
     overridden = PostprocessSettings.from_dict(fixed).with_override(0.9)
     assert overridden.sample_dependent and overridden.mixture.network_override == 0.9
     assert overridden.without_mixture() == PostprocessSettings(largest_component=True)
