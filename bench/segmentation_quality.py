@@ -17,6 +17,9 @@ Reports, as JSON:
 - full-head MPRAGE (``shared/data/full-head-mprage``, a sagittal DICOM series with face
   and neck): GM and WM volumes (adult-plausible: GM 450–850 mL, WM 350–700 mL) and the
   share of GM+WM in its largest connected piece (target ≥ 97%).
+
+A bundle that offers a refinement on request (``medseg segment --refine``) is also scored
+with it (keys ending ``_refined``).
 """
 
 from __future__ import annotations
@@ -81,45 +84,75 @@ def tissue_labels(labels: np.ndarray, class_names: tuple[str, ...]) -> np.ndarra
 
 
 def evaluate_model(name: str, read_volume, load_model, segment) -> dict:
+    """Every scan with the model's default (post-processing on), its network alone
+    (``_network_only``) and, when the bundle offers one, its refinement (``_refined``)."""
+    from napari_medseg.postprocess import PostprocessSettings
+
     model = load_model(name, device="cpu")
     result: dict = {"model": name, "architecture": model.config.architecture}
-    names = tuple(model.config.class_names)
-    t1 = read_volume(SHARED / "dev-subject" / "t1.nii.gz")
-    reference = read_volume(SHARED / "dev-subject" / "tissue_labels.nii.gz").array
-    for post in (True, False):
-        start = time.perf_counter()
-        seg = segment(t1, model, device="cpu", postprocessing=post)
-        key = "dev_subject" if post else "dev_subject_network_only"
-        result[key] = {"dice": dice_table(tissue_labels(seg.labels, names), reference), "seconds": round(time.perf_counter() - start, 1)}
-        if post:
-            result[key].update(structure_volumes(seg.labels, model.config, t1.geometry.voxel_volume_ml()))
+    variants = {"": {}, "_network_only": {"postprocessing": False}}
+    if PostprocessSettings.refinement_offered(model.config):
+        variants["_refined"] = {"refine": True}
+    scans = {
+        "dev_subject": (read_volume(SHARED / "dev-subject" / "t1.nii.gz"), dev_scores(read_volume, model.config)),
+        "full_head_template": (read_volume(SHARED / "full-head-template" / "t1.nii.gz"), template_scores(read_volume)),
+        "full_head_mprage": (read_volume(SHARED / "full-head-mprage"), mprage_scores(model.config)),
+    }
+    for scan, (volume, score) in scans.items():
+        for suffix, options in variants.items():
+            if scan == "full_head_mprage" and suffix == "_network_only":
+                continue
+            start = time.perf_counter()
+            seg = segment(volume, model, device="cpu", **options)
+            result[scan + suffix] = {**score(seg, volume), "seconds": round(time.perf_counter() - start, 1)}
+    return result
 
+
+def dev_scores(read_volume, config):
+    """Scores on the dev subject: tissue Dice against FAST, structure volumes."""
+    reference = read_volume(SHARED / "dev-subject" / "tissue_labels.nii.gz").array
+    names = tuple(config.class_names)
+
+    def score(seg, volume) -> dict:
+        dice = dice_table(tissue_labels(seg.labels, names), reference)
+        return {"dice": dice, **structure_volumes(seg.labels, config, volume.geometry.voxel_volume_ml())}
+
+    return score
+
+
+def template_scores(read_volume):
+    """Scores on the MNI head: the share of tissue more than 3 mm outside the brain mask."""
     template = read_volume(SHARED / "full-head-template" / "t1.nii.gz")
     brain = read_volume(SHARED / "full-head-template" / "brainmask.nii.gz").array > 0
     outside_mm = ndimage.distance_transform_edt(~brain, sampling=template.spacing)
-    for post in (True, False):
-        seg = segment(template, model, device="cpu", postprocessing=post)
+
+    def score(seg, volume) -> dict:
         tissue = seg.labels > 0
-        key = "full_head_template" if post else "full_head_template_network_only"
-        result[key] = {
+        return {
             "tissue_outside_3mm_fraction": round(float((tissue & (outside_mm > 3)).sum() / max(tissue.sum(), 1)), 4),
-            "tissue_ml": round(float(tissue.sum() * template.geometry.voxel_volume_ml()), 1),
+            "tissue_ml": round(float(tissue.sum() * volume.geometry.voxel_volume_ml()), 1),
         }
 
-    mprage = read_volume(SHARED / "full-head-mprage")
-    seg = segment(mprage, model, device="cpu")
-    voxel_ml = mprage.geometry.voxel_volume_ml()
-    labels = tissue_labels(seg.labels, names)
-    gm_wm = (labels == 2) | (labels == 3)
-    components, count = ndimage.label(gm_wm, structure=np.ones((3, 3, 3)))
-    largest = np.bincount(components.ravel())[1:].max() if count else 0
-    result["full_head_mprage"] = {
-        "volume_ml": {name: round(float((labels == k).sum() * voxel_ml), 1) for k, name in enumerate(CLASSES, 1)},
-        "gm_wm_largest_component_fraction": round(float(largest / max(gm_wm.sum(), 1)), 4),
-        "seconds": round(seg.timings["total"], 1),
-        **structure_volumes(seg.labels, model.config, voxel_ml),
-    }
-    return result
+    return score
+
+
+def mprage_scores(config):
+    """Scores on the MPRAGE head: tissue and structure volumes, GM+WM in one piece."""
+    names = tuple(config.class_names)
+
+    def score(seg, volume) -> dict:
+        voxel_ml = volume.geometry.voxel_volume_ml()
+        labels = tissue_labels(seg.labels, names)
+        gm_wm = (labels == 2) | (labels == 3)
+        components, count = ndimage.label(gm_wm, structure=np.ones((3, 3, 3)))
+        largest = np.bincount(components.ravel())[1:].max() if count else 0
+        return {
+            "volume_ml": {name: round(float((labels == k).sum() * voxel_ml), 1) for k, name in enumerate(CLASSES, 1)},
+            "gm_wm_largest_component_fraction": round(float(largest / max(gm_wm.sum(), 1)), 4),
+            **structure_volumes(seg.labels, config, voxel_ml),
+        }
+
+    return score
 
 
 def structure_volumes(labels: np.ndarray, config, voxel_ml: float) -> dict:

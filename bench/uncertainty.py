@@ -13,7 +13,8 @@ to the finest decoder level as a cheaper variant):
   probabilities), inside the reference brain mask dilated by 3 voxels; computed from rank
   statistics (Mann-Whitney U, ties averaged). Target >= 0.85. Samples go through the
   bundle's post-processing (what users see; labels = ``segment``'s); the same figures for
-  the network's own samples are under ``network_only``.
+  the network's own samples are under ``network_only``. ``--refine``: the post-processing
+  includes the bundles' refinement kept on request (``medseg segment --refine``).
 - ``ece``: expected calibration error of the mean probabilities in the same mask, 15
   equal-width bins of the max-probability confidence.
 - the OOD score and the seconds taken.
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--refine", action="store_true",
+                        help="post-process with the bundles' refinement kept on request (medseg segment --refine)")
     args = parser.parse_args()
 
     from napari_medseg.models import list_bundles
@@ -112,7 +115,8 @@ def main() -> None:
     for model in (unet, transunet):
         segment(crop, model, device=args.device, postprocessing=False)
 
-    report: dict = {"volume": list(t1.shape), "mask_voxels": int(mask.sum()), "samples": args.samples, "samplers": {}}
+    report: dict = {"volume": list(t1.shape), "mask_voxels": int(mask.sum()), "samples": args.samples,
+                    "refine": args.refine, "samplers": {}}  # fmt: skip
     start = time.perf_counter()
     plain = segment(t1, unet, device=args.device, postprocessing=False)
     plain_seconds = time.perf_counter() - start
@@ -125,7 +129,7 @@ def main() -> None:
     }
 
     start = time.perf_counter()
-    plain_post = segment(t1, unet, device=args.device)
+    plain_post = segment(t1, unet, device=args.device, refine=args.refine)
     plain_post_seconds = time.perf_counter() - start
     wrong = plain_post.labels[mask] != reference[mask]
     report["plain_unet_postprocessed"] = {
@@ -134,7 +138,7 @@ def main() -> None:
     }
 
     def run(name: str, postprocessing: bool):
-        options = {"device": args.device, "postprocessing": postprocessing}
+        options = {"device": args.device, "postprocessing": postprocessing, "refine": args.refine}
         if name == "ensemble":
             return estimate_uncertainty(t1, [unet, transunet], method="ensemble", **options)
         if name == "mc-dropout-fine":

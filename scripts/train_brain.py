@@ -46,6 +46,7 @@ from napari_medseg.inference.device import training_autocast_dtype
 from napari_medseg.models import build_model, save_bundle
 from napari_medseg.training.augment import FOREGROUND_FRACTION, NORMALIZE_PERCENTILE
 from napari_medseg.training.label_maps import (
+    INTENSITY_GROUP_OF_STRUCTURE,
     STRUCTURES,
     TISSUE_COLORS,
     TISSUE_NAMES,
@@ -86,10 +87,11 @@ LOCATOR_USE = {"bundle": "brain-locator", "threshold": 0.5, "margin_mm": 3.0}
 #: Air (mm) the 2.5D networks see around each slice's foreground at inference: their
 #: training slabs show the head with air around it, a cropped scan does not.
 SLICE_MARGIN_MM = 32.0
-#: The per-scan refinement of a tissue or structure bundle: a Gaussian per tissue fitted to
-#: the scan's intensities with the network's probabilities as the prior (weight 1), only
-#: where the network found tissue (the network alone decides the brain's extent).
-REFINEMENT = {"iterations": 12, "prior_weight": 1.0, "keep_background": True}
+#: The per-scan refinement a tissue or structure bundle offers on request (``--refine``): a
+#: Gaussian per tissue fitted to the scan's intensities with the network's probabilities as
+#: the prior (weight 1), only where the network found tissue. Off by default: the network
+#: decides the labels, so that Grad-CAM, the uncertainty maps and fine-tuning describe them.
+REFINEMENT = {"iterations": 12, "prior_weight": 1.0, "keep_background": True, "on_request": True}
 NORMALIZATION = {"method": "foreground-percentile", "foreground_fraction": FOREGROUND_FRACTION, "percentile": NORMALIZE_PERCENTILE}
 
 logger = logging.getLogger("train_brain")
@@ -198,7 +200,7 @@ def model_config(task: str, arch: str) -> ModelConfig:
     else:
         names = tuple(s[1] for s in STRUCTURES)
         colors = tuple(s[3] for s in STRUCTURES)
-        groups = [int(g) for g in TISSUE_OF_STRUCTURE]  # one Gaussian per tissue, shared by its structures
+        groups = [int(g) for g in INTENSITY_GROUP_OF_STRUCTURE]  # structures of like intensity share a Gaussian
         extra = {
             "label_values": [s[0] for s in STRUCTURES],
             "postprocess": {"em_refine": {**REFINEMENT, "class_groups": groups}},

@@ -54,6 +54,19 @@ def test_segment_writes_outputs_with_input_geometry(oblique_scan, bundle, tmp_pa
     assert str(out / "scan_seg.nii.gz") in capsys.readouterr().out
 
 
+def test_refine_runs_the_refinement_the_bundle_keeps_on_request_and_the_report_records_it(oblique_scan, tmp_path):
+    refinement = {"prior_weight": 1.0, "keep_background": True, "on_request": True}
+    bundle = tiny_bundle(tmp_path / "models", postprocess={"em_refine": refinement})
+    reports = {}
+    for extra in ([], ["--refine"]):
+        out = tmp_path / ("refined" if extra else "default")
+        assert main(["segment", str(oblique_scan), "-o", str(out), "--model", str(bundle), "--device", "cpu", *extra]) == 0
+        reports[bool(extra)] = json.loads((out / "scan_report.json").read_text())["postprocess"]
+    assert "em_refine" not in reports[False]
+    assert reports[True]["em_refine"] == {"iterations": 12, **refinement}
+    assert "mixture" in reports[True]["applied"]
+
+
 def test_segment_dicom_folder_stem(pydicom_files, bundle, tmp_path):
     out = tmp_path / "dicom-out"
     folder = pydicom_files / "dicomdirtests" / "98892001" / "CT5N"

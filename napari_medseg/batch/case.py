@@ -65,7 +65,7 @@ def _run_case(case: Case, out: Path, plan: CohortPlan, model: Any, ensemble: Seq
     outputs = run_segmentation(
         volume, model, case_dir, case.stem,
         device=str(next(model.parameters()).device), precision=plan.precision, batch_size=plan.batch_size,
-        postprocessing=plan.postprocessing, uncertainty=plan.uncertainty, samples=plan.samples,
+        postprocessing=plan.postprocessing, refine=plan.refine, uncertainty=plan.uncertainty, samples=plan.samples,
         ensemble=ensemble, gradcam=plan.gradcam, gradcam_method=plan.gradcam_method,
         dicom_seg=wants_dicom_seg(plan.dicom_seg, volume, case.path), figure=plan.figure,
         overwrite=True,  # this case has no manifest: whatever is there is half-written or stale

@@ -35,6 +35,7 @@ class CohortPlan:
     precision: str = "auto"
     batch_size: int | None = None
     postprocessing: bool = True
+    refine: bool = False
     uncertainty: str = "none"
     samples: int = 10
     ensemble: tuple[str, ...] = ()
@@ -53,8 +54,9 @@ class CohortPlan:
         values = asdict(self)
         for key in ("model", "model_path", "weights_sha256", "device"):
             values.pop(key)
-        if not self.figure:
-            values.pop("figure")  # cohorts finished before figures existed stay finished
+        for option in ("figure", "refine"):
+            if not values[option]:
+                values.pop(option)  # cohorts finished before the option existed stay finished
         values["ensemble"] = [_bundle_digest(path) for path in self.ensemble]
         return values
 

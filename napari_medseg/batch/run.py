@@ -42,6 +42,7 @@ def run_cohort(
     precision: str = "auto",
     batch_size: int | None = None,
     postprocessing: bool = True,
+    refine: bool = False,
     uncertainty: str = "none",
     samples: int = 10,
     ensemble: Sequence[str] = (),
@@ -68,7 +69,7 @@ def run_cohort(
             :mod:`napari_medseg.batch.inputs`).
         out: the cohort folder (created; locked while the run goes on).
         client: a ``distributed.Client`` to use as it is; None: one is started from ``cluster``.
-        model, device, precision, batch_size, postprocessing, uncertainty, samples, ensemble,
+        model, device, precision, batch_size, postprocessing, refine, uncertainty, samples, ensemble,
             gradcam, gradcam_method, dicom_seg, figure: as for ``medseg segment`` (each
             case's summary figure is linked from its row of the QC page).
         overwrite: redo cases finished with another model, other options or changed inputs
@@ -105,7 +106,7 @@ def run_cohort(
     out = Path(out)
     cases = _cases(inputs, out)
     plan = make_plan(model, device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
-                     uncertainty=uncertainty, samples=samples, ensemble=ensemble, gradcam=gradcam,
+                     refine=refine, uncertainty=uncertainty, samples=samples, ensemble=ensemble, gradcam=gradcam,
                      gradcam_method=gradcam_method, dicom_seg=dicom_seg, figure=figure)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out / COHORT_LOCK, what=f"cohort folder {out}"):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .segment import DEFAULT_MODEL
+from .segment import DEFAULT_MODEL, REFINE_HELP
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +39,7 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     group.add_argument("--batch", type=int, default=None, help="slices (2D) or windows (3D) per forward pass")
     group.add_argument("--no-postprocess", action="store_true", help="skip the bundle's post-processing")
+    group.add_argument("--refine", action="store_true", help=REFINE_HELP)
     group.add_argument("--uncertainty", default="none", choices=["none", "mc-dropout", "tta", "ensemble"])
     group.add_argument("--samples", type=int, default=10, help="samples for mc-dropout and tta (default 10)")
     group.add_argument("--ensemble", nargs="+", default=[], metavar="MODEL",
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     line = None if args.quiet else ProgressLine()
     table = run_cohort(
         args.inputs, args.output, model=args.model, device=args.device, precision=args.precision,
-        batch_size=args.batch, postprocessing=not args.no_postprocess, uncertainty=args.uncertainty,
+        batch_size=args.batch, postprocessing=not args.no_postprocess, refine=args.refine, uncertainty=args.uncertainty,
         samples=args.samples, ensemble=args.ensemble, gradcam=args.gradcam, gradcam_method=args.gradcam_method,
         dicom_seg=args.dicom_seg, figure=args.figure, overwrite=args.overwrite, retries=args.retries, cluster=cluster, progress=line,
     )  # fmt: skip

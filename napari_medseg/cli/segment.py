@@ -8,6 +8,11 @@ from pathlib import Path
 
 from ..resources import DEFAULT_MODEL
 
+REFINE_HELP = (
+    "also refine the tissue boundaries with the scan's own intensities (the bundle's per-scan mixture with the "
+    "network as its prior, kept on request; the shipped brain bundles have one); the report records it"
+)
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,6 +31,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=None, help="slices (2D) or windows (3D) per forward pass")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a DICOM folder")
     parser.add_argument("--no-postprocess", action="store_true", help="skip the bundle's post-processing (labels and uncertainty maps are then the network's own)")
+    parser.add_argument("--refine", action="store_true", help=REFINE_HELP)
     parser.add_argument("--uncertainty", default="none", choices=["none", "mc-dropout", "tta", "ensemble"],
                         help="also write entropy (total), aleatoric and epistemic maps (nats); an nnU-Net folder's "
                         "ensemble is its folds and its tta its mirroring, a MONAI bundle's tta flips its roi")  # fmt: skip
@@ -82,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         batch_size=args.batch,
         postprocessing=not args.no_postprocess,
+        refine=args.refine,
         uncertainty=args.uncertainty,
         samples=args.samples,
         ensemble=ensemble,

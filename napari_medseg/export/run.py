@@ -32,6 +32,7 @@ def run_segmentation(
     precision: str = "auto",
     batch_size: int | None = None,
     postprocessing: bool = True,
+    refine: bool = False,
     uncertainty: str = "none",
     samples: int = 10,
     ensemble: Sequence[Any] = (),
@@ -61,6 +62,8 @@ def run_segmentation(
     moved in at the end, the report last; a failure or Ctrl-C leaves the folder as it was.
 
     Args:
+        postprocessing, refine: as :func:`~napari_medseg.inference.segment` (the uncertainty
+            maps get the same post-processing as the labels).
         ensemble: further models for ``uncertainty="ensemble"`` (with ``model``).
         overwrite: replace earlier results of ``stem`` in ``output_dir``; without it any
             of them refuses the run before the segmentation starts.
@@ -86,7 +89,7 @@ def run_segmentation(
     extra: dict[str, Any] = {}  # what the report adds: OOD, uncertainty and Grad-CAM summaries
     budget = probability_budget(volume) if memory_budget is None else memory_budget
     options = dict(device=device, precision=precision, batch_size=batch_size, postprocessing=postprocessing,
-                   progress=progress, should_stop=should_stop)  # fmt: skip
+                   refine=refine, progress=progress, should_stop=should_stop)  # fmt: skip
     with ResultSet(output_dir, output_family(stem), overwrite=overwrite) as results:
         result = segment(
             volume, model, **options, inspect=ood_inspector(model, volume, lambda ood: extra.update(ood=ood.as_dict())),

@@ -54,6 +54,7 @@ def segment(
     precision: str = "auto",
     batch_size: int | None = None,
     postprocessing: bool = True,
+    refine: bool = False,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
     inspect: Callable[[np.ndarray, Any, np.ndarray | None], None] | None = None,
@@ -61,6 +62,12 @@ def segment(
     allocate_model: Callable[[tuple[int, ...]], np.ndarray] | None = None,
 ) -> Segmentation:
     """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
+
+    ``postprocessing``: the bundle's post-processing (``config.extra["postprocess"]``); the
+    model's brain locator runs either way. ``refine``: also the steps the bundle keeps on
+    request (the shipped brain bundles: a per-scan intensity mixture with the network as
+    its prior, which sharpens tissue boundaries; see :mod:`napari_medseg.postprocess.mixture`).
+    The record (:attr:`Segmentation.postprocess`) says what ran.
 
     ``inspect(probabilities, prepared, brain)``, if given, sees the network's (K, z, y, x)
     probabilities on the model grid before post-processing and the locator's brain mask (or
@@ -103,7 +110,7 @@ def segment(
         inspect(probabilities, prepared, brain)
         release_heap()  # what the score freed, before the post-processing's arrays come
     mark = time.perf_counter()
-    record = _postprocess(model, prepared, probabilities, postprocessing, brain, found)
+    record = _postprocess(model, prepared, probabilities, (postprocessing, refine), brain, found)
     del brain  # applied
     timings["postprocess"] = time.perf_counter() - mark
     prepared.drop_image()  # not needed to map back: its memory goes before the input grid's arrays come
@@ -129,13 +136,17 @@ def segment(
 
 
 def _postprocess(
-    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, enabled: bool, brain, found
+    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, wanted: tuple[bool, bool], brain, found
 ) -> dict[str, Any]:
     """The brain the model's locator found (``brain`` mask and ``found`` details, or None; always
-    applied: it is part of the model) and the bundle's post-processing (when ``enabled``),
-    applied in place to the (K, z, y, x) model-grid ``probabilities``; returns the record
-    of both for :attr:`Segmentation.postprocess`."""
-    settings = PostprocessSettings.from_config(model.config, enabled)
+    applied: it is part of the model) and the bundle's post-processing (``wanted``: whether
+    at all, and whether with its steps kept on request), applied in place to the
+    (K, z, y, x) model-grid ``probabilities``; returns the record of both for
+    :attr:`Segmentation.postprocess`."""
+    enabled, refine = wanted
+    settings = PostprocessSettings.from_config(model.config, enabled, refine=refine)
+    if refine and enabled and not PostprocessSettings.refinement_offered(model.config):
+        logger.warning("refine: %s has no refinement on request; its own post-processing ran", model.config.architecture)
     record = settings.to_dict()
     details: dict[str, Any] = {}
     if found is not None:

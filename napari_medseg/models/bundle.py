@@ -189,7 +189,7 @@ def read_config(folder: str | os.PathLike, label: str | os.PathLike | None = Non
 
     try:
         config = ModelConfig.from_dict(data)
-        PostprocessSettings.from_config(config)  # refused here, not halfway through a segmentation
+        PostprocessSettings.offered(config)  # refused here, not halfway through a segmentation
     except ValueError as err:
         raise BundleError(label or folder, f"{CONFIG_FILE}: {err}") from None
     return config

@@ -1,16 +1,17 @@
 """The post-processing a fine-tuned version carries in its bundle.
 
-The shipped brain models label tissue inside the brain with a per-scan intensity mixture
-that ignores the network (``em_refine.prior_weight`` 0): their networks alone are weaker
-than the scan's own intensities on unseen scanners. A version fine-tuned with distillation
-toward the parent's *segmentation* has learned those labels on the annotated scans, plus
-the corrections; ignoring it would throw the corrections away. Such a version therefore
-lets its network override the mixture where it is confident and disagrees
-(``em_refine.network_override`` = :data:`FINETUNED_OVERRIDE`, see
+A bundle may label tissue with a per-scan intensity mixture (``em_refine``): the shipped
+brain models refine their network's labels with one, the network as its prior (weight 1);
+earlier models used one that ignored the network (weight 0). A version fine-tuned with
+distillation toward the parent's *segmentation* has learned those labels on the annotated
+scans, plus the corrections; the scan's intensities must not outvote them near the
+strokes. Such a version therefore lets its network override the mixture where it is
+confident and disagrees (``em_refine.network_override`` = :data:`FINETUNED_OVERRIDE`, see
 :func:`napari_medseg.postprocess.mixture.network_override`).
 
-Measured with ``bench/correction_loop.py`` (dev subject, simulated strokes on about 0.2%
-of the brain, 200 steps per round): see the README's correction-loop table. One round on
+Measured with ``bench/correction_loop.py`` on the earlier, prior-free models (dev subject,
+simulated strokes on about 0.2% of the brain, 200 steps per round); the README's
+correction-loop section has the shipped models' figures. One round on
 the same strokes, mean tissue Dice of the labels users get (parent 0.893): the network as
 the mixture's prior (weight 1) 0.906 with the U-Net but 0.829 with the TransUNet, whose
 fine-tuned network was a worse prior than none; overriding where the network is
@@ -47,7 +48,7 @@ def finetuned_config(config: ModelConfig, *, anchored: bool, steps: int) -> Mode
         ``config`` itself, or a copy whose intensity mixture is overridden where the
         network is more confident than :data:`FINETUNED_OVERRIDE`.
     """
-    settings = PostprocessSettings.from_config(config)
+    settings = PostprocessSettings.offered(config)
     mixture = settings.mixture
     if not anchored or steps < MIN_STEPS_FOR_OVERRIDE or mixture is None or mixture.network_override is not None:
         return config
@@ -62,7 +63,7 @@ def with_postprocess(config: ModelConfig, settings: PostprocessSettings) -> Mode
 
 
 def _mixture(config: ModelConfig) -> MixtureSettings | None:
-    return PostprocessSettings.from_config(config).mixture
+    return PostprocessSettings.offered(config).mixture
 
 
 def network_override_of(config: ModelConfig) -> float | None:
@@ -75,7 +76,7 @@ def mixture_note(parent: ModelConfig, version: ModelConfig, *, anchored: bool, s
     """One sentence for the user on how the version's tissue labels relate to its network,
     or None when there is nothing to say (no mixture, or the same as the parent's)."""
     mixture = _mixture(version)
-    if mixture is None:
+    if mixture is None or mixture.on_request:  # labels without the mixture unless the user refines
         return None
     before, after = network_override_of(parent), network_override_of(version)
     if after is not None and before is None:

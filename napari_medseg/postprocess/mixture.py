@@ -111,7 +111,10 @@ def fit_mixture(
         means = (responsibilities @ values) / weights
         variances = (responsibilities * (values[None] - means[:, None]) ** 2).sum(axis=1) / weights
         variances = np.maximum(variances, 1e-4 * max(values.var(), 1e-12))
-        mixture = TissueMixture(means, variances, weights / weights.sum(), prior_weight, min_prior)
+        # With the network as the prior, it already says how likely each class is here: a
+        # fitted global proportion would count class frequency twice and erase small classes.
+        mixing = weights / weights.sum() if prior_weight == 0 else np.full(weights.shape, 1.0 / weights.size)
+        mixture = TissueMixture(means, variances, mixing, prior_weight, min_prior)
         responsibilities = mixture.posterior(values, prior)
     if mixture is not None:
         logger.info("EM tissue means %s, sd %s", np.round(mixture.means, 3), np.round(np.sqrt(mixture.variances), 3))

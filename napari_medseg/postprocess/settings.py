@@ -97,6 +97,8 @@ class MixtureSettings:
             False: every voxel of the brain mask gets a tissue.
         class_groups: the tissue group of each class (0 for the background only, then
             1..G), or None: one Gaussian per class (see :mod:`..mixture`).
+        on_request: the step runs only when the user asks for it (``refine``: ``medseg
+            segment --refine``, the panel's "Refine" box); otherwise always.
     """
 
     iterations: int = 12
@@ -104,15 +106,14 @@ class MixtureSettings:
     network_override: float | None = None
     keep_background: bool = False
     class_groups: tuple[int, ...] | None = None
+    on_request: bool = False
 
     @classmethod
     def from_dict(cls, raw: Any) -> MixtureSettings:
-        keys = ("iterations", "prior_weight", "network_override", "keep_background", "class_groups")
+        keys = ("iterations", "prior_weight", "network_override", "keep_background", "class_groups", "on_request")
         raw = _entry("em_refine", raw, keys)
         override = raw.get("network_override")
-        keep = raw.get("keep_background", False)
-        if not isinstance(keep, bool):
-            raise ValueError(f"postprocess em_refine.keep_background {keep!r} must be true or false")
+        keep, on_request = (_flag(f"em_refine.{key}", raw.get(key, False)) for key in ("keep_background", "on_request"))
         groups = raw.get("class_groups")
         return cls(
             iterations=_number("em_refine.iterations", raw.get("iterations", 12), 1, 1000, integer=True),
@@ -120,6 +121,7 @@ class MixtureSettings:
             network_override=None if override is None else _number("em_refine.network_override", override, 0, 1),
             keep_background=keep,
             class_groups=None if groups is None else _class_groups(groups),
+            on_request=on_request,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +132,15 @@ class MixtureSettings:
             out["keep_background"] = True
         if self.class_groups is not None:
             out["class_groups"] = list(self.class_groups)
+        if self.on_request:
+            out["on_request"] = True
         return out
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"postprocess {where} {value!r} must be true or false")
+    return value
 
 
 def _class_groups(raw: Any) -> tuple[int, ...]:
@@ -160,14 +170,27 @@ class PostprocessSettings:
     mixture: MixtureSettings | None = None
 
     @classmethod
-    def from_config(cls, config: Any, enabled: bool = True) -> PostprocessSettings:
-        """The settings of a model configuration (none when not ``enabled``).
+    def from_config(cls, config: Any, enabled: bool = True, refine: bool = False) -> PostprocessSettings:
+        """The settings of a model configuration (none when not ``enabled``); a mixture
+        kept ``on_request`` only with ``refine``.
+
+        Raises:
+            ValueError: the bundle's entry is malformed (the bad key or value is named).
+        """
+        settings = cls.offered(config) if enabled else cls()
+        if settings.mixture is not None and settings.mixture.on_request and not refine:
+            return replace(settings, mixture=None)
+        return settings
+
+    @classmethod
+    def offered(cls, config: Any) -> PostprocessSettings:
+        """Every step of ``config``'s post-processing, those kept on request included.
 
         Raises:
             ValueError: the bundle's entry is malformed (the bad key or value is named).
         """
         extra = getattr(config, "extra", None) or {}
-        settings = cls.from_dict(extra.get("postprocess") or {}) if enabled else cls()
+        settings = cls.from_dict(extra.get("postprocess") or {})
         groups = settings.mixture.class_groups if settings.mixture is not None else None
         names = getattr(config, "class_names", None)
         if groups is not None and names is not None and len(groups) != len(names):
@@ -175,6 +198,12 @@ class PostprocessSettings:
                 f"postprocess em_refine.class_groups has {len(groups)} entries for {len(names)} classes {list(names)}"
             )
         return settings
+
+    @classmethod
+    def refinement_offered(cls, config: Any) -> bool:
+        """Whether ``config`` has a per-scan refinement that runs on request (``refine``)."""
+        mixture = cls.offered(config).mixture
+        return mixture is not None and mixture.on_request
 
     @classmethod
     def from_dict(cls, raw: Any) -> PostprocessSettings:

@@ -83,7 +83,7 @@ def grown_config(
         start = max(values) + 1
         data["extra"] = {**data["extra"], "label_values": [*values, *range(start, start + len(names))]}
     grown = ModelConfig.from_dict(data)
-    settings = PostprocessSettings.from_config(config)
+    settings = PostprocessSettings.offered(config)
     if settings.mixture is not None:
         # One Gaussian per class cannot tell a new structure from the tissue it is made of
         # (the lateral ventricles are CSF): the mixture labelled half a brain "ventricle".

@@ -77,6 +77,24 @@ TISSUE_COLORS = ("#00000000", "#3c8cf0ff", "#f0a03cff", "#f0f0c8ff")
 TISSUE_OF_STRUCTURE = np.array([s[2] for s in STRUCTURES], dtype=np.uint8)
 BRAIN_OF_STRUCTURE = (TISSUE_OF_STRUCTURE > 0).astype(np.uint8)
 
+#: Which structures share one Gaussian in a per-scan intensity mixture (the post-processing's
+#: ``class_groups``), by FreeSurfer id: 1 CSF-like (ventricles, CSF), 2 grey-matter-like
+#: (cortices, caudate, hippocampus, amygdala, accumbens), 3 white-matter-like (cerebral and
+#: cerebellar white matter, brain stem, ventral DC), then thalamus, putamen and pallidum
+#: each their own, since on T1 their intensities lie between grey and white matter. The
+#: structures within a group are told apart by the network alone.
+_INTENSITY_GROUPS = {
+    1: (4, 5, 14, 15, 24, 43, 44),
+    2: (3, 8, 11, 17, 18, 26, 42, 47, 50, 53, 54, 58),
+    3: (2, 7, 16, 28, 41, 46, 60),
+    4: (10, 49),
+    5: (12, 51),
+    6: (13, 52),
+}
+INTENSITY_GROUP_OF_STRUCTURE = np.array(
+    [next((g for g, ids in _INTENSITY_GROUPS.items() if s[0] in ids), 0) for s in STRUCTURES], dtype=np.uint8
+)
+
 #: Labels that lie inside the brain but are not segmented (white-matter lesions 25/57,
 #: vessels 30/62, fifth ventricle 72, and small periventricular labels 136/137/163/164):
 #: their target is the nearest segmented structure. Any other unknown id is background.

@@ -136,6 +136,7 @@ def estimate_uncertainty(
     seed: int = 0,
     sampler_options: Mapping[str, Any] | None = None,
     postprocessing: bool = True,
+    refine: bool = False,
     progress: ProgressCallback = None,
     should_stop: StopCheck = None,
 ) -> UncertaintyResult:
@@ -154,10 +155,13 @@ def estimate_uncertainty(
         postprocessing: pass every sample through the bundle's post-processing (brain
             mask and per-scan tissue mixture, decided once per scan as
             :func:`~napari_medseg.inference.segment` does), so that the maps describe the
-            labels the user gets. With a prior-free mixture (the shipped bundles) every
-            sample gets the same tissue posterior inside the brain: the epistemic part is
-            then zero there, and total = aleatoric = the intensity model's entropy. False:
-            the network's own samples.
+            labels the user gets. A mixture with the network as its prior (the shipped
+            bundles) refines each sample with its own prior, so the samples keep their
+            spread; with a prior-free mixture every sample would get the same tissue
+            posterior inside the brain (epistemic part zero there, total = aleatoric =
+            the intensity model's entropy). False: the network's own samples.
+        refine: with ``postprocessing``, also the bundle's per-scan refinement kept on
+            request (the shipped brain bundles' intensity mixture), as ``segment``'s ``refine``.
         progress: called with (done, total) batches.
         should_stop: checked before every batch.
 
@@ -189,7 +193,7 @@ def estimate_uncertainty(
     prepared = prepare_for_model(volume, config)
     timings["preprocess"] = time.perf_counter() - start
 
-    settings = PostprocessSettings.from_config(config, postprocessing)
+    settings = PostprocessSettings.from_config(config, postprocessing, refine=refine)
     run = dict(device=torch_device, amp=amp, batch_size=batch_size, progress=progress, should_stop=should_stop)
     mean, mean_entropy, ood, postprocessed, located = _moments(volume, sampler, prepared, settings, timings, **run)
     mark = time.perf_counter()

@@ -21,6 +21,8 @@ class Session:
         viewer: the napari viewer.
         model: the loaded model (a bundle with ``.config``), or None.
         device: "auto", "cpu", "cuda" or "mps".
+        refine: segmentations and their uncertainty maps also run the bundle's refinement
+            kept on request (the Segment section's box; see ``segment``'s ``refine``).
         segmentations: image layer name -> latest :class:`~napari_medseg.inference.Segmentation`.
         reports: image layer name -> extra report sections (uncertainty, OOD, Grad-CAM).
     """
@@ -28,6 +30,7 @@ class Session:
     viewer: Any
     model: Any = None
     device: str = "auto"
+    refine: bool = False
     segmentations: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, dict] = field(default_factory=dict)
     _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=dict)

@@ -22,3 +22,9 @@ def test_named_members_are_kept_and_a_model_without_partners_is_refused(bundle):
     assert named.ensemble == (str(bundle),)
     with pytest.raises(ValueError, match="no shipped bundle predicts the classes of brain-locator"):
         make_plan("brain-locator", uncertainty="ensemble")  # no other shipped bundle finds "brain"
+
+
+def test_refining_is_an_option_that_changes_the_results_and_is_recorded_only_when_on():
+    plain, refined = make_plan("brain-tissue-unet"), make_plan("brain-tissue-unet", refine=True)
+    assert "refine" not in plain.options()  # cohorts finished before the option stay finished
+    assert refined.options()["refine"] is True and refined.options() != plain.options()

@@ -227,3 +227,26 @@ def test_a_structure_bundle_shows_asymmetry_and_exports_its_label_values(make_na
     np.testing.assert_array_equal(segmentation, np.array([0, 17, 53, 24])[viewer.layers["t1 segmentation"].data])
     exported_corrections = read_volume(next(p for p in written if "correction" in p.name)).array
     np.testing.assert_array_equal(exported_corrections, corrections.data)  # strokes keep the k+1 convention
+
+
+def test_the_refine_box_follows_the_model_and_reaches_the_labels(make_napari_viewer, qtbot, shared_data, home):
+    refinement = {"em_refine": {"prior_weight": 1.0, "keep_background": True, "on_request": True}}
+    offering = tiny_bundle(home / "models", name="tiny-refined", postprocess=refinement)
+    plain = tiny_bundle(home / "models", name="tiny-plain")
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(shared_data / "dev-subject" / "t1.nii.gz"), plugin="napari-medseg")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-medseg", "Segmentation panel")
+    box = panel.segment_section.refine_check
+    panel.model_section.select_path(plain)
+    assert not box.isEnabled()
+    panel.model_section.select_path(offering)
+    assert box.isEnabled() and not box.isChecked() and not panel.session.refine
+    box.setChecked(True)
+    assert panel.session.refine
+    panel.session.device = "cpu"
+    assert panel.segment_section.run() is not None
+    _wait_for_job(qtbot, panel)
+    record = panel.session.segmentations[image.name].postprocess
+    assert record["em_refine"]["on_request"] and "mixture" in record["applied"]
+    panel.model_section.select_path(plain)  # a model without a refinement unticks the box
+    assert not box.isEnabled() and not box.isChecked() and not panel.session.refine

@@ -67,6 +67,19 @@ def test_tissue_groups_and_keep_background_round_trip_and_groups_must_cover_ever
         PostprocessSettings.from_config(three_classes)
 
 
+def test_a_refinement_on_request_runs_only_when_asked_for():
+    raw = {"largest_component": True, "em_refine": {"prior_weight": 1.0, "on_request": True}}
+    config = tiny_config(postprocess=raw)
+    assert PostprocessSettings.from_config(config) == PostprocessSettings(largest_component=True)
+    refined = PostprocessSettings.from_config(config, refine=True)
+    assert refined.mixture.on_request and refined == PostprocessSettings.offered(config)
+    assert not PostprocessSettings.from_config(config, enabled=False, refine=True)
+    assert PostprocessSettings.refinement_offered(config)
+    assert not PostprocessSettings.refinement_offered(tiny_config(postprocess={"em_refine": {"prior_weight": 1.0}}))
+    with pytest.raises(ValueError, match=r"em_refine.on_request 'yes' must be true or false"):
+        PostprocessSettings.from_dict({"em_refine": {"on_request": "yes"}})
+
+
 def test_samples_are_treated_alike_only_with_a_fixed_mask_and_a_prior_free_mixture():
     fixed = {"largest_component": True, "em_refine": {"prior_weight": 0.0}}
     assert not PostprocessSettings.from_dict(fixed).sample_dependent

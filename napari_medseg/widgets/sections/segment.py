@@ -17,15 +17,37 @@ class SegmentSection(QGroupBox):
             "mixture). A bundle's brain locator is part of the model and runs either way."
         )
         self.postprocess_check.setChecked(True)
+        self.refine_check = QCheckBox("Refine with the scan's intensities")
+        self.refine_check.setToolTip(
+            "The bundle's per-scan refinement, kept on request: a Gaussian per tissue fitted to this scan, the "
+            "network's probabilities as the prior, sharpens tissue boundaries where the network found tissue (the "
+            "model card has its figures). The uncertainty maps then describe the refined labels and flag their "
+            "errors less well. Off: the network decides the labels."
+        )
+        self.refine_check.toggled.connect(self._on_refine_toggled)
+        panel.session.on_model_changed(self._on_model_changed)
+        self._on_model_changed(panel.session.model)
         self.probability_check = QCheckBox("Add probability layers")
         layout = QVBoxLayout(self)
         layout.addWidget(self.postprocess_check)
+        layout.addWidget(self.refine_check)
         layout.addWidget(self.probability_check)
         layout.addWidget(self.run_button)
         self.run_button.clicked.connect(self._on_run_clicked)
 
     def _on_run_clicked(self) -> None:
         self.run()
+
+    def _on_refine_toggled(self, checked: bool) -> None:
+        self.panel.session.refine = bool(checked)
+
+    def _on_model_changed(self, model) -> None:
+        from ...postprocess import PostprocessSettings
+
+        offered = model is not None and hasattr(model, "config") and PostprocessSettings.refinement_offered(model.config)
+        self.refine_check.setEnabled(offered)
+        if not offered:
+            self.refine_check.setChecked(False)
 
     def run(self):
         """Start segmenting the selected image; returns the worker (None if not possible)."""
@@ -53,6 +75,7 @@ class SegmentSection(QGroupBox):
             model=model,
             device=panel.session.device,
             postprocessing=self.postprocess_check.isChecked(),
+            refine=panel.session.refine,
         )
 
     def _on_segmented(self, image, outcome) -> None:
@@ -75,7 +98,7 @@ class SegmentSection(QGroupBox):
         panel.on_segmentation(image.name, table)
 
 
-def _segment_job(volume, model, device, postprocessing, progress=None, should_stop=None):
+def _segment_job(volume, model, device, postprocessing, refine=False, progress=None, should_stop=None):
     """Runs on a worker thread; must not touch Qt. The volume table and the OOD decision
     (on the network's own prediction) are computed here too, so the GUI thread only draws.
     Returns (segmentation, volume table, OOD result)."""
@@ -86,6 +109,6 @@ def _segment_job(volume, model, device, postprocessing, progress=None, should_st
 
     warm_imports(("pandas",))  # napari's first Labels layer needs it: import here, not on the GUI thread
     found = {}
-    result = segment(volume, model, device=device, postprocessing=postprocessing, progress=progress,
+    result = segment(volume, model, device=device, postprocessing=postprocessing, refine=refine, progress=progress,
                      should_stop=should_stop, inspect=ood_inspector(model, volume, lambda ood: found.update(ood=ood)))  # fmt: skip
     return result, quantify_table(result.labels, volume.geometry, list(result.class_names)), found["ood"]

@@ -23,9 +23,8 @@ class UncertaintySection(QGroupBox):
         self.postprocess_check = QCheckBox("Of the post-processed labels")
         self.postprocess_check.setChecked(True)
         self.postprocess_check.setToolTip(
-            "Checked: every sample goes through the model's post-processing, so the maps describe the labels "
-            "shown (for the shipped models the tissue comes from the scan's intensities, and the epistemic part "
-            "inside the brain is zero). Unchecked: the network's own samples."
+            "Checked: every sample goes through the model's post-processing (with the refinement when the Segment "
+            "section's box asks for it), so the maps describe the labels shown. Unchecked: the network's own samples."
         )
         self.run_button = QPushButton("Estimate uncertainty")
         self.ood_label = QLabel("")
@@ -70,6 +69,7 @@ class UncertaintySection(QGroupBox):
             samples=self.samples_spin.value(),
             device=panel.session.device,
             postprocessing=self.postprocess_check.isChecked(),
+            refine=panel.session.refine,
         )
 
     def _on_estimated(self, image, result) -> None:
@@ -116,10 +116,12 @@ def ensemble_partners(model, limit: int = 3) -> list:
     return partners
 
 
-def _uncertainty_job(volume, models, method, samples, device, postprocessing=True, progress=None, should_stop=None):
+def _uncertainty_job(volume, models, method, samples, device, postprocessing=True, refine=False, progress=None,
+                     should_stop=None):  # fmt: skip
     """Runs on a worker thread; must not touch Qt."""
     from ...uncertainty import estimate_uncertainty
 
     target = models if method == "ensemble" else models[0]
     return estimate_uncertainty(volume, target, method=method, samples=samples, device=device,
-                                postprocessing=postprocessing, progress=progress, should_stop=should_stop)  # fmt: skip
+                                postprocessing=postprocessing, refine=refine, progress=progress,
+                                should_stop=should_stop)  # fmt: skip
