@@ -58,12 +58,11 @@ def run_segmentation(
     (:func:`~napari_medseg.export.figure.write_case_summary`; needs matplotlib).
 
     The files are written as a set (:class:`~napari_medseg.export.result_set.ResultSet`): the
-    output folder is locked for the run, everything is written into a staging folder and
-    moved in at the end, the report last; a failure or Ctrl-C leaves the folder as it was.
+    folder is locked for the run, written into a staging folder and moved in at the end, the
+    report last; a failure or Ctrl-C leaves it as it was.
 
     Args:
-        postprocessing, refine: as :func:`~napari_medseg.inference.segment` (the uncertainty
-            maps get the same post-processing as the labels).
+        postprocessing, refine: as :func:`~napari_medseg.inference.segment`, maps included.
         ensemble: further models for ``uncertainty="ensemble"`` (with ``model``).
         overwrite: replace earlier results of ``stem`` in ``output_dir``; without it any
             of them refuses the run before the segmentation starts.
@@ -72,9 +71,7 @@ def run_segmentation(
             memory; a larger one goes to a temporary file in the output folder's staging
             folder (a ``numpy.memmap``, removed with it) and is used and written from
             there. Default: :func:`probability_budget` of the input.
-
-    Returns:
-        Output name ("seg", "prob", "entropy", ..., "gradcam_<class>", "report") -> path.
+    Returns output name ("seg", "prob", "entropy", ..., "gradcam_<class>", "report") -> path.
 
     Raises:
         ResultsExistError: earlier results of ``stem`` exist and ``overwrite`` is False.

@@ -63,12 +63,8 @@ def segment(
 ) -> Segmentation:
     """Segment ``volume`` with a model carrying ``.config`` (see :mod:`napari_medseg.models`).
 
-    ``postprocessing``: the bundle's post-processing (``config.extra["postprocess"]``); the
-    model's brain locator runs either way. ``refine``: also the steps the bundle keeps on
-    request (the shipped brain bundles: a per-scan intensity mixture with the network as
-    its prior, which sharpens tissue boundaries; see :mod:`napari_medseg.postprocess.mixture`).
-    The record (:attr:`Segmentation.postprocess`) says what ran.
-
+    ``postprocessing``: the bundle's (the brain locator runs either way); ``refine``: also its
+    steps kept on request (:mod:`napari_medseg.postprocess.mixture`), recorded in ``.postprocess``.
     ``inspect(probabilities, prepared, brain)``, if given, sees the network's (K, z, y, x)
     probabilities on the model grid before post-processing and the locator's brain mask (or
     None), for the OOD assessment; it must not keep them: post-processing rewrites them in place.
@@ -77,13 +73,10 @@ def segment(
     e.g. a ``numpy.memmap`` on a new file when they would not fit in memory), and
     ``allocate_model(shape)`` one for the (K, z, y, x) model-grid probabilities.
 
-    Memory beyond the input: the model-grid image (until the post-processing is done) and
-    the (K, ...) float32 model-grid probabilities (or ``allocate_model``'s array), the
-    post-processing's working arrays, one class at a time while mapping back, the (z, y, x)
-    uint8 labels and ``allocate``'s array; freed heap goes back between stages (``release_heap``).
-
-    Raises:
-        Cancelled: ``should_stop()`` returned True between batches.
+    Memory beyond the input: the model-grid image (until post-processed), the (K, ...) float32
+    model-grid probabilities (or ``allocate_model``'s array), the post-processing's working
+    arrays, one class at a time while mapping back, the uint8 labels and ``allocate``'s array.
+    Raises ``Cancelled`` when ``should_stop()`` returns True between batches.
     """
     config = model.config
     torch_device = select_device(device)

@@ -5,9 +5,11 @@ Gaussian per tissue class is fitted to this scan's intensities by expectation-ma
 
     r_k(x) ∝ pi_k · prior_k(x)^w · N(I(x); mu_k, sigma_k^2)
 
-with mixing proportions pi_k fitted too (w = 0 is a plain Gaussian mixture). The network
-decides where the brain is and roughly which tissue; the scan's own intensities sharpen
-the tissue boundaries.
+with mixing proportions pi_k fitted too when there is no network prior (w = 0, a plain
+Gaussian mixture) and equal otherwise: the network already says how likely each class is
+at x, and a fitted global proportion would count class frequency twice and shrink small
+classes. The network decides where the brain is and roughly which tissue; the scan's own
+intensities sharpen the tissue boundaries.
 
 A model with more classes than tissues (the brain structures) gives each class a tissue
 group (``groups``): the mixture has one Gaussian per group, its prior the network's
@@ -111,8 +113,6 @@ def fit_mixture(
         means = (responsibilities @ values) / weights
         variances = (responsibilities * (values[None] - means[:, None]) ** 2).sum(axis=1) / weights
         variances = np.maximum(variances, 1e-4 * max(values.var(), 1e-12))
-        # With the network as the prior, it already says how likely each class is here: a
-        # fitted global proportion would count class frequency twice and erase small classes.
         mixing = weights / weights.sum() if prior_weight == 0 else np.full(weights.shape, 1.0 / weights.size)
         mixture = TissueMixture(means, variances, mixing, prior_weight, min_prior)
         responsibilities = mixture.posterior(values, prior)

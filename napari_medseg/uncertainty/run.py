@@ -152,16 +152,12 @@ def estimate_uncertainty(
         batch_size: slices (2D) or windows (3D) per network batch.
         seed: seeds dropout masks and augmentations (same seed, same maps).
         sampler_options: further sampler arguments (see :func:`make_sampler`).
-        postprocessing: pass every sample through the bundle's post-processing (brain
-            mask and per-scan tissue mixture, decided once per scan as
-            :func:`~napari_medseg.inference.segment` does), so that the maps describe the
-            labels the user gets. A mixture with the network as its prior (the shipped
-            bundles) refines each sample with its own prior, so the samples keep their
-            spread; with a prior-free mixture every sample would get the same tissue
-            posterior inside the brain (epistemic part zero there, total = aleatoric =
-            the intensity model's entropy). False: the network's own samples.
-        refine: with ``postprocessing``, also the bundle's per-scan refinement kept on
-            request (the shipped brain bundles' intensity mixture), as ``segment``'s ``refine``.
+        postprocessing: pass every sample through the bundle's post-processing (decided once
+            per scan as :func:`~napari_medseg.inference.segment` does): the maps describe the
+            labels the user gets. A mixture with the network as its prior refines each
+            sample with its own prior; a prior-free one gives every sample the same tissue
+            posterior (epistemic part zero there). False: the network's own samples.
+        refine: also the bundle's steps kept on request, as ``segment``'s ``refine``.
         progress: called with (done, total) batches.
         should_stop: checked before every batch.
 

@@ -246,3 +246,23 @@ def test_keep_background_leaves_the_networks_background_inside_the_brain_mask():
         bright, tissue = image[:, :, 3:] > 0.5, labels[:, :, 3:]
         assert len(np.unique(tissue[bright])) == len(np.unique(tissue[~bright])) == 1  # the intensities decide
         assert tissue[bright][0] != tissue[~bright][0] and tissue.min() > 0
+
+
+def test_a_network_prior_keeps_a_small_class_that_fitted_proportions_would_shrink():
+    from napari_medseg.postprocess.mixture import TissueMixture, apply_mixture, fit_mixture
+
+    rng = np.random.default_rng(4)
+    small = rng.random((24, 24, 24)) < 0.05  # a small nucleus whose intensity overlaps its neighbour's
+    image = np.where(small, 0.45, 0.3).astype(np.float32) + rng.normal(0, 0.07, small.shape).astype(np.float32)
+    probabilities = np.zeros((3, *small.shape), np.float32)
+    probabilities[1] = np.where(small, 0.15, 0.95)  # the network finds it, with some doubt
+    probabilities[2] = 1 - probabilities[1]
+    inside = np.ones(small.shape, bool)
+    mixture = fit_mixture(image, probabilities, inside, prior_weight=1.0)
+    np.testing.assert_allclose(mixture.mixing, 0.5)
+    kept = (apply_mixture(mixture, image, probabilities, inside).argmax(axis=0) == 2).sum()
+    proportions = np.array([0.95, 0.05])  # what a fitted global proportion would weigh in with
+    shrunk = TissueMixture(mixture.means, mixture.variances, proportions, 1.0, mixture.min_prior)
+    lost = (apply_mixture(shrunk, image, probabilities, inside).argmax(axis=0) == 2).sum()
+    assert abs(kept - small.sum()) < 0.25 * small.sum()  # 839 of 704 here
+    assert lost < 0.8 * small.sum()  # 523
