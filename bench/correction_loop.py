@@ -2,7 +2,7 @@
 
     python bench/correction_loop.py [--rounds 3] [--steps 200]
                                     [--guards distill:1 distill-network:1 distill-network:0.2 l2sp:0.01 none]
-                                    [--annotate-on postprocessed network] [--keep-models DIR] [--quick]
+                                    [--annotate-on postprocessed network] [--keep-models DIR] [--quick] [--refine]
 
 Data: the dev subject (``shared/data/dev-subject``: T1 and its FSL FAST reference, 0
 background, 1 CSF, 2 GM, 3 WM), which the shipped models never saw in training. Bundles
@@ -28,6 +28,10 @@ Scenario "new class", once per guard: lateral ventricles, a class the parent lac
 derived from the reference (``simulated_annotator.lateral_ventricles``). Strokes on 3 axial
 slices (the ventricles, the grey and white matter around them, other CSF), one fine-tune
 that grows the head, then the new class's Dice on all other slices.
+
+``--refine``: "with post-processing" includes the bundle's refinement kept on request, as
+``medseg segment --refine`` (the fine-tuned versions let their network override it where
+confident, :mod:`napari_medseg.postprocess.finetuned`).
 
 Prints one JSON document; progress goes to stderr.
 """
@@ -71,13 +75,14 @@ def dice_table(labels: np.ndarray, reference: np.ndarray, where: np.ndarray, cla
 
 
 DEVICE = "cpu"  # set from --device
+REFINE = False  # set from --refine
 
 
 def segment_both(volume, model) -> dict[str, np.ndarray]:
     from napari_medseg.inference import segment
 
     return {
-        "postprocessed": segment(volume, model, device=DEVICE, postprocessing=True).labels,
+        "postprocessed": segment(volume, model, device=DEVICE, postprocessing=True, refine=REFINE).labels,
         "network": segment(volume, model, device=DEVICE, postprocessing=False).labels,
     }
 
@@ -106,8 +111,9 @@ def guard_options(method: str, weight: float) -> dict:
     return options
 
 
-def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=(), tuning=None):
-    """Fine-tune ``parent`` on the strokes, save a new version, load it back."""
+def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=(), tuning=None, references=None):
+    """Fine-tune ``parent`` on the strokes (kept toward ``references``, the labels corrected,
+    when given), save a new version, load it back."""
     from napari_medseg.models import load_model
     from napari_medseg.postprocess import PostprocessSettings
     from napari_medseg.training.finetune import run_finetune
@@ -117,7 +123,7 @@ def finetune_version(parent, volume, sparse, *, steps, seed, guard, new_classes=
     start, cpu = time.perf_counter(), time.process_time()
     result = run_finetune(
         parent, [volume], [sparse], steps=steps, seed=seed, device=DEVICE, new_classes=new_classes,
-        **guard_options(*guard), **(tuning or {}),
+        references=references, **guard_options(*guard), **(tuning or {}),
     )  # fmt: skip
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     path = save_result(result, parent)
@@ -156,8 +162,10 @@ def corrections(volume, reference, parent, baseline, *, guard, annotate_on, args
         sparse, strokes = draw_strokes(current[annotate_on], reference, sparse, budget=per_round)
         free = sparse == 0
         before = {mode: dice_table(labels, reference, free) for mode, labels in current.items()}
+        # as the panel does: keep toward the labels the user corrected (refined ones with --refine)
+        kept = [current["postprocessed"]] if REFINE and guard[0] == "distill" else None
         model, record = finetune_version(model, volume, sparse, steps=args.steps, seed=args.seed + r, guard=guard,
-                                         tuning=tuning_options(args))  # fmt: skip
+                                         tuning=tuning_options(args), references=kept)  # fmt: skip
         current = segment_both(volume, model)
         history.append(current)
         after = {mode: dice_table(labels, reference, free) for mode, labels in current.items()}
@@ -265,9 +273,11 @@ def main() -> None:
                         help="new-class scenario: strokes on the new class, the tissue around it and other CSF, or on the new class alone")
     parser.add_argument("--device", default="cpu", help="where to fine-tune and segment: cpu, cuda, auto...")
     parser.add_argument("--quick", action="store_true", help="a tiny run (1 round, 3 steps) to check that it works")
+    parser.add_argument("--refine", action="store_true",
+                        help="the labels users get include the bundle's refinement kept on request (medseg segment --refine)")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = args.device
+    global DEVICE, REFINE
+    DEVICE, REFINE = args.device, args.refine
     if args.quick:
         args.rounds, args.steps, args.guards, args.annotate_on = 1, 3, args.guards[:1], args.annotate_on[:1]
     if not (SHARED / "dev-subject").is_dir():
@@ -291,6 +301,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "device": DEVICE if DEVICE == "cpu" else f"{DEVICE} ({torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})",
             "settings": {"rounds": args.rounds, "steps": args.steps, "seed": args.seed, "budget": args.budget, "quick": args.quick,
+                         "refine": args.refine,
                          **tuning_options(args)},
             "brain_voxels": int((reference > 0).sum()),
             "parent_dice": {mode: dice_table(labels, reference, np.ones(reference.shape, bool)) for mode, labels in baseline.items()},

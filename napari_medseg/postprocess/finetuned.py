@@ -1,13 +1,18 @@
 """The post-processing a fine-tuned version carries in its bundle.
 
-A bundle may label tissue with a per-scan intensity mixture (``em_refine``): the shipped
-brain models refine their network's labels with one, the network as its prior (weight 1);
-earlier models used one that ignored the network (weight 0). A version fine-tuned with
+A bundle may label tissue with a per-scan intensity mixture (``em_refine``). Earlier brain
+models used one that ignored the network (weight 0). A version fine-tuned with
 distillation toward the parent's *segmentation* has learned those labels on the annotated
-scans, plus the corrections; the scan's intensities must not outvote them near the
-strokes. Such a version therefore lets its network override the mixture where it is
-confident and disagrees (``em_refine.network_override`` = :data:`FINETUNED_OVERRIDE`, see
-:func:`napari_medseg.postprocess.mixture.network_override`).
+scans, plus the corrections; a prior-free mixture would ignore them. Such a version
+therefore lets its network override the mixture where it is confident and disagrees
+(``em_refine.network_override`` = :data:`FINETUNED_OVERRIDE`, see
+:func:`napari_medseg.postprocess.mixture.network_override`). A mixture with the network as
+its prior (the shipped bundles' refinement on request) is left as it is: the version's
+network enters its labels through the prior, and overriding as well let the network's
+confident errors replace the mixture's better boundaries (dev subject refined, two rounds
+of corrections with ``bench/correction_loop.py --refine``, kept toward the parent network's
+labels: -0.008 with the override, +0.011 without; kept toward the refined labels the
+annotator corrected, as the panel does, +0.021).
 
 Measured with ``bench/correction_loop.py`` on the earlier, prior-free models (dev subject,
 simulated strokes on about 0.2% of the brain, 200 steps per round); the README's
@@ -51,6 +56,8 @@ def finetuned_config(config: ModelConfig, *, anchored: bool, steps: int) -> Mode
     settings = PostprocessSettings.offered(config)
     mixture = settings.mixture
     if not anchored or steps < MIN_STEPS_FOR_OVERRIDE or mixture is None or mixture.network_override is not None:
+        return config
+    if mixture.prior_weight > 0:  # the version's network already enters the labels as the prior
         return config
     return with_postprocess(config, settings.with_override(FINETUNED_OVERRIDE))
 

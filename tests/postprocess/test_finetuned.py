@@ -39,6 +39,14 @@ def test_versions_without_a_mixture_keep_their_settings():
     assert finetuned_config(plain, anchored=True, steps=MIN_STEPS_FOR_OVERRIDE) is plain
 
 
+def test_a_mixture_with_the_network_as_prior_is_not_overridden():
+    """The version's network already enters such a mixture's labels as its prior; overriding
+    as well let its confident errors replace the mixture's (refined dev subject, two rounds
+    of corrections: -0.008 with the override, +0.011 without)."""
+    refined = _with_postprocess({"em_refine": {"prior_weight": 1.0, "keep_background": True, "on_request": True}})
+    assert finetuned_config(refined, anchored=True, steps=500) is refined
+
+
 def test_a_short_run_keeps_the_parents_post_processing():
     parent = _with_postprocess({"em_refine": {"iterations": 30, "prior_weight": 0.0}})
     assert finetuned_config(parent, anchored=True, steps=MIN_STEPS_FOR_OVERRIDE - 1) is parent
