@@ -139,7 +139,7 @@ def _postprocess(
     enabled, refine = wanted
     settings = PostprocessSettings.from_config(model.config, enabled, refine=refine)
     if refine and enabled and not PostprocessSettings.refinement_offered(model.config):
-        logger.warning("refine: %s has no refinement on request; its own post-processing ran", model.config.architecture)
+        logger.warning("refine: this model offers no refinement on request; only its own post-processing ran")
     record = settings.to_dict()
     details: dict[str, Any] = {}
     if found is not None:
