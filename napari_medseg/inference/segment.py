@@ -79,6 +79,7 @@ def segment(
     Raises ``Cancelled`` when ``should_stop()`` returns True between batches.
     """
     config = model.config
+    settings = PostprocessSettings.from_config(config, postprocessing, refine=refine)  # refused or warned about first
     torch_device = select_device(device)
     amp = autocast_dtype(torch_device, precision)
     if getattr(model, "segments_volumes", False):  # e.g. an nnU-Net folder: its own preprocessing and windows
@@ -103,7 +104,7 @@ def segment(
         inspect(probabilities, prepared, brain)
         release_heap()  # what the score freed, before the post-processing's arrays come
     mark = time.perf_counter()
-    record = _postprocess(model, prepared, probabilities, (postprocessing, refine), brain, found)
+    record = _postprocess(model, prepared, probabilities, settings, brain, found)
     del brain  # applied
     timings["postprocess"] = time.perf_counter() - mark
     prepared.drop_image()  # not needed to map back: its memory goes before the input grid's arrays come
@@ -118,9 +119,7 @@ def segment(
     timings["total"] = time.perf_counter() - start
     logger.info("segmented %s in %.1f s on %s", volume.shape, timings["total"], torch_device)
     return Segmentation(
-        labels=labels,
-        probabilities=restored,
-        class_names=tuple(config.class_names),
+        labels=labels, probabilities=restored, class_names=tuple(config.class_names),
         timings=timings,
         device=str(torch_device),
         precision=precision_name(amp),
@@ -129,17 +128,12 @@ def segment(
 
 
 def _postprocess(
-    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, wanted: tuple[bool, bool], brain, found
+    model: torch.nn.Module, prepared: Prepared, probabilities: np.ndarray, settings: PostprocessSettings, brain, found
 ) -> dict[str, Any]:
     """The brain the model's locator found (``brain`` mask and ``found`` details, or None; always
-    applied: it is part of the model) and the bundle's post-processing (``wanted``: whether
-    at all, and whether with its steps kept on request), applied in place to the
-    (K, z, y, x) model-grid ``probabilities``; returns the record of both for
+    applied: it is part of the model) and the post-processing ``settings`` to run, applied in
+    place to the (K, z, y, x) model-grid ``probabilities``; returns the record of both for
     :attr:`Segmentation.postprocess`."""
-    enabled, refine = wanted
-    settings = PostprocessSettings.from_config(model.config, enabled, refine=refine)
-    if refine and enabled and not PostprocessSettings.refinement_offered(model.config):
-        logger.warning("refine: this model offers no refinement on request; only its own post-processing ran")
     record = settings.to_dict()
     details: dict[str, Any] = {}
     if found is not None:

@@ -17,7 +17,7 @@ from .settings import PostprocessSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PostprocessFit", "apply_in_slabs", "fit_postprocess", "postprocess"]
+__all__ = ["PostprocessFit", "apply_in_slabs", "fit_postprocess", "mixture_region", "postprocess"]
 
 
 @dataclass
@@ -50,16 +50,15 @@ class PostprocessFit:
         block. Per voxel, so blocks can be processed one at a time."""
         if self.mask is None and not self.em:
             return probabilities
-        mask = np.ones(image.shape, bool) if self.mask is None else self.mask[region or ...]
+        fixed = None if self.mask is None else self.mask[region or ...]
         if self.em:
-            if self.mask is None or self.keep_background:
-                mask = mask & (np.argmax(probabilities, axis=0) > 0)
-            out = apply_mixture(self.mixture, image, probabilities, mask, self.groups)
+            inside = mixture_region(fixed, probabilities, self.keep_background)
+            out = apply_mixture(self.mixture, image, probabilities, inside, self.groups)
             if self.override is not None and self.mixture is not None:
-                out = network_override(out, probabilities, mask, self.override)
+                out = network_override(out, probabilities, inside, self.override)
             return out
         out = probabilities.copy()
-        _background_outside(mask, out)
+        _background_outside(fixed, out)
         return out
 
 
@@ -96,13 +95,10 @@ def fit_postprocess(
     elif settings.largest_component and mask is None:
         mask = largest_component(foreground_mask(probabilities))
     step = settings.mixture
-    mixture = None
     if step is None:
         return PostprocessFit(mask=mask, mixture=None, details=details)
     groups = None if step.class_groups is None else np.asarray(step.class_groups, dtype=np.int64)
-    region = foreground_mask(probabilities) if mask is None or step.keep_background else mask
-    if mask is not None and step.keep_background:
-        region &= mask
+    region = mixture_region(mask, probabilities, step.keep_background)
     mixture = fit_mixture(
         image, probabilities, region, iterations=step.iterations, prior_weight=step.prior_weight, groups=groups
     )
@@ -116,6 +112,16 @@ def fit_postprocess(
         mask=mask, mixture=mixture, details=details, em=True, override=step.network_override,
         keep_background=step.keep_background, groups=groups,
     )  # fmt: skip
+
+
+def mixture_region(mask: np.ndarray | None, probabilities: np.ndarray, keep_background: bool) -> np.ndarray:
+    """Where the mixture relabels (*S) bool, for (K, *S) ``probabilities`` and a fixed (*S)
+    ``mask`` or None: the mask, or the network's foreground within it when
+    ``keep_background`` or when there is no fixed mask (each prediction's own foreground)."""
+    if mask is not None and not keep_background:
+        return mask
+    found = foreground_mask(probabilities)
+    return found if mask is None else found & mask
 
 
 def postprocess(

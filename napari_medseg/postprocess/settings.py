@@ -14,12 +14,15 @@ bundle is read, not deep inside a segmentation.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = ["BrainMaskSettings", "MixtureSettings", "PostprocessSettings"]
+
+logger = logging.getLogger(__name__)
 
 
 def _number(where: str, value: Any, low: float, high: float, *, integer: bool = False) -> float:
@@ -178,9 +181,10 @@ class PostprocessSettings:
             ValueError: the bundle's entry is malformed (the bad key or value is named).
         """
         settings = cls.offered(config) if enabled else cls()
-        if settings.mixture is not None and settings.mixture.on_request and not refine:
-            return replace(settings, mixture=None)
-        return settings
+        on_request = settings.mixture is not None and settings.mixture.on_request
+        if refine and enabled and not on_request:
+            logger.warning("refine: this model offers no refinement on request; only its own post-processing runs")
+        return replace(settings, mixture=None) if on_request and not refine else settings
 
     @classmethod
     def offered(cls, config: Any) -> PostprocessSettings:
@@ -208,9 +212,7 @@ class PostprocessSettings:
     @classmethod
     def from_dict(cls, raw: Any) -> PostprocessSettings:
         raw = _entry("settings", raw, ("brain_mask", "largest_component", "em_refine"))
-        largest = raw.get("largest_component", False)
-        if not isinstance(largest, bool):
-            raise ValueError(f"postprocess largest_component {largest!r} must be true or false")
+        largest = _flag("largest_component", raw.get("largest_component", False))
         return cls(
             brain_mask=BrainMaskSettings.from_dict(raw["brain_mask"]) if raw.get("brain_mask") else None,
             largest_component=largest,
