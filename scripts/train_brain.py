@@ -18,7 +18,7 @@ Apache-2.0. Every training image is synthesised on the fly from them
 - ``tissue``: a 2.5D network (5 slices 2 mm apart) for background, CSF, grey and white
   matter at 1 mm.
 - ``structures``: the same for SynthSeg's 32 structures, written with FreeSurfer ids.
-  Started from the tissue U-Net (``--init-from``, :func:`initialise_from`): trained from
+  Started from the tissue U-Net (``--init-from``, ``scripts/initialise.py``): trained from
   scratch for 85 minutes on 2 CPU cores, the 33-class network had learnt none of the deep
   grey nuclei, the hippocampus or the amygdala (all 0 mL on the dev subject).
 
@@ -50,13 +50,13 @@ from napari_medseg.training.label_maps import (
     STRUCTURES,
     TISSUE_COLORS,
     TISSUE_NAMES,
-    TISSUE_OF_STRUCTURE,
     class_volume_ranges,
     load_label_maps,
 )
 from napari_medseg.training.label_synth import LabelSynthesizer, SynthSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from initialise import initialise_from  # noqa: E402
 from training_steps import supervised_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +78,7 @@ ARCHITECTURES = {
         "mlp_ratio": 2.0,
         "dropout": 0.1,
         "train_grid": [22, 26],
+        "residual": True,
     },
     "locator": {"features": [8, 16, 32, 64], "residual": True, "norm": "group"},
 }
@@ -316,51 +317,6 @@ def train(args: argparse.Namespace) -> Path:
     (args.out / "training_log.json").write_text(json.dumps({"loss": losses[:: max(1, len(losses) // 500)]}))
     logger.info("saved %s after %d steps in %.1f min", path, step, minutes)
     return path
-
-
-def initialise_from(model: torch.nn.Module, bundle: str) -> dict:
-    """Start ``model`` from a trained bundle of the same architecture (transfer learning).
-
-    Every tensor whose name and shape match is copied. A structure model started from a
-    tissue model also gets the tissue model's output layer, each structure's row copied
-    from its tissue's (:data:`TISSUE_OF_STRUCTURE`) with the bias lowered by the log of the
-    number of structures sharing that tissue: at step 0 the structure probabilities summed
-    per tissue equal the tissue model's, and training only has to split each tissue.
-
-    Returns what was done, for ``meta.json``.
-
-    Raises:
-        SystemExit: the bundle's architecture, settings or input differ from ``model``'s.
-    """
-    from napari_medseg.models import load_model
-
-    parent = load_model(bundle, device="cpu")
-    own, theirs = model.config, parent.config
-    if (own.architecture, own.arch_kwargs, own.in_channels) != (theirs.architecture, theirs.arch_kwargs, theirs.in_channels):
-        raise SystemExit(
-            f"--init-from {bundle}: {theirs.architecture} {theirs.arch_kwargs} with {theirs.in_channels} inputs "
-            f"does not match {own.architecture} {own.arch_kwargs} with {own.in_channels} inputs"
-        )
-    source = {k: v.float() for k, v in parent.state_dict().items()}
-    target = model.state_dict()
-    copied = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
-    mapped = []
-    if tuple(theirs.class_names) == TISSUE_NAMES and tuple(own.class_names) == tuple(s[1] for s in STRUCTURES):
-        tissue = torch.from_numpy(TISSUE_OF_STRUCTURE.astype("int64"))
-        shares = torch.bincount(tissue, minlength=len(TISSUE_NAMES)).float()
-        for name in target:
-            if name not in copied and name in source and source[name].shape[0] == len(TISSUE_NAMES):
-                rows = source[name][tissue].clone()
-                if rows.ndim == 1:  # the bias
-                    rows -= torch.log(shares[tissue])
-                if rows.shape == target[name].shape:
-                    copied[name] = rows
-                    mapped.append(name)
-    model.load_state_dict(copied, strict=False)
-    left = sorted(set(target) - set(copied))
-    logger.info("initialised %d of %d tensors from %s (output rows mapped: %s; new: %s)", len(copied), len(target), bundle, mapped, left)
-    return {"bundle": str(bundle), "id": getattr(parent, "bundle_meta", {}).get("id"),
-            "tensors_copied": len(copied), "output_rows_mapped_from_tissue": mapped, "tensors_new": left}  # fmt: skip
 
 
 def _description(task: str, arch: str) -> str:
