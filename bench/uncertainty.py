@@ -1,12 +1,13 @@
 """Do the uncertainty maps flag errors, are the probabilities calibrated, what does MC dropout cost?
 
-    python bench/uncertainty.py [--samples 10] [--samplers mc-dropout tta ensemble mc-dropout-fine]
+    python bench/uncertainty.py [--samples 10] [--samplers mc-dropout tta ensemble mc-dropout-fine] [--transunet PATH]
 
 Needs the shipped bundles ``brain-tissue-unet`` and ``brain-tissue-transunet`` and the dev
 subject (``shared/data/dev-subject``: ``t1.nii.gz`` and the FSL FAST reference
 ``tissue_labels.nii.gz``; never used in training). Reports, as JSON, for each sampler
-(MC dropout and TTA with the U-Net, the ensemble of both bundles, and MC dropout restricted
-to the finest decoder level as a cheaper variant):
+(MC dropout and TTA with the U-Net, the ensemble of both bundles, or of the U-Net and the
+bundle at ``--transunet``, and MC dropout restricted to the finest decoder level as a
+cheaper variant):
 
 - ``auroc_total`` (also aleatoric and epistemic): area under the ROC curve of the per-voxel
   uncertainty as a detector of "this voxel is misclassified" (labels = arg-max of the mean
@@ -88,27 +89,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--refine", action="store_true",
                         help="post-process with the bundles' refinement kept on request (medseg segment --refine)")
+    parser.add_argument("--transunet", help="the ensemble's second bundle, name or path (default: the shipped TransUNet)")
     args = parser.parse_args()
-
-    from napari_medseg.models import list_bundles
-
-    shipped = {info.name: info.path for info in list_bundles() if info.shipped}
-    missing = [name for name in MODELS if name not in shipped]
-    if missing:
-        sys.exit(f"shipped bundles {missing} not found in resources/models; train them first (scripts/train_brain.py)")
-    if not (SHARED / "dev-subject" / "t1.nii.gz").is_file():
-        sys.exit(f"dev subject not found under {SHARED}")
-
+    t1, reference, mask, unet, transunet = load_inputs(args)
     from napari_medseg.inference import segment
-    from napari_medseg.io import read_volume
-    from napari_medseg.models import load_model
     from napari_medseg.types import Volume
-    from napari_medseg.uncertainty import estimate_uncertainty
-
-    t1 = read_volume(SHARED / "dev-subject" / "t1.nii.gz")
-    reference = read_volume(SHARED / "dev-subject" / "tissue_labels.nii.gz").array.astype(np.int64)
-    mask = ndimage.binary_dilation(reference > 0, ndimage.generate_binary_structure(3, 1), iterations=3)
-    unet, transunet = (load_model(shipped[name], device=args.device) for name in MODELS)
 
     # warm-up (kernel selection, lazy imports) on a few slices, outside every timing
     crop = Volume(t1.array[60:72].copy(), t1.geometry)
@@ -116,59 +101,93 @@ def main() -> None:
         segment(crop, model, device=args.device, postprocessing=False)
 
     report: dict = {"volume": list(t1.shape), "mask_voxels": int(mask.sum()), "samples": args.samples,
-                    "refine": args.refine, "samplers": {}}  # fmt: skip
-    start = time.perf_counter()
-    plain = segment(t1, unet, device=args.device, postprocessing=False)
-    plain_seconds = time.perf_counter() - start
-    wrong = plain.labels[mask] != reference[mask]
-    report["plain_unet"] = {
-        "error_rate": round(float(wrong.mean()), 4),
-        "ece": round(expected_calibration_error(plain.probabilities[mask], reference[mask]), 4),
-        "auroc_entropy": round(auroc(-(plain.probabilities * np.log(np.clip(plain.probabilities, 1e-12, None))).sum(-1)[mask], wrong), 4),
-        "seconds": round(plain_seconds, 1),
-    }
-
-    start = time.perf_counter()
-    plain_post = segment(t1, unet, device=args.device, refine=args.refine)
-    plain_post_seconds = time.perf_counter() - start
-    wrong = plain_post.labels[mask] != reference[mask]
-    report["plain_unet_postprocessed"] = {
-        "error_rate": round(float(wrong.mean()), 4),
-        "seconds": round(plain_post_seconds, 1),
-    }
-
-    def run(name: str, postprocessing: bool):
-        options = {"device": args.device, "postprocessing": postprocessing, "refine": args.refine}
-        if name == "ensemble":
-            return estimate_uncertainty(t1, [unet, transunet], method="ensemble", **options)
-        if name == "mc-dropout-fine":
-            fine = {"sites": (f"decoder.levels.{len(unet.decoder.levels) - 1}",)}
-            return estimate_uncertainty(t1, unet, method="mc-dropout", samples=args.samples, sampler_options=fine, **options)
-        return estimate_uncertainty(t1, unet, method=name, samples=args.samples, **options)
-
+                    "refine": args.refine, "transunet": args.transunet or MODELS[1], "samplers": {}}  # fmt: skip
+    plain, plain_post_seconds = plain_figures(report, t1, reference, mask, unet, args)
     for name in args.samplers:
         entry = {}
         for postprocessing in (True, False):
             start = time.perf_counter()
-            result = run(name, postprocessing)
+            result = draw_samples(name, postprocessing, t1, unet, transunet, args)
             seconds = time.perf_counter() - start
             measured = quality(result, reference, mask)
             measured["seconds"] = round(seconds, 1)
-            if postprocessing:
-                entry.update(measured)
-                if name == "mc-dropout":
-                    report["cost"] = {
-                        "plain_seconds": round(plain_post_seconds, 1),
-                        "mc_seconds": round(seconds, 1),
-                        "ratio": round(seconds / plain_post_seconds, 2),
-                        "network_ratio": round(result.timings["sampling"] / plain.timings["network"], 2),
-                        "target": "<= 4",
-                    }
-            else:
+            if not postprocessing:
                 entry["network_only"] = measured
+                continue
+            entry.update(measured)
+            if name == "mc-dropout":
+                report["cost"] = {
+                    "plain_seconds": round(plain_post_seconds, 1),
+                    "mc_seconds": round(seconds, 1),
+                    "ratio": round(seconds / plain_post_seconds, 2),
+                    "network_ratio": round(result.timings["sampling"] / plain.timings["network"], 2),
+                    "target": "<= 4",
+                }
         report["samplers"][name] = entry
         print(f"{name}: {json.dumps(entry)}", file=sys.stderr, flush=True)
     print(json.dumps(report, indent=2))
+
+
+def load_inputs(args: argparse.Namespace):
+    """The dev subject's T1, its reference labels, the scored mask and the two networks."""
+    from napari_medseg.models import list_bundles
+
+    shipped = {info.name: info.path for info in list_bundles() if info.shipped}
+    needed = MODELS if args.transunet is None else MODELS[:1]
+    missing = [name for name in needed if name not in shipped]
+    if missing:
+        sys.exit(f"shipped bundles {missing} not found in resources/models; train them first (scripts/train_brain.py)")
+    if not (SHARED / "dev-subject" / "t1.nii.gz").is_file():
+        sys.exit(f"dev subject not found under {SHARED}")
+
+    from napari_medseg.io import read_volume
+    from napari_medseg.models import load_model
+
+    t1 = read_volume(SHARED / "dev-subject" / "t1.nii.gz")
+    reference = read_volume(SHARED / "dev-subject" / "tissue_labels.nii.gz").array.astype(np.int64)
+    mask = ndimage.binary_dilation(reference > 0, ndimage.generate_binary_structure(3, 1), iterations=3)
+    unet = load_model(shipped[MODELS[0]], device=args.device)
+    transunet = load_model(args.transunet or shipped[MODELS[1]], device=args.device)
+    return t1, reference, mask, unet, transunet
+
+
+def plain_figures(report: dict, t1, reference: np.ndarray, mask: np.ndarray, unet, args: argparse.Namespace):
+    """One plain U-Net pass without and with post-processing, into ``report``.
+
+    Returns the pass without post-processing and the seconds of the one with it.
+    """
+    from napari_medseg.inference import segment
+
+    start = time.perf_counter()
+    plain = segment(t1, unet, device=args.device, postprocessing=False)
+    plain_seconds = time.perf_counter() - start
+    wrong = plain.labels[mask] != reference[mask]
+    entropy = -(plain.probabilities * np.log(np.clip(plain.probabilities, 1e-12, None))).sum(-1)
+    report["plain_unet"] = {
+        "error_rate": round(float(wrong.mean()), 4),
+        "ece": round(expected_calibration_error(plain.probabilities[mask], reference[mask]), 4),
+        "auroc_entropy": round(auroc(entropy[mask], wrong), 4),
+        "seconds": round(plain_seconds, 1),
+    }
+    start = time.perf_counter()
+    plain_post = segment(t1, unet, device=args.device, refine=args.refine)
+    plain_post_seconds = time.perf_counter() - start
+    wrong = plain_post.labels[mask] != reference[mask]
+    report["plain_unet_postprocessed"] = {"error_rate": round(float(wrong.mean()), 4), "seconds": round(plain_post_seconds, 1)}
+    return plain, plain_post_seconds
+
+
+def draw_samples(name: str, postprocessing: bool, t1, unet, transunet, args: argparse.Namespace):
+    """The uncertainty estimate of sampler ``name`` on the dev subject."""
+    from napari_medseg.uncertainty import estimate_uncertainty
+
+    options = {"device": args.device, "postprocessing": postprocessing, "refine": args.refine}
+    if name == "ensemble":
+        return estimate_uncertainty(t1, [unet, transunet], method="ensemble", **options)
+    if name == "mc-dropout-fine":
+        fine = {"sites": (f"decoder.levels.{len(unet.decoder.levels) - 1}",)}
+        return estimate_uncertainty(t1, unet, method="mc-dropout", samples=args.samples, sampler_options=fine, **options)
+    return estimate_uncertainty(t1, unet, method=name, samples=args.samples, **options)
 
 
 if __name__ == "__main__":
