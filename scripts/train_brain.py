@@ -2,7 +2,8 @@
 
     python scripts/train_brain.py --task locator --out resources/models/brain-locator
     python scripts/train_brain.py --task tissue --arch unet --out resources/models/brain-tissue-unet
-    python scripts/train_brain.py --task tissue --arch transunet --out resources/models/brain-tissue-transunet
+    python scripts/train_brain.py --task tissue --arch transunet --init-from resources/models/brain-tissue-unet \
+        --steps 5000 --cycles 3 --max-minutes 86 --out resources/models/brain-tissue-transunet
     python scripts/train_brain.py --task structures --arch unet --init-from resources/models/brain-tissue-unet \
         --steps 4500 --max-minutes 86 --out resources/models/brain-structures
 
@@ -344,7 +345,7 @@ def main() -> None:
     parser.add_argument("--t1-fraction", type=float, default=None, help="share of T1-like synthetic contrasts")
     parser.add_argument("--cycles", type=int, default=1, help="learning-rate cycles (warm restarts, peak halved at each)")
     parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--init-from", help="start from this bundle's weights (same architecture); see initialise_from")
+    parser.add_argument("--init-from", help="start from this bundle's weights (the same architecture, or a TransUNet from a U-Net); see scripts/initialise.py")
     args = parser.parse_args()
     if args.task == "locator":
         args.arch = "locator"
