@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -75,7 +76,7 @@ def initialise_from(model: torch.nn.Module, bundle: str) -> dict:
             "tensors_copied": len(copied), "output_rows_mapped_from_tissue": mapped, "tensors_new": left}  # fmt: skip
 
 
-def tensor_renaming(theirs: ModelConfig, own: ModelConfig):
+def tensor_renaming(theirs: ModelConfig, own: ModelConfig) -> Callable[[str], str | None] | None:
     """How the parent's tensor names become the new model's, or None when it cannot start it.
 
     The renaming returns None for a parent tensor the new model has no place for.
