@@ -53,8 +53,7 @@ def initialise_from(model: torch.nn.Module, bundle: str) -> dict:
             f"--init-from {bundle}: {theirs.architecture} {theirs.arch_kwargs} with {theirs.in_channels} inputs "
             f"cannot start {own.architecture} {own.arch_kwargs} with {own.in_channels} inputs"
         )
-    source = {rename(k): v.float() for k, v in parent.state_dict().items()}
-    source.pop(None, None)
+    source = {new: v.float() for k, v in parent.state_dict().items() if (new := rename(k)) is not None}
     target = model.state_dict()
     copied = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
     mapped = []
@@ -95,7 +94,6 @@ def tensor_renaming(theirs: ModelConfig, own: ModelConfig) -> Callable[[str], st
     if not same_blocks or len(features) < 2 or parent_features[:-1] != features:
         return None
     encoder_levels = len(features) - 1  # the TransUNet's CNN encoder: features[:-1]
-    decoder_offset = len(parent_features) - len(features)  # the U-Net's decoder has one more level
 
     def rename(name: str) -> str | None:
         level = re.match(r"(encoder|decoder)\.levels\.(\d+)\.(.*)", name)
@@ -104,7 +102,7 @@ def tensor_renaming(theirs: ModelConfig, own: ModelConfig) -> Callable[[str], st
         part, index, rest = level.group(1), int(level.group(2)), level.group(3)
         if part == "encoder":
             return name if index < encoder_levels else None
-        index -= decoder_offset
+        index -= 1  # the U-Net's decoder has one more, coarser level first
         return f"decoder.levels.{index}.{rest}" if index >= 0 else None
 
     return rename
