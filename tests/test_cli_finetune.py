@@ -71,6 +71,7 @@ def test_new_class_and_default_location(files, bundle, tmp_path, monkeypatch, ca
         ("labels", ["--image", "{image}"], "one --labels per --image"),
         ("labels", ["--reference", "{shifted}"], "not on the same grid"),
         ("labels", ["--reference", "{seen}", "--distill-target", "network"], "distill_target='segmentation'"),
+        ("labels", ["--refine"], "offers no refinement on request"),
     ],
 )
 def test_bad_inputs_exit_2_with_a_clear_message(files, bundle, tmp_path, capsys, labels, extra, message):
@@ -97,6 +98,18 @@ def test_the_corrected_segmentation_can_be_given_and_is_recorded(files, bundle, 
     training = read_meta(out)["training"]
     assert training["forgetting"]["distill_target"] == "segmentation" and training["distill_reference"] == "given"
 
+
+
+def test_refine_keeps_toward_the_refined_segmentation_and_refuses_a_reference_as_well(files, tmp_path, capsys):
+    refinement = {"prior_weight": 1.0, "keep_background": True, "on_request": True}
+    bundle = tiny_bundle(tmp_path / "models", postprocess={"em_refine": refinement})
+    argv = ["finetune", "--image", str(files["image"]), "--labels", str(files["labels"]), "--model", str(bundle),
+            "--steps", "2", "--device", "cpu", "--quiet", "--refine"]  # fmt: skip
+    assert main([*argv, "--reference", str(files["seen"]), "-o", str(tmp_path / "never")]) == 2
+    assert "give one of them" in capsys.readouterr().err and not (tmp_path / "never").exists()
+    assert main([*argv, "-o", str(tmp_path / "tuned")]) == 0
+    training = read_meta(tmp_path / "tuned")["training"]
+    assert training["distill_reference"] == "parent segmentation, refined" and training["forgetting"]["refine"]
 
 # --- every check before the parent segments a scan or a step is trained ----------------------
 def _never_run(*args, **kwargs):

@@ -53,6 +53,11 @@ def add_parser(subparsers) -> None:
         "--reference", action="append", default=[], type=Path, metavar="SEG",
         help="the segmentation that was corrected, one per --image (default: the parent's own segmentation)",
     )  # fmt: skip
+    parser.add_argument(
+        "--refine", action="store_true",
+        help="keep toward the parent's segmentation refined with the scan's intensities (medseg segment --refine), "
+        "when that is what was corrected",
+    )  # fmt: skip
     parser.add_argument("--l2sp-weight", type=float, default=0.01)
     parser.add_argument("--stroke-loss", default="ce", choices=list(STROKE_LOSSES),
                         help="loss on the painted voxels: cross-entropy (default) or with a soft Dice term")  # fmt: skip
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         options = FinetuneOptions(
             steps=args.steps, lr=args.lr, batch_size=args.batch, new_classes=args.new_class, device=args.device,
             precision=args.precision, forgetting=args.forgetting, distill_weight=args.distill_weight,
-            l2sp_weight=args.l2sp_weight, distill_target=args.distill_target, stroke_loss=args.stroke_loss,
+            l2sp_weight=args.l2sp_weight, distill_target=args.distill_target, refine=args.refine, stroke_loss=args.stroke_loss,
             seed=args.seed,
         )  # fmt: skip
         volumes, sparse = read_pairs(args.image, args.labels)

@@ -163,7 +163,7 @@ def finetune(
             one (z, y, x) integer array of the parent's classes per image, on the image's
             grid: the segmentation the annotator corrected, when it is not the parent's
             own (e.g. edited by hand). Default: the parent's segmentation, computed here
-            (one inference per image).
+            (one inference per image; refined with ``refine``).
         should_stop: called before every step; True ends the run cleanly (the result is
             still returned, with ``stopped=True``).
 
@@ -192,6 +192,8 @@ def finetune(
     num_classes = config.num_classes + len(options.new_classes)
     if references is not None:
         references = list(references)
+        if options.refine:
+            raise ValueError("references give the corrected segmentation and refine asks the parent for it: give one of them")
         if options.distill_target != "segmentation" or len(references) != len(images):
             raise ValueError(
                 f"references ({len(references)}) need distill_target='segmentation' and one per image ({len(images)})"

@@ -119,7 +119,7 @@ class FinetuneRun:
     def _prepare_cases(self, images, sparse_labels, references) -> None:
         options, config = self.options, self.config
         if options.kept_toward_segmentation:
-            references = references or [parent_segmentation(self.parent, image, self.device) for image in images]
+            references = references or [parent_segmentation(self.parent, image, self.device, options.refine) for image in images]
         else:
             references = [None] * len(images)
         self.anchored = references[0] is not None
@@ -276,7 +276,7 @@ class FinetuneRun:
             "images": len(self.cases),
             # what the guard kept away from the strokes: the segmentation given, or the parent's own
             "distill_reference": None if not options.kept_toward_segmentation
-            else ("given" if self.references_given else "parent segmentation"),
+            else ("given" if self.references_given else "parent segmentation" + (", refined" if options.refine else "")),
             "patch": list(self.window),
             "precision": "bf16" if self.amp is not None else "fp32",
             "device": str(self.device),

@@ -126,10 +126,11 @@ def anchors(student: nn.Module, k_old: int) -> dict[str, tuple[torch.Tensor, int
     }
 
 
-def parent_segmentation(parent: nn.Module, image: Volume, device: torch.device) -> np.ndarray:
-    """(z, y, x) class indices the parent's whole pipeline (post-processing included) gives ``image``."""
+def parent_segmentation(parent: nn.Module, image: Volume, device: torch.device, refine: bool = False) -> np.ndarray:
+    """(z, y, x) class indices the parent's whole pipeline (post-processing included, and its
+    refinement kept on request with ``refine``) gives ``image``."""
     was_training = parent.training
     try:
-        return segment(image, parent, device=device).labels
+        return segment(image, parent, device=device, refine=refine).labels
     finally:
         parent.train(was_training)

@@ -60,6 +60,9 @@ class FinetuneOptions:
         distill_target: what distillation keeps on the unannotated voxels, one of
             :data:`DISTILL_TARGETS`: the parent's ``"segmentation"`` (post-processing
             included: what the annotator saw and corrected) or its ``"network"``'s softmax.
+        refine: keep toward the parent's segmentation with its refinement kept on request
+            (``segment(..., refine=True)``: what the annotator saw when they asked for it);
+            needs ``distill_target="segmentation"`` and a parent that offers one.
         warmup_steps: linear warm-up steps (None: steps // 10, between 1 and 10).
         patch: training window, (py, px) for 2D or (pz, py, px) for 3D models (None:
             :func:`~napari_medseg.training.sampling.default_patch`).
@@ -91,6 +94,7 @@ class FinetuneOptions:
     forgetting: str = "distill"
     distill_weight: float = 1.0
     distill_target: str = "segmentation"
+    refine: bool = False
     l2sp_weight: float = 0.01
     warmup_steps: int | None = None
     patch: tuple[int, ...] | None = None
@@ -116,6 +120,10 @@ class FinetuneOptions:
             raise ValueError(f"forgetting {self.forgetting!r} must be one of {FORGETTING}")
         if self.distill_target not in DISTILL_TARGETS:
             raise ValueError(f"distill_target {self.distill_target!r} must be one of {DISTILL_TARGETS}")
+        if not isinstance(self.refine, bool):
+            raise ValueError(f"refine {self.refine!r} must be True or False")
+        if self.refine and self.distill_target != "segmentation":
+            raise ValueError(f"refine keeps toward the refined segmentation: it needs distill_target 'segmentation', not {self.distill_target!r}")
         object.__setattr__(self, "distill_weight", _non_negative("distill_weight", self.distill_weight))
         object.__setattr__(self, "l2sp_weight", _non_negative("l2sp_weight", self.l2sp_weight))
         if self.stroke_loss not in STROKE_LOSSES:
@@ -143,6 +151,11 @@ class FinetuneOptions:
             raise ValueError(f"class_weights {list(self.class_weights)} must have {num_classes} entries (one per class)")
         if self.patch is not None and len(self.patch) != config.spatial_dims:
             raise ValueError(f"patch {self.patch} must be {config.spatial_dims} positive sizes")
+        if self.refine:
+            from ..postprocess.settings import PostprocessSettings  # lazy: the package imports scipy
+
+            if not PostprocessSettings.refinement_offered(config):
+                raise ValueError(f"refine: this {config.architecture} model offers no refinement on request to keep toward")
         if config.spatial_dims == 2:
             _ = config.context_offsets  # raises for a 2D config without usable offsets
 
@@ -177,7 +190,7 @@ class FinetuneOptions:
             "new_classes": list(self.new_classes),
             "forgetting": {
                 "method": self.forgetting, "distill_weight": self.distill_weight,
-                "distill_target": self.distill_target, "l2sp_weight": self.l2sp_weight,
+                "distill_target": self.distill_target, "refine": self.refine, "l2sp_weight": self.l2sp_weight,
             },  # fmt: skip
             "context_fraction": float(self.context_fraction),
             "stroke_loss": self.stroke_loss,

@@ -242,6 +242,32 @@ def test_reference_segmentations_are_checked_at_call_time():
     with pytest.raises(ValueError, match="integer"):
         finetune(parent, [volume], [strokes(truth)], references=[truth.astype(float)])
 
+    with pytest.raises(ValueError, match="offers no refinement on request"):
+        finetune(parent, [volume], [strokes(truth)], refine=True)
+
+
+def test_refine_keeps_toward_the_parents_refined_segmentation():
+    """With ``refine`` the guard keeps the segmentation the parent gives with its refinement on
+    request, exactly as if that segmentation had been given; the version records it."""
+    from napari_medseg.training.finetune_run import FinetuneRun
+    from napari_medseg.training.options import FinetuneOptions
+
+    volume, truth = toy_volume()
+    data = tiny_config().to_dict()  # the scan's intensities alone decide the refined labels
+    data["extra"] = {**data["extra"], "postprocess": {"em_refine": {"iterations": 5, "prior_weight": 0.0, "on_request": True}}}
+    parent = build_model(type(tiny_config()).from_dict(data))
+    refined = segment(volume, parent, device="cpu", refine=True).labels  # as the fine-tune segments it
+    assert (refined != segment(volume, parent, device="cpu").labels).any()
+    with pytest.raises(ValueError, match="give one of them"):
+        finetune(parent, [volume], [strokes(truth)], refine=True, references=[refined])
+    options = FinetuneOptions(refine=True, steps=1, batch_size=1, patch=(16, 16), device="cpu", precision="fp32")
+    asked = FinetuneRun(parent, [volume], [strokes(truth)], None, options)
+    given = FinetuneRun(parent, [volume], [strokes(truth)], [refined], dataclasses.replace(options, refine=False))
+    torch.testing.assert_close(asked.cases[0].reference, given.cases[0].reference, rtol=0, atol=0)
+    result = run_finetune(parent, [volume], [strokes(truth)], options)
+    assert result.settings["distill_reference"] == "parent segmentation, refined"
+    assert result.settings["forgetting"]["refine"] is True
+
 
 def test_the_reference_loss_is_cross_entropy_on_unannotated_voxels_only():
     from napari_medseg.training.forgetting import reference_loss

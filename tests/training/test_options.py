@@ -35,6 +35,7 @@ def test_defaults_are_valid_and_frozen():
         ("warmup_steps", 0, r"warmup_steps 0 must be a positive int"),
         ("context_fraction", 1.5, r"context_fraction 1.5 must be in \[0, 1\]"),
         ("patch", (0, 16), r"patch \(0, 16\) must be positive sizes"),
+        ("refine", "yes", r"refine 'yes' must be True or False"),
         ("stroke_loss", "dice", r"stroke_loss 'dice' must be one of \('ce', 'ce\+dice'\)"),
     ],
 )
@@ -49,6 +50,10 @@ def test_what_does_not_fit_the_model_is_refused_by_check_for():
         FinetuneOptions().check_for(config, images=2, label_volumes=1)
     with pytest.raises(ValueError, match=r"class_weights \[1.0, 1.0\] must have 5 entries"):
         FinetuneOptions(new_classes=["lesion"], class_weights=[1.0, 1.0]).check_for(config, images=1, label_volumes=1)
+    with pytest.raises(ValueError, match=r"refine: this unet model offers no refinement on request"):
+        FinetuneOptions(refine=True).check_for(config, images=1, label_volumes=1)
+    with pytest.raises(ValueError, match=r"refine keeps toward the refined segmentation: it needs distill_target 'segmentation', not 'network'"):
+        FinetuneOptions(refine=True, distill_target="network")
     with pytest.raises(ValueError, match=r"patch \(8, 16, 16\) must be 2 positive sizes"):
         FinetuneOptions(patch=[8, 16, 16]).check_for(config, images=1, label_volumes=1)
 
@@ -62,7 +67,7 @@ def test_the_guard_flags_and_the_record():
     record = FinetuneOptions(steps=30, new_classes=["lesion"]).record()
     assert record["steps_requested"] == 30 and record["new_classes"] == ["lesion"]
     assert record["forgetting"] == {"method": "distill", "distill_weight": 1.0, "distill_target": "segmentation",
-                                    "l2sp_weight": 0.01}  # fmt: skip
+                                    "refine": False, "l2sp_weight": 0.01}  # fmt: skip
 
 
 def test_the_scheduler_warms_up_then_decays_to_a_tenth():
