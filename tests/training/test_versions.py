@@ -62,7 +62,8 @@ def test_version_goes_to_the_user_folder_with_lineage_and_metrics(home, parent_b
     assert training["steps"] == 3 and training["stopped"] is False and training["kind"] == "finetune"
     assert training["annotated_voxels"] == {"background": 320, "CSF": 192, "grey matter": 0, "white matter": 192}
     assert training["forgetting"] == {
-        "method": "distill", "distill_weight": 1.0, "distill_target": "segmentation", "l2sp_weight": 0.01
+        "method": "distill", "distill_weight": 1.0, "distill_target": "segmentation", "refine": False,
+        "l2sp_weight": 0.01,
     }
     assert set(meta["metrics"]["annotated_after"]) == {"voxels", "accuracy", "dice", "mean_dice"}
     loaded = load_model(path.name)
